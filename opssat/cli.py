@@ -1,0 +1,31 @@
+"""What every script shares: a user-facing error type and the guard that turns
+it into one line on stderr and a non-zero exit instead of a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message names the problem and the fix."""
+
+
+EXIT_USAGE = 2
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a script's ``main`` and exit with its code; user errors become one line."""
+    try:
+        code = main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

@@ -1,0 +1,186 @@
+"""Opening images and turning them into model input: the one home of the image
+file extensions, the timestamp pattern and the preprocessing used for training,
+evaluation and the on-board emulation alike."""
+
+from __future__ import annotations
+
+import io
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from opssat import smartcam
+from opssat.cli import UserError
+
+# OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
+ImageFile.LOAD_TRUNCATED_IMAGES = True
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+#: ``img_msec_<ms>_...`` or a bare 13-digit millisecond timestamp.
+_TIMESTAMP = re.compile(r"img_msec_(\d+)|(?<!\d)(\d{13})(?!\d)")
+
+#: ``ground``: colour Pillow resize (what ground tools did); ``onboard``: what SmartCam does.
+PREPROCESS_MODES = ("ground", "onboard")
+
+
+class UnreadableImageError(UserError):
+    """A file that is not an image Pillow can decode."""
+
+
+def timestamp_ms(path: str | Path) -> int | None:
+    """Acquisition time in milliseconds from an OPS-SAT file name, or None."""
+    match = _TIMESTAMP.search(Path(path).name)
+    if not match:
+        return None
+    return int(match.group(1) or match.group(2))
+
+
+def is_image_name(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_files(folder: Path) -> list[Path]:
+    """Regular, non-hidden files directly in ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def label_folders(folder: Path) -> list[Path]:
+    """The ``<label>/`` sub-folders of ``folder``, sorted by name (the label order)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode any supported image (any mode, truncated JPEG included) as RGB."""
+    path = Path(path)
+    if not is_image_name(path):
+        raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode == "RGB":
+                return img.copy()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale: scale to 8 bits rather than clipping at 255.
+                wide = np.asarray(img, dtype=np.uint32)
+                shift = 8 if wide.max(initial=0) > 255 else 0
+                img = Image.fromarray((wide >> shift).astype(np.uint8), mode="L")
+            elif img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                # Flatten transparency onto black, the colour of space.
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                img = Image.alpha_composite(background, rgba)
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
+
+
+def readable(path: str | Path) -> bool:
+    """True if ``open_rgb`` can decode the file."""
+    try:
+        open_rgb(path)
+    except UnreadableImageError:
+        return False
+    return True
+
+
+# --- preprocessing -------------------------------------------------------------
+
+
+def _mitchell(x: np.ndarray) -> np.ndarray:
+    """Mitchell-Netravali cubic (B = C = 1/3), stb_image_resize's downsampling filter."""
+    x = np.abs(x)
+    near = (7 * x**3 - 12 * x**2 + 16 / 3) / 6
+    far = (-7 / 3 * x**3 + 12 * x**2 - 20 * x + 32 / 3) / 6
+    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
+
+
+@lru_cache(maxsize=16)
+def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix that resamples one axis with the Mitchell filter.
+
+    As stb_image_resize does: pixel centres at +0.5, the filter widened by the
+    scale when shrinking, edge pixels clamped, each row normalised to sum 1.
+    """
+    scale = n_out / n_in
+    stretch = max(1.0, 1.0 / scale)
+    weights = np.zeros((n_out, n_in))
+    for out_index in range(n_out):
+        centre = (out_index + 0.5) / scale
+        first = int(np.floor(centre - 2 * stretch))
+        last = int(np.ceil(centre + 2 * stretch))
+        taps = np.arange(first, last + 1)
+        w = _mitchell((taps + 0.5 - centre) / stretch)
+        np.add.at(weights[out_index], np.clip(taps, 0, n_in - 1), w)
+        weights[out_index] /= weights[out_index].sum()
+    return weights
+
+
+def mitchell_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) or (H, W, C) uint8 array to ``size`` = (height, width)."""
+    height, width = size
+    rows = _resize_weights(pixels.shape[0], height)
+    cols = _resize_weights(pixels.shape[1], width)
+    data = pixels.astype(np.float64)
+    out = np.tensordot(rows, data, axes=(1, 0))
+    out = np.moveaxis(np.tensordot(cols, out, axes=(1, 1)), 0, 1)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return decoded.convert("RGB")
+
+
+def load_pixels(
+    path: str | Path,
+    size: tuple[int, int] = smartcam.INPUT_SIZE,
+    mode: str = "ground",
+    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
+) -> np.ndarray:
+    """Decode ``path`` into a (height, width, 3) uint8 array as the model sees it.
+
+    ``ground``: RGB, Pillow bilinear resize, as ground tools always did.
+    ``onboard``: as SmartCam does it: grayscale when ``onboard_channels`` is 1,
+    Mitchell resize, JPEG quality 90 round trip, channels replicated to RGB.
+    """
+    img = open_rgb(path)
+    height, width = size
+    if mode == "ground":
+        return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
+    if mode != "onboard":
+        raise UserError(f"unknown preprocessing mode {mode!r}: use one of {PREPROCESS_MODES}")
+    if onboard_channels not in (1, 3):
+        raise UserError(f"onboard channel count must be 1 or 3, not {onboard_channels}")
+    if onboard_channels == 1:
+        img = img.convert("L")
+    resized = Image.fromarray(mitchell_resize(np.asarray(img), size))
+    return np.asarray(_jpeg_round_trip(resized, smartcam.ONBOARD_JPEG_QUALITY))
+
+
+def to_model_input(
+    pixels: np.ndarray,
+    mean: float = smartcam.INPUT_MEAN,
+    std: float = smartcam.INPUT_STD,
+) -> np.ndarray:
+    """(pixel - mean) / std as float32: SmartCam's input scaling."""
+    return (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)
+
+
+def load_input(
+    path: str | Path,
+    size: tuple[int, int] = smartcam.INPUT_SIZE,
+    mode: str = "ground",
+    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
+    mean: float = smartcam.INPUT_MEAN,
+    std: float = smartcam.INPUT_STD,
+) -> np.ndarray:
+    """A file as one float32 (height, width, 3) model input."""
+    return to_model_input(load_pixels(path, size, mode, onboard_channels), mean, std)
+

@@ -1,0 +1,126 @@
+"""The ``repo/<model>/`` layout. Every path the toolkit reads or writes is named
+here, so no other module builds path strings."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from opssat.cli import UserError
+
+#: The folder that holds one sub-folder per model: the project's ``repo/``, or
+#: ``$OPSSAT_REPO`` when set (the tests point it at a temporary folder).
+REPO_ROOT = Path(os.environ.get("OPSSAT_REPO", Path(__file__).resolve().parent.parent / "repo"))
+
+_BAD_NAME = re.compile(r"(^$|^[-.]|/|\s|\.\.)")
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it is a safe folder name, else raise a UserError."""
+    if _BAD_NAME.search(name):
+        raise UserError(
+            f"invalid model name {name!r}: use letters, digits, '_' or '-', "
+            "not starting with '-' or '.', without '/', spaces or '..'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """All paths of one model folder, ``<root>/<name>/``."""
+
+    name: str
+    root: Path = REPO_ROOT
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / self.name
+
+    # data/
+    @property
+    def data_dir(self) -> Path:
+        return self.model_dir / "data"
+
+    @property
+    def all_dir(self) -> Path:
+        return self.data_dir / "all"
+
+    @property
+    def training_dir(self) -> Path:
+        return self.data_dir / "training"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.data_dir / "test"
+
+    @property
+    def classification_dir(self) -> Path:
+        return self.data_dir / "classification"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def split_csv(self) -> Path:
+        return self.model_dir / "split.csv"
+
+    # training outputs
+    @property
+    def saved_model_dir(self) -> Path:
+        return self.model_dir / "saved_model"
+
+    @property
+    def tflite_model(self) -> Path:
+        return self.model_dir / "tflite_model.tflite"
+
+    def tflite_variant(self, quantization: str) -> Path:
+        """``tflite_model_<quantization>.tflite`` beside the float model."""
+        return self.model_dir / f"tflite_model_{quantization}.tflite"
+
+    @property
+    def labels_file(self) -> Path:
+        return self.model_dir / "labels.txt"
+
+    @property
+    def summaries_dir(self) -> Path:
+        return self.model_dir / "summaries"
+
+    @property
+    def train_record(self) -> Path:
+        return self.model_dir / "train_record.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.model_dir / "cache"
+
+    # evaluation outputs
+    def confidences_csv(self, preprocess: str = "ground") -> Path:
+        """``confidences.csv`` for ground preprocessing, ``confidences_<mode>.csv`` otherwise."""
+        suffix = "" if preprocess == "ground" else f"_{preprocess}"
+        return self.classification_dir / f"confidences{suffix}.csv"
+
+    @property
+    def report_md(self) -> Path:
+        return self.classification_dir / "report.md"
+
+    # deployment
+    def smartcam_dir(self, package_name: str) -> Path:
+        return self.model_dir / "smartcam" / package_name
+
+    def require_model_dir(self) -> ModelPaths:
+        """Raise a UserError naming the fix when the model folder does not exist."""
+        if not self.model_dir.is_dir():
+            raise UserError(
+                f"model folder {self.model_dir} does not exist: run ./create_dirs.sh {self.name}"
+            )
+        return self
+
+
+def model_paths(name: str, root: Path | None = None) -> ModelPaths:
+    """Checked ``ModelPaths`` for a model name given on a command line."""
+    if root is None:
+        root = Path(os.environ.get("OPSSAT_REPO", REPO_ROOT))
+    return ModelPaths(check_model_name(name), root)
