@@ -1,0 +1,58 @@
+"""Exporting a trained Keras classifier: TFLite float and quantized variants.
+
+Every variant keeps float32 input and output tensors unless a caller asks
+otherwise, because SmartCam's on-board classifier feeds and reads only float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+import opssat  # noqa: F401  (tf_keras before TensorFlow)
+import tensorflow as tf
+
+from opssat.cli import UserError
+
+#: ``none`` is the float model; the others are extra files beside it.
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+RepresentativeData = Callable[[], Iterable[np.ndarray]]
+
+
+def check_quantization(name: str) -> str:
+    if name not in QUANTIZATIONS:
+        raise UserError(f"unknown quantization {name!r}: use one of {', '.join(QUANTIZATIONS)}")
+    return name
+
+
+def tflite_bytes(
+    model: tf.keras.Model,
+    quantization: str = "none",
+    representative_data: RepresentativeData | None = None,
+    io_dtype: tf.DType = tf.float32,
+) -> bytes:
+    """Convert ``model`` to a TFLite flatbuffer with builtin ops only.
+
+    ``int8`` quantizes weights and activations, calibrated on
+    ``representative_data`` (a callable yielding float32 batches of one input).
+    ``io_dtype`` other than float32 makes a model SmartCam cannot run; the tests
+    use it to check that such a model is refused.
+    """
+    check_quantization(quantization)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantization == "int8":
+        if representative_data is None:
+            raise ValueError("int8 quantization needs representative data")
+        converter.representative_dataset = lambda: ([batch] for batch in representative_data())
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if io_dtype != tf.float32:
+        converter.inference_input_type = io_dtype
+        converter.inference_output_type = io_dtype
+    return converter.convert()
