@@ -2,6 +2,8 @@
 
 Importing the package selects the legacy Keras (tf_keras) before TensorFlow is
 imported anywhere: TF Hub's ``KerasLayer`` only works inside a tf_keras model.
+Importing any ``opssat.<module>`` runs this first, so package modules may import
+TensorFlow at the top; scripts and tests import ``opssat`` before TensorFlow.
 """
 
 import os

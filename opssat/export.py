@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
-
-import opssat  # noqa: F401  (tf_keras before TensorFlow)
 import tensorflow as tf
 
 from opssat.cli import UserError
