@@ -99,16 +99,35 @@ class ModelPaths:
     # evaluation outputs
     def confidences_csv(self, preprocess: str = "ground") -> Path:
         """``confidences.csv`` for ground preprocessing, ``confidences_<mode>.csv`` otherwise."""
-        suffix = "" if preprocess == "ground" else f"_{preprocess}"
-        return self.classification_dir / f"confidences{suffix}.csv"
+        return self.classification_dir / f"confidences{self._mode_suffix(preprocess)}.csv"
+
+    def classified_dir(self, preprocess: str = "ground") -> Path:
+        """``classified/`` (``classified_<mode>/``): copies of images by predicted label."""
+        return self.classification_dir / f"classified{self._mode_suffix(preprocess)}"
+
+    def unclassified_dir(self, preprocess: str = "ground") -> Path:
+        """``unclassified/`` (``unclassified_<mode>/``): images below the threshold."""
+        return self.classification_dir / f"unclassified{self._mode_suffix(preprocess)}"
 
     @property
     def report_md(self) -> Path:
         return self.classification_dir / "report.md"
 
+    def plot_png(self, name: str) -> Path:
+        """A calc_perf plot, ``classification/<name>.png``."""
+        return self.classification_dir / f"{name}.png"
+
+    @staticmethod
+    def _mode_suffix(preprocess: str) -> str:
+        return "" if preprocess == "ground" else f"_{preprocess}"
+
     # deployment
+    @property
+    def smartcam_root(self) -> Path:
+        return self.model_dir / "smartcam"
+
     def smartcam_dir(self, package_name: str) -> Path:
-        return self.model_dir / "smartcam" / package_name
+        return self.smartcam_root / package_name
 
     def require_model_dir(self) -> ModelPaths:
         """Raise a UserError naming the fix when the model folder does not exist."""
