@@ -8,18 +8,57 @@ models all read and return the same float32 scale.
 
 from __future__ import annotations
 
+import csv
+import os
+import shutil
+import sys
+import tempfile
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
+from tqdm import tqdm
 
-from opssat import images, smartcam
+from opssat import atomic, images, smartcam
 from opssat.cli import UserError
 from opssat.labels import read_labels, validate_labels
+from opssat.paths import ModelPaths
 
 #: What ``predicted_label`` says when the top-1 confidence is below the threshold.
 NOT_CLASSIFIED = "n/a"
+#: confidences.csv's fixed columns, as the original toolkit wrote them; one column
+#: per label (labels.txt order) follows.
+CSV_COLUMNS = ("filename", "time_ms", "predicted_label", "expected_label")
+
+
+@contextmanager
+def _without_native_info() -> Iterator[None]:
+    """Drop LiteRT's native ``INFO:`` lines (printed straight to fd 2 when the XNNPACK
+    delegate starts) so stderr carries only what the user must read; other native
+    output is passed on."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if not line.startswith("INFO: "):
+                    print(line, file=sys.stderr)
 
 
 def _load_interpreter(model_file: Path, num_threads: int | None) -> Interpreter:
@@ -29,8 +68,9 @@ def _load_interpreter(model_file: Path, num_threads: int | None) -> Interpreter:
     if num_threads is not None and num_threads < 1:
         raise UserError(f"--num_threads must be 1 or more, not {num_threads}")
     try:
-        interpreter = Interpreter(model_path=str(model_file), num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with _without_native_info():
+            interpreter = Interpreter(model_path=str(model_file), num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UserError(f"{model_file} is not a TFLite model LiteRT can run ({reason}): "
@@ -166,3 +206,164 @@ def ranked(probabilities: np.ndarray, labels: list[str],
     if top_k is not None:
         order = order[:top_k]
     return [(labels[i], float(probabilities[i])) for i in order]
+
+
+# --- batch labelling ------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    """What one batch_label_images.py run did."""
+
+    images: int
+    classified: int
+    unclassified: int
+    unreadable: list[str]
+    seconds: float
+    csv_path: Path
+    classified_dir: Path
+    unclassified_dir: Path
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def list_test_images(test_dir: Path, labels: list[str]) -> list[tuple[str, Path]]:
+    """(expected label, file) for every file under ``test_dir/<label>/``, in label
+    then name order; UserError when the folder is missing, empty or has unknown labels."""
+    if not test_dir.is_dir():
+        raise UserError(f"test folder {test_dir} not found: run split_data.py <model> <test_pct> "
+                        "first")
+    folders = images.label_folders(test_dir)
+    unknown = [f.name for f in folders if f.name not in labels]
+    if unknown:
+        raise UserError(f"test folder(s) {', '.join(unknown)} in {test_dir} are not in the "
+                        f"model's labels ({', '.join(labels)}): rename them or use the matching "
+                        "--label_file")
+    files = [(f.name, path) for f in folders for path in images.list_files(f)]
+    if not files:
+        raise UserError(f"no images in {test_dir}/<label>/: run split_data.py <model> "
+                        "<test_pct> first")
+    return files
+
+
+def _prefetched(loader: Callable[[Path], np.ndarray], paths: Iterable[Path],
+                depth: int) -> Iterator[tuple[Path, np.ndarray | Exception]]:
+    """Yield (path, model input or its UnreadableImageError), decoding up to ``depth``
+    images ahead in worker threads while the caller runs the interpreter; the bounded
+    window keeps memory flat whatever the number of images."""
+    def safe(path: Path) -> np.ndarray | Exception:
+        try:
+            return loader(path)
+        except images.UnreadableImageError as err:
+            return err
+
+    pending: deque[tuple[Path, Future]] = deque()
+    iterator = iter(paths)
+    with ThreadPoolExecutor(max_workers=max(1, depth // 2)) as pool:
+        for path in iterator:
+            pending.append((path, pool.submit(safe, path)))
+            if len(pending) >= depth:
+                break
+        while pending:
+            path, future = pending.popleft()
+            nxt = next(iterator, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(safe, nxt)))
+            yield path, future.result()
+
+
+def _copy_name(folder: Path, name: str, expected: str, used: set[Path]) -> Path:
+    """``folder/name``, or ``folder/<expected>_name`` when two test folders share a name."""
+    target = folder / name
+    if target in used:
+        target = folder / f"{expected}_{name}"
+    used.add(target)
+    return target
+
+
+def label_test_set(
+    paths: ModelPaths,
+    model_file: Path | None = None,
+    label_file: Path | None = None,
+    threshold: float = smartcam.CONFIDENCE_THRESHOLD,
+    preprocess: str = "ground",
+    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
+    num_threads: int | None = None,
+    prefetch: int = 4,
+    progress: bool | None = None,
+) -> BatchResult:
+    """Classify every test image with ONE interpreter, streaming, and replace the CSV
+    and the classified/unclassified copies of this preprocessing mode all at once.
+
+    Everything is written to staged temporaries first, so an interrupted or failed
+    run leaves the previous outputs as they were and two runs never mix.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, not {threshold}")
+    if preprocess not in images.PREPROCESS_MODES:
+        raise UserError(f"unknown --preprocess {preprocess!r}: use one of "
+                        f"{', '.join(images.PREPROCESS_MODES)}")
+    if onboard_channels not in (1, 3):
+        raise UserError(f"--onboard_channels must be 1 or 3, not {onboard_channels}")
+    classifier = Classifier(model_file or paths.tflite_model, label_file or paths.labels_file,
+                            num_threads=num_threads)
+    labels = classifier.labels
+    files = list_test_images(paths.test_dir, labels)
+    by_path = dict((path, label) for label, path in files)
+    csv_path = paths.confidences_csv(preprocess)
+    unreadable: list[str] = []
+    counts = {"classified": 0, "unclassified": 0}
+    start = time.perf_counter()
+    with (
+        atomic.staged_file(csv_path) as staged_csv,
+        atomic.staged_dir(paths.classified_dir(preprocess)) as staged_classified,
+        atomic.staged_dir(paths.unclassified_dir(preprocess)) as staged_unclassified,
+        staged_csv.open("w", newline="", encoding="utf-8") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow([*CSV_COLUMNS, *labels])
+        for label in labels:
+            (staged_classified / label).mkdir()
+        used: set[Path] = set()
+
+        def loader(path: Path) -> np.ndarray:
+            return classifier.load(path, preprocess, onboard_channels)
+
+        stream = _prefetched(loader, [path for _, path in files], prefetch)
+        bar = tqdm(stream, total=len(files), unit="img", desc="classifying",
+                   disable=None if progress is None else not progress)
+        for path, loaded in bar:
+            if isinstance(loaded, Exception):
+                unreadable.append(str(loaded))
+                continue
+            probabilities, elapsed_ms = classifier.classify(loaded)
+            expected = by_path[path]
+            predicted = predicted_label(probabilities, labels, threshold)
+            writer.writerow([
+                f"{expected}/{path.name}", f"{elapsed_ms:.3f}", predicted, expected,
+                *(repr(float(p)) for p in probabilities),
+            ])
+            if predicted == NOT_CLASSIFIED:
+                folder, key = staged_unclassified, "unclassified"
+            else:
+                folder, key = staged_classified / predicted, "classified"
+            shutil.copy2(path, _copy_name(folder, path.name, expected, used))
+            counts[key] += 1
+        if not counts["classified"] + counts["unclassified"]:
+            raise UserError(f"none of the {len(files)} images in {paths.test_dir} could be read "
+                            f"(first: {unreadable[0]}): replace them with JPEG/PNG/BMP images")
+        handle.flush()
+        os.fsync(handle.fileno())
+    seconds = time.perf_counter() - start
+    return BatchResult(
+        images=counts["classified"] + counts["unclassified"],
+        classified=counts["classified"],
+        unclassified=counts["unclassified"],
+        unreadable=unreadable,
+        seconds=seconds,
+        csv_path=csv_path,
+        classified_dir=paths.classified_dir(preprocess),
+        unclassified_dir=paths.unclassified_dir(preprocess),
+    )

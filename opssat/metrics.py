@@ -30,10 +30,9 @@ from sklearn.metrics import (
 
 from opssat import smartcam
 from opssat.cli import UserError
+from opssat.infer import CSV_COLUMNS as FIXED_COLUMNS
+from opssat.infer import NOT_CLASSIFIED
 
-#: The CSV's fixed columns, in order; one column per label follows.
-FIXED_COLUMNS = ("filename", "time_ms", "predicted_label", "expected_label")
-NOT_CLASSIFIED = "n/a"
 #: 0.00, 0.01, ... 0.99: the thresholds of the trade-off table.
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(100))
 

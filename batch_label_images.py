@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Classify every image of repo/<model>/data/test/<label>/ in one process.
+
+Writes data/classification/confidences.csv (confidences_<mode>.csv for
+--preprocess onboard) and copies each image to classified/<label>/ or, below
+--threshold, to unclassified/. Re-running replaces those outputs whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from opssat import cli, images, smartcam
+from opssat.infer import label_test_set
+from opssat.paths import model_paths
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("--model_file", type=Path, default=None,
+                        help=".tflite model (default: repo/<model>/tflite_model.tflite)")
+    parser.add_argument("--label_file", type=Path, default=None,
+                        help="labels (default: repo/<model>/labels.txt)")
+    parser.add_argument("--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
+                        help="below this top-1 confidence an image stays unclassified "
+                        "(default: %(default)s, as on SmartCam)")
+    parser.add_argument("--preprocess", choices=images.PREPROCESS_MODES, default="ground",
+                        help="ground: colour bilinear resize; onboard: as SmartCam resizes "
+                        "(default: %(default)s)")
+    parser.add_argument("--onboard_channels", type=int, choices=(1, 3),
+                        default=smartcam.ONBOARD_CHANNELS,
+                        help="channels SmartCam's resizer keeps (default: %(default)s)")
+    parser.add_argument("--num_threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    paths = model_paths(args.model).require_model_dir()
+    result = label_test_set(
+        paths,
+        model_file=args.model_file,
+        label_file=args.label_file,
+        threshold=args.threshold,
+        preprocess=args.preprocess,
+        onboard_channels=args.onboard_channels,
+        num_threads=args.num_threads,
+        progress=False if args.no_progress else None,
+    )
+    if result.unreadable:
+        cli.warn(f"{len(result.unreadable)} file(s) could not be read and were skipped:")
+        for line in result.unreadable:
+            cli.warn(f"  {line}")
+    print(f"images:       {result.images} ({result.images_per_second:.1f} images/s)")
+    print(f"classified:   {result.classified} -> {result.classified_dir}")
+    print(f"unclassified: {result.unclassified} (below {args.threshold:.2f}) -> "
+          f"{result.unclassified_dir}")
+    if result.unreadable:
+        print(f"unreadable:   {len(result.unreadable)} (listed above)")
+    print(f"confidences:  {result.csv_path}")
+    print(f"next:         python calc_perf.py {args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
