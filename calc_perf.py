@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Judge a model from the CSV(s) written by batch_label_images.py.
+
+Prints the per-label table and total accuracy as the original did, then
+precision/recall/F1, macro-F1, balanced accuracy, Cohen's kappa (1 - kappa is the
+ESA OPS-SAT competition score), the confusion matrices and the threshold
+trade-off; writes data/classification/report.md and PNG plots. The main figures
+use the top-1 label of every image (threshold ignored); the "at threshold" line
+shows what SmartCam would keep. When confidences_onboard.csv exists too, both
+preprocessing modes are reported side by side with their top-1 agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from opssat import cli, images, report, smartcam
+from opssat.paths import model_paths
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("--target_accuracy", type=float, default=0.95,
+                        help="find the lowest threshold whose kept images reach this accuracy "
+                        "(default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
+                        help="threshold of the 'at threshold' figures (default: %(default)s)")
+    parser.add_argument("--csv", type=Path, default=None,
+                        help="read this CSV only (default: confidences.csv, and "
+                        "confidences_onboard.csv when it exists)")
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    for name in ("target_accuracy", "threshold"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            raise cli.UserError(f"--{name} must be between 0 and 1, not {value}")
+    paths = model_paths(args.model).require_model_dir()
+    if args.csv is not None:
+        if not args.csv.is_file():
+            raise cli.UserError(f"CSV {args.csv} not found: pass the confidences CSV that "
+                                "batch_label_images.py wrote")
+        csvs = [("ground" if args.csv == paths.confidences_csv() else args.csv.stem, args.csv)]
+    else:
+        csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES
+                if paths.confidences_csv(mode).is_file()]
+        if not csvs:
+            raise cli.UserError(f"{paths.confidences_csv()} not found: run "
+                                f"batch_label_images.py {args.model} first")
+    results = report.evaluate_csvs(csvs, args.threshold, args.target_accuracy)
+    agreement = report.mode_agreement(results)
+    plots = report.write_plots(paths, results)
+    report_md = report.write_report(paths, results, agreement, plots)
+    if args.json:
+        print(json.dumps(report.to_json(args.model, results, agreement, report_md, plots),
+                         indent=2))
+        return 0
+    print(report.render_text(results, agreement))
+    print(f"report: {report_md}")
+    print(f"plots:  {', '.join(str(p) for p in plots)}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
