@@ -61,3 +61,45 @@ def replace_path(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, target)
+
+
+class OutputSet:
+    """Several outputs that replace their targets together, or not at all.
+
+    ``stage(target)`` gives a path beside ``target`` to write to; ``commit()``
+    moves every staged output into place; ``discard()`` removes them, leaving
+    the previous outputs untouched.
+    """
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, Path] = {}
+
+    def stage(self, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.with_name(f".{target.name}.staging")
+        _remove(staged)
+        self._staged[target] = staged
+        return staged
+
+    def staged(self) -> dict[Path, Path]:
+        """Target -> staged path, for what has been staged so far."""
+        return dict(self._staged)
+
+    def commit(self) -> list[Path]:
+        for target, staged in self._staged.items():
+            replace_path(staged, target)
+        committed = list(self._staged)
+        self._staged.clear()
+        return committed
+
+    def discard(self) -> None:
+        for staged in self._staged.values():
+            _remove(staged)
+        self._staged.clear()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

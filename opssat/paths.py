@@ -77,8 +77,7 @@ class ModelPaths:
         return self.model_dir / "tflite_model.tflite"
 
     def tflite_variant(self, quantization: str) -> Path:
-        """``tflite_model_<quantization>.tflite`` beside the float model."""
-        return self.model_dir / f"tflite_model_{quantization}.tflite"
+        return tflite_variant(self.tflite_model, quantization)
 
     @property
     def labels_file(self) -> Path:
@@ -136,6 +135,11 @@ class ModelPaths:
                 f"model folder {self.model_dir} does not exist: run ./create_dirs.sh {self.name}"
             )
         return self
+
+
+def tflite_variant(float_model: Path, quantization: str) -> Path:
+    """``<stem>_<quantization>.tflite`` beside the float model ``<stem>.tflite``."""
+    return float_model.with_name(f"{float_model.stem}_{quantization}.tflite")
 
 
 def model_paths(name: str, root: Path | None = None) -> ModelPaths:

@@ -1,0 +1,278 @@
+"""Training data: the labelled file list, its stratified validation split, the
+streaming ``tf.data`` input pipeline, and the on-disk backbone-feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tqdm import tqdm
+
+from opssat import atomic, images
+from opssat.cli import UserError, warn
+
+
+@dataclass
+class LabelledFiles:
+    """Image paths with their label index; ``labels`` is the sorted label order."""
+
+    labels: list[str]
+    paths: list[Path]
+    targets: np.ndarray  # int label index per path
+    skipped: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: np.ndarray) -> LabelledFiles:
+        return LabelledFiles(self.labels, [self.paths[i] for i in indices], self.targets[indices])
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.targets, minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, counts, strict=True)}
+
+    def fingerprint(self) -> str:
+        """Hash of file names, sizes, times and labels: changes when the data changes."""
+        digest = hashlib.sha256()
+        for path, target in zip(self.paths, self.targets, strict=True):
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode())
+        return digest.hexdigest()
+
+
+def _looks_like_image(path: Path) -> bool:
+    """A cheap check (header only); full decoding happens in the pipeline."""
+    if not images.is_image_name(path):
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def list_labelled_files(image_dir: Path) -> LabelledFiles:
+    """Images under ``image_dir/<label>/``; labels sorted, files that are not images skipped."""
+    if not image_dir.is_dir():
+        raise UserError(f"image folder {image_dir} not found: run split_data.py first")
+    folders = images.label_folders(image_dir)
+    paths: list[Path] = []
+    targets: list[int] = []
+    skipped: list[Path] = []
+    labels: list[str] = []
+    for folder in folders:
+        files = images.list_files(folder)
+        good = [p for p in files if _looks_like_image(p)]
+        skipped += [p for p in files if p not in good]
+        if not good:
+            warn(f"{folder} holds no readable image; label {folder.name!r} left out")
+            continue
+        labels.append(folder.name)
+        paths += good
+        targets += [len(labels) - 1] * len(good)
+    for path in skipped:
+        warn(f"skipped {path}: not a readable image")
+    if len(labels) < 2:
+        raise UserError(
+            f"{image_dir} needs at least two label folders with images "
+            f"(found {len(labels)}): put images in {image_dir}/<label>/"
+        )
+    return LabelledFiles(labels, paths, np.asarray(targets, dtype=np.int64), skipped)
+
+
+def stratified_split(
+    files: LabelledFiles, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) indices: the same fraction of every label, on every run.
+
+    Each label with at least two images keeps one for training and, when the
+    fraction is above zero, gives at least one to validation.
+    """
+    rng = np.random.default_rng(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for target in range(len(files.labels)):
+        members = np.flatnonzero(files.targets == target)
+        members = members[rng.permutation(len(members))]
+        n_val = int(round(len(members) * validation_fraction))
+        if validation_fraction > 0 and len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        val_idx += members[:n_val].tolist()
+        train_idx += members[n_val:].tolist()
+    return np.sort(np.asarray(train_idx, dtype=np.int64)), np.sort(np.asarray(val_idx, np.int64))
+
+
+# --- tf.data ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes model input (one of images.PREPROCESS_MODES)."""
+
+    image_size: int
+    mode: str = "ground"
+    onboard_channels: int = 1
+
+    def load(self, path: str | bytes) -> np.ndarray:
+        """A float32 (size, size, 3) input in [0, 1]; zeros with a warning if undecodable."""
+        name = path.decode() if isinstance(path, bytes) else path
+        size = (self.image_size, self.image_size)
+        try:
+            return images.load_input(name, size, self.mode, self.onboard_channels)
+        except images.UnreadableImageError as err:
+            warn(f"{err}; using a black image")
+            return np.zeros((*size, 3), np.float32)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.mode}|{self.onboard_channels}|{self.image_size}"
+
+
+def image_dataset(
+    files: LabelledFiles,
+    preprocessing: Preprocessing,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+    augment: Callable[[np.ndarray], np.ndarray] | None = None,
+    sample_weights: np.ndarray | None = None,
+) -> tf.data.Dataset:
+    """Stream (images, one-hot labels[, weights]) batches from disk.
+
+    Decoding runs in parallel (AUTOTUNE) through the toolkit's own preprocessing,
+    so training sees exactly what evaluation and the on-board emulation see.
+    """
+    size = preprocessing.image_size
+
+    def load(path: bytes) -> np.ndarray:
+        pixels = preprocessing.load(path)
+        return augment(pixels) if augment else pixels
+
+    def decode(path: tf.Tensor) -> tf.Tensor:
+        image = tf.numpy_function(load, [path], tf.float32, stateful=augment is not None)
+        image.set_shape((size, size, 3))
+        return image
+
+    return _batched(files, decode, batch_size, shuffle_seed, sample_weights,
+                    [str(p) for p in files.paths])
+
+
+def _batched(files: LabelledFiles, decode: Callable[[tf.Tensor], tf.Tensor], batch_size: int,
+             shuffle_seed: int | None, sample_weights: np.ndarray | None,
+             items: list) -> tf.data.Dataset:
+    """Shuffle indices (the same order for images and cached features), map, batch, prefetch."""
+    one_hot = np.eye(len(files.labels), dtype=np.float32)[files.targets]
+    columns: tuple = (np.asarray(items), one_hot)
+    if sample_weights is not None:
+        columns += (sample_weights[files.targets].astype(np.float32),)
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(lambda item, *rest: (decode(item), *rest),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def augmenter(options: dict, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """make_image_classifier's augmentation: Keras' ImageDataGenerator transforms."""
+    import tf_keras
+
+    generator = tf_keras.preprocessing.image.ImageDataGenerator(**options)
+    rng = np.random.default_rng(seed)
+
+    def augment(image: np.ndarray) -> np.ndarray:
+        seed_now = int(rng.integers(2**31))
+        return generator.random_transform(image, seed=seed_now).astype(np.float32)
+
+    return augment
+
+
+# --- feature cache -----------------------------------------------------------------
+
+
+class FeatureCache:
+    """Backbone features of a file list, computed once and kept on disk.
+
+    ``features.npy`` is filled batch by batch through a memory map, so memory
+    stays flat however many images there are; ``meta.json`` is written last and
+    holds the key (backbone, preprocessing, file list), so a cache from another
+    backbone or file list, or a half-written one, is rebuilt and the log says why.
+    """
+
+    def __init__(self, folder: Path, backbone_identity: str, preprocessing: Preprocessing,
+                 files: LabelledFiles) -> None:
+        self.folder = folder
+        self.key = {
+            "backbone": backbone_identity,
+            "preprocessing": preprocessing.identity,
+            "files": files.fingerprint(),
+            "count": len(files),
+        }
+        self.features_path = folder / "features.npy"
+        self.meta_path = folder / "meta.json"
+
+    def stale_reason(self) -> str | None:
+        """None when the cache on disk matches the key, else why it cannot be used."""
+        if not self.meta_path.is_file():
+            return "no cache yet"
+        try:
+            meta = json.loads(self.meta_path.read_text())
+        except (OSError, ValueError):
+            return "its meta.json is unreadable"
+        for name, value in self.key.items():
+            if meta.get("key", {}).get(name) != value:
+                return f"the {name} changed"
+        try:
+            features = np.load(self.features_path, mmap_mode="r")
+        except (OSError, ValueError):
+            return "features.npy is missing or corrupt"
+        if features.shape != tuple(meta.get("shape", ())):
+            return "features.npy is truncated"
+        return None
+
+    def load_or_build(self, extract: Callable[[np.ndarray], np.ndarray],
+                      batches: tf.data.Dataset, feature_size: int) -> tuple[np.ndarray, bool]:
+        """(read-only memory-mapped features, whether they came from the cache)."""
+        reason = self.stale_reason()
+        if reason is None:
+            print(f"feature cache: reusing {self.folder}")
+            return np.load(self.features_path, mmap_mode="r"), True
+        print(f"feature cache: building {self.folder} ({reason})")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.meta_path.unlink(missing_ok=True)
+        shape = (self.key["count"], feature_size)
+        with atomic.staged_file(self.features_path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            row = 0
+            with tqdm(total=shape[0], desc="backbone features", unit="img") as bar:
+                for batch in batches:
+                    values = extract(batch[0])
+                    out[row:row + len(values)] = values
+                    row += len(values)
+                    bar.update(len(values))
+            out.flush()
+            del out
+        atomic.write_text(self.meta_path, json.dumps({"key": self.key, "shape": list(shape)}))
+        return np.load(self.features_path, mmap_mode="r"), False
+
+
+def feature_dataset(files: LabelledFiles, features: np.ndarray, rows: np.ndarray,
+                    batch_size: int, shuffle_seed: int | None = None,
+                    sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """Like ``image_dataset`` but reads rows ``rows`` of the cached feature matrix."""
+    width = features.shape[1]
+
+    def fetch(row: np.int64) -> np.ndarray:
+        return np.asarray(features[row], dtype=np.float32)
+
+    def decode(row: tf.Tensor) -> tf.Tensor:
+        vector = tf.numpy_function(fetch, [row], tf.float32, stateful=False)
+        vector.set_shape((width,))
+        return vector
+
+    return _batched(files, decode, batch_size, shuffle_seed, sample_weights, list(rows))

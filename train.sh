@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Train repo/<model>/'s classifier: ./train.sh <model> [epochs] [make_image_classifier flags]
+#
+# As the original toolkit: MobileNetV2 from TF Hub, fine-tuned, image size 224. Outputs go to
+# repo/<model>/ (saved_model/, labels.txt, tflite_model.tflite, summaries/, train_record.json)
+# and replace the previous ones only when training succeeded. Later flags override these.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+    echo "usage: ./train.sh <model> [epochs] [make_image_classifier flags]" >&2
+    exit 2
+fi
+model=$1
+shift
+epochs=()
+if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
+    epochs=(--train_epochs "$1")
+    shift
+fi
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+repo=${OPSSAT_REPO:-repo}
+echo "watch training with: tensorboard --logdir $repo/$model/summaries"
+exec "$python" -m opssat.make_image_classifier --model "$model" \
+    --tfhub_module https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4 \
+    --image_size 224 --do_fine_tuning "${epochs[@]}" "$@"
