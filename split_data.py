@@ -48,11 +48,10 @@ def main() -> int:
     print(f"copied to {paths.training_dir} and {paths.test_dir}; list in {result.csv_path}")
     if result.scan.unreadable:
         print(f"skipped {len(result.scan.unreadable)} unreadable file(s):")
+        moved = dict(result.quarantined)
         for path, _, _ in result.scan.unreadable:
-            print(f"  {path}")
-        if result.quarantined:
-            print(f"moved them to {paths.quarantine_dir}")
-        else:
+            print(f"  {path}" + (f" (moved to {moved[path]})" if path in moved else ""))
+        if not moved:
             print("  (--quarantine moves them to data/quarantine/<label>/; nothing is deleted)")
     return 0
 
