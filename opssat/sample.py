@@ -24,7 +24,7 @@ from opssat.cli import UserError
 THUMBNAIL_SIZE = (614, 583)
 JPEG_QUALITY = 90
 DEFAULT_COUNT = 120
-DEFAULT_SEED = 1608588759
+DEFAULT_SEED = 2020
 #: The real data's imbalance, about 6 bad : 3 earth : 1 edge.
 LABEL_SHARES = dict(zip(smartcam.DEFAULT_LABELS, (0.6, 0.3, 0.1), strict=True))
 #: Kinds of ``bad`` image, drawn with these weights.

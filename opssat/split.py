@@ -76,7 +76,7 @@ class SplitResult:
 def parse_test_pct(text: str) -> float:
     """The test percentage from the command line, strictly between 0 and 100."""
     try:
-        pct = float(text)
+        pct = float(text.strip().removesuffix("%"))
     except ValueError:
         pct = math.nan
     if not 0 < pct < 100:

@@ -153,6 +153,7 @@ def test_bad_percentages(text: str) -> None:
 def test_good_percentages() -> None:
     assert split.parse_test_pct("20") == 20.0
     assert split.parse_test_pct("0.5") == 0.5
+    assert split.parse_test_pct("20%") == 20.0
 
 
 # --- on disk ----------------------------------------------------------------------------
