@@ -1,0 +1,389 @@
+"""The SmartCam contract check, the package and the threshold suggestion."""
+
+from __future__ import annotations
+
+import configparser
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_classifier
+
+from opssat import metrics, smartcam
+from opssat.cli import UserError
+from opssat.paths import model_paths
+
+PROJECT = Path(__file__).resolve().parents[1]
+LABELS = ["bad", "earth", "edge"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory):
+    """Factory of small TFLite files, each built once per module (conversion is slow)."""
+    folder = tmp_path_factory.mktemp("models")
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            path = folder / f"{kind}.tflite"
+            path.write_bytes(_convert(kind))
+            built[kind] = path
+        return built[kind]
+
+    return get
+
+
+def _convert(kind: str) -> bytes:
+    import tensorflow as tf
+
+    from opssat import export
+
+    size = 32 if kind == "size32" else 224
+    if kind in ("good", "size32", "uint8"):
+        rng = np.random.default_rng(1)
+
+        def calibration():
+            for _ in range(4):
+                yield rng.random((1, size, size, 3), dtype=np.float32)
+
+        quantization, io_dtype = ("int8", tf.uint8) if kind == "uint8" else ("none", tf.float32)
+        return export.tflite_bytes(tiny_classifier(LABELS, size), quantization, calibration,
+                                   io_dtype)
+    heads = {
+        "flex": lambda x: tf.nn.softmax(tf.math.cumprod(x, axis=1)),  # no builtin Cumprod
+        "custom": lambda x: tf.nn.softmax(tf.math.erfinv(x * 0.5)),  # neither builtin nor Flex
+        "no_softmax": lambda x: x * 3.0,
+    }
+    head = heads[kind]
+    fn = tf.function(lambda x: head(tf.reduce_mean(x, axis=[1, 2])))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if kind == "flex":
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.allow_custom_ops = kind == "custom"
+    return converter.convert()
+
+
+def _labels_file(tmp_path: Path, labels: list[str], name: str = "labels.txt") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(f"{label}\n" for label in labels))
+    return path
+
+
+def _model_dir(repo_root: Path, models, kind: str = "good", name: str = "demo") -> Path:
+    """repo/<name>/ with a trained model's files, as training leaves them."""
+    folder = repo_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(models(kind), folder / "tflite_model.tflite")
+    _labels_file(folder, LABELS)
+    return folder
+
+
+def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
+    return subprocess.run([sys.executable, "package_smartcam.py", *args], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+# --- the contract check ----------------------------------------------------------------
+
+
+def test_good_model_passes_every_check(models, tmp_path):
+    report = smartcam.check_contract(models("good"), _labels_file(tmp_path, LABELS))
+    assert report.ok, report.format()
+    assert [c.name for c in report.checks] == ["file", "labels", "ops", "input", "output",
+                                               "softmax"]
+    assert report.size_bytes == models("good").stat().st_size
+    assert report.sha256 == hashlib.sha256(models("good").read_bytes()).hexdigest()
+    assert report.labels == LABELS
+    assert "SOFTMAX" in report.ops and not report.problems
+
+
+@pytest.mark.parametrize(
+    ("kind", "labels", "failed", "reason"),
+    [
+        ("uint8", LABELS, {"input", "output"}, "uint8"),
+        ("size32", LABELS, {"input"}, "1x32x32x3, but the config feeds 1x224x224x3"),
+        ("good", [*LABELS, "cloud"], {"output"}, "3 values per image but 4 labels"),
+        ("good", ["bad", "earth", "bad"], {"labels"}, "more than once"),
+        ("good", ["bad", "", "edge"], {"labels"}, "blank line"),
+        ("good", ["bad", "earth:x", "edge"], {"labels"}, "cannot contain"),
+        ("flex", LABELS, {"ops"}, "FlexCumprod"),
+        ("custom", LABELS, {"ops"}, "custom ops Erfinv"),
+        ("no_softmax", LABELS, {"softmax"}, "end the model with a softmax"),
+    ],
+)
+def test_each_violation_is_refused_with_its_reason(models, tmp_path, kind, labels, failed,
+                                                   reason):
+    report = smartcam.check_contract(models(kind), _labels_file(tmp_path, labels))
+    assert not report.ok
+    assert {c.name for c in report.checks if c.passed is False} == failed, report.format()
+    assert any(reason in problem for problem in report.problems), report.problems
+
+
+def test_a_non_tflite_file_is_refused_not_a_traceback(tmp_path):
+    text = tmp_path / "model.tflite"
+    text.write_text("not a model at all\n")
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40)
+    labels = _labels_file(tmp_path, LABELS)
+    for path, reason in [(text, "not a TFLite model"), (truncated, "LiteRT cannot load it"),
+                         (tmp_path / "missing.tflite", "not found")]:
+        report = smartcam.check_contract(path, labels)
+        assert not report.ok
+        assert report.problems[0].startswith("file: ") and reason in report.problems[0]
+        assert {c.name for c in report.checks if c.passed is None} == {
+            "ops", "input", "output", "softmax"}
+
+
+def test_model_ops_reads_builtin_and_flex_codes(models):
+    assert "FlexCumprod" in smartcam.model_ops(models("flex").read_bytes())
+    ops = smartcam.model_ops(models("good").read_bytes())
+    assert {"MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
+
+
+def test_check_only_exit_codes(repo_root, models, tmp_path):
+    _labels_file(tmp_path, LABELS)
+    good = tmp_path / "good.tflite"
+    shutil.copy(models("good"), good)
+    bad = tmp_path / "bad.tflite"
+    shutil.copy(models("uint8"), bad)
+    ok = _run(repo_root, "--check_only", str(good))  # labels.txt beside the file
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: SmartCam can run this model" in ok.stdout
+    refused = _run(repo_root, "--check_only", str(bad))
+    assert refused.returncode == 1
+    assert "FAIL  input" in refused.stdout and "uint8" in refused.stdout
+    assert "Traceback" not in refused.stderr
+    assert not any(repo_root.iterdir())
+
+
+# --- the package -----------------------------------------------------------------------
+
+
+def test_good_model_packages_with_checksums_and_config(repo_root, models):
+    folder = _model_dir(repo_root, models)
+    result = _run(repo_root, "demo")
+    assert result.returncode == 0, result.stderr
+    package = folder / "smartcam" / "demo"
+    assert sorted(p.name for p in package.iterdir()) == sorted(
+        ["model.tflite", "labels.txt", "config_snippet.ini", "SHA256SUMS", "README.txt"])
+    assert (package / "model.tflite").read_bytes() == models("good").read_bytes()
+    assert (package / "labels.txt").read_text().splitlines() == LABELS
+
+    sums = (package / "SHA256SUMS").read_text().splitlines()
+    assert len(sums) == 4
+    for line in sums:
+        digest, name = line.split("  ")
+        assert hashlib.sha256((package / name).read_bytes()).hexdigest() == digest
+    if shutil.which("sha256sum"):
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=package,
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+    config = configparser.ConfigParser()  # read as SmartCam reads its config.ini
+    config.read(package / "config_snippet.ini")
+    section = "model_demo"
+    assert config.sections() == [section]
+    assert config.get(section, "demo.tflite_model") == "/home/exp1000/models/demo/model.tflite"
+    assert config.get(section, "demo.labels") == "/home/exp1000/models/demo/labels.txt"
+    assert json.loads(config.get(section, "demo.labels_keep")) == LABELS
+    assert config.getint(section, "demo.input_height") == 224
+    assert config.getint(section, "demo.input_width") == 224
+    assert config.getfloat(section, "demo.input_mean") == 0.0
+    assert config.getfloat(section, "demo.input_std") == 255.0
+    assert config.getfloat(section, "demo.confidence_threshold") == pytest.approx(0.70)
+    assert len(config[section]) == 8
+
+    assert f"{package / 'model.tflite'} -> /home/exp1000/models/demo/model.tflite" in result.stdout
+    assert f"{package / 'labels.txt'} -> /home/exp1000/models/demo/labels.txt" in result.stdout
+    assert "[model_demo]" in result.stdout
+    assert "no evaluation found" in result.stdout
+    readme = (package / "README.txt").read_text()
+    assert "/home/exp1000/models/demo/model.tflite" in readme and "0.70" in readme
+    assert [p.name for p in (folder / "smartcam").iterdir()] == ["demo"]
+
+
+def test_package_name_and_other_model_file(repo_root, models):
+    folder = _model_dir(repo_root, models)
+    shutil.copy(models("good"), folder / "tflite_model_float16.tflite")
+    result = _run(repo_root, "demo", "--name", "cloud_v2", "--model_file",
+                  "tflite_model_float16.tflite", "--threshold", "0.8")
+    assert result.returncode == 0, result.stderr
+    package = folder / "smartcam" / "cloud_v2"
+    config = configparser.ConfigParser()
+    config.read(package / "config_snippet.ini")
+    assert config.get("model_cloud_v2", "cloud_v2.tflite_model") == (
+        "/home/exp1000/models/cloud_v2/model.tflite")
+    assert config.getfloat("model_cloud_v2", "cloud_v2.confidence_threshold") == 0.8
+    assert "given with --threshold" in result.stdout
+    assert smartcam.package_threshold(package) == 0.8
+
+
+@pytest.mark.parametrize("name", ["a/b", "a b", "", "-x", ".x", "a:b", "../up", "a%b"])
+def test_bad_package_names_are_refused(name):
+    with pytest.raises(UserError, match="invalid"):
+        smartcam.check_package_name(name)
+
+
+@pytest.mark.parametrize("name", ["a/b", "a b"])
+def test_bad_package_name_on_the_command_line(repo_root, models, name):
+    folder = _model_dir(repo_root, models)
+    result = _run(repo_root, "demo", f"--name={name}")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid") and len(result.stderr.splitlines()) == 1
+    assert not (folder / "smartcam").exists()
+
+
+@pytest.mark.parametrize("name", ["demo", "cloud_detection", "v1.2-gray"])
+def test_good_package_names_pass(name):
+    assert smartcam.check_package_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("kind", "labels", "reason"),
+    [
+        ("uint8", LABELS, "uint8"),
+        ("size32", LABELS, "1x32x32x3"),
+        ("good", [*LABELS, "cloud"], "4 labels"),
+        ("good", ["bad", "bad", "edge"], "more than once"),
+        ("flex", LABELS, "FlexCumprod"),
+    ],
+)
+def test_refused_model_keeps_the_previous_package(repo_root, models, kind, labels, reason):
+    folder = _model_dir(repo_root, models)
+    paths = model_paths("demo")
+    smartcam.build_package(paths, "demo", paths.tflite_model, paths.labels_file)
+    before = _snapshot(folder / "smartcam")
+    shutil.copy(models(kind), folder / "tflite_model.tflite")
+    _labels_file(folder, labels)
+    result = _run(repo_root, "demo")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "refused" in result.stderr and reason in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _snapshot(folder / "smartcam") == before
+
+
+def test_non_tflite_file_is_refused_and_nothing_written(repo_root, models):
+    folder = _model_dir(repo_root, models)
+    (folder / "tflite_model.tflite").write_text("<html>not a model</html>")
+    result = _run(repo_root, "demo")
+    assert result.returncode == 2
+    assert "not a TFLite model" in result.stderr and "Traceback" not in result.stderr
+    assert not (folder / "smartcam").exists()
+
+
+def test_crash_while_writing_keeps_the_previous_package(repo_root, models, monkeypatch):
+    folder = _model_dir(repo_root, models)
+    paths = model_paths("demo")
+    smartcam.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.9)
+    before = _snapshot(folder / "smartcam")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(smartcam, "sha256sums", crash)
+    with pytest.raises(OSError):
+        smartcam.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.5)
+    assert _snapshot(folder / "smartcam") == before
+    assert [p.name for p in (folder / "smartcam").iterdir()] == ["demo"]
+
+
+# --- the threshold -----------------------------------------------------------------------
+
+#: (top-1 probability, is it right): kept accuracy is 100% from 0.81 up, 6/7 at
+#: 0.61..0.65 and 7/9 at 0.46..0.55 (the .x05 values keep clear of the 0.01 grid).
+ROWS = [(0.985, True), (0.945, True), (0.905, True), (0.855, True), (0.805, False),
+        (0.755, True), (0.655, True), (0.605, False), (0.555, True), (0.455, False)]
+
+
+def _write_confidences(path: Path, rows: list[tuple[float, bool]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "time_ms", "predicted_label", "expected_label", *LABELS])
+        for index, (top, right) in enumerate(rows):
+            expected = LABELS[index % 3]
+            predicted = expected if right else LABELS[(index + 1) % 3]
+            probabilities = [(1 - top) / 2] * 3
+            probabilities[LABELS.index(predicted)] = top
+            writer.writerow([f"{expected}/img{index}.jpeg", "1.0",
+                             predicted if top >= 0.7 else "n/a", expected, *probabilities])
+    return path
+
+
+@pytest.mark.parametrize(("target", "expected", "kept"),
+                         [(0.95, 0.81, 4), (0.8, 0.61, 7), (0.7, 0.50, 9)])
+def test_threshold_suggestion_matches_the_threshold_table(repo_root, target, expected, kept):
+    paths = model_paths("demo")
+    csv_path = _write_confidences(paths.confidences_csv("ground"), ROWS)
+    advice = smartcam.recommend_threshold(paths, target, LABELS)
+    assert advice.threshold == pytest.approx(expected)
+    assert advice.source == csv_path
+    table = metrics.threshold_table(metrics.load_confidences(csv_path))
+    from_table = metrics.suggest_threshold(
+        [row for row in table if row.threshold >= smartcam.MIN_SUGGESTED_THRESHOLD], target)
+    assert advice.threshold == pytest.approx(from_table.threshold)
+    assert advice.row.kept == kept == from_table.kept
+    assert advice.row.kept_accuracy == from_table.kept_accuracy >= target
+
+
+def test_threshold_never_suggested_below_one_half(repo_root):
+    paths = model_paths("demo")
+    csv_path = _write_confidences(paths.confidences_csv("ground"), ROWS)
+    unfloored = metrics.suggest_threshold(
+        metrics.threshold_table(metrics.load_confidences(csv_path)), 0.7)
+    assert unfloored.threshold < 0.5
+    assert smartcam.recommend_threshold(paths, 0.7, LABELS).threshold == pytest.approx(0.5)
+
+
+def test_unreachable_target_keeps_the_default(repo_root):
+    paths = model_paths("demo")
+    rows = [(0.985, False), *ROWS[1:]]  # the most confident image is wrong
+    _write_confidences(paths.confidences_csv("ground"), rows)
+    advice = smartcam.recommend_threshold(paths, 0.95, LABELS)
+    assert advice.threshold == smartcam.CONFIDENCE_THRESHOLD
+    assert "no threshold" in advice.reason
+
+
+def test_onboard_evaluation_is_preferred_and_reported(repo_root, models):
+    folder = _model_dir(repo_root, models)
+    paths = model_paths("demo")
+    _write_confidences(paths.confidences_csv("ground"), [(0.99, True)] * 10)
+    onboard = _write_confidences(paths.confidences_csv("onboard"), ROWS)
+    os.utime(folder / "tflite_model.tflite", (1, 1))  # the evaluations are newer
+    result = _run(repo_root, "demo")
+    assert result.returncode == 0, result.stderr
+    assert "confidence_threshold 0.81" in result.stdout
+    assert str(onboard) in result.stdout
+    assert "keeps 40.0% of images (4), 100.0% correct" in result.stdout
+    assert smartcam.package_threshold(paths.smartcam_dir("demo")) == pytest.approx(0.81)
+    assert "warning" not in result.stderr
+
+
+def test_evaluation_of_other_labels_is_ignored(repo_root):
+    paths = model_paths("demo")
+    _write_confidences(paths.confidences_csv("ground"), ROWS)
+    advice = smartcam.recommend_threshold(paths, 0.95, ["cloud", "earth", "edge"])
+    assert advice.threshold == smartcam.CONFIDENCE_THRESHOLD
+    assert advice.warnings and "ignoring" in advice.warnings[0]
+
+
+def test_threshold_out_of_range_is_refused(repo_root, models):
+    _model_dir(repo_root, models)
+    result = _run(repo_root, "demo", "--threshold", "1.5")
+    assert result.returncode == 2 and "outside 0..1" in result.stderr
+    assert not (repo_root / "demo" / "smartcam").exists()
