@@ -54,6 +54,7 @@ INPUT_SCALE = 255.0 / 128.0
 INPUT_OFFSET = -127.0 / 128.0
 
 _CACHE_ENV = "OPSSAT_CACHE_DIR"
+_PTH_FIX = "pass weights='imagenet', None, or a legacy EfficientNet-Lite0 .pth state dict"
 
 
 def imagenet_weights_file() -> Path:
@@ -211,34 +212,43 @@ def _save_cache(model: tf_keras.Model, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load_pretrained(model: tf_keras.Model, names: dict[str, str], weights: str | Path) -> None:
-    if isinstance(weights, str) and weights == "imagenet":
-        cache = cache_file(WEIGHTS_SHA256)
-        if _load_cache(model, cache):
+class _Source:
+    """One weights source: the cache it converts to, and its tensors when needed.
+
+    The shipped file is only opened when its cache is missing (the cache is
+    keyed by the expected sha256); a user's file is hashed to find its cache."""
+
+    def __init__(self, weights: str | Path) -> None:
+        self.imagenet = isinstance(weights, str) and weights == "imagenet"
+        self._raw: bytes | None = None
+        if self.imagenet:
+            self.fix = REINSTALL_FIX
+            self.cache = cache_file(WEIGHTS_SHA256)
             return
-        source, fix = imagenet_weights_file(), REINSTALL_FIX
-        raw = _read(source, fix)
-        digest = _sha256(raw)
-        if digest != WEIGHTS_SHA256:
-            raise UserError(f"weights file {source} has sha256 {digest[:16]}..., expected "
-                            f"{WEIGHTS_SHA256[:16]}... (damaged or replaced); {fix}")
-    else:
-        source = Path(weights)
-        fix = "pass weights='imagenet', None, or a legacy EfficientNet-Lite0 .pth state dict"
-        if not source.is_file():
-            raise UserError(f"weights file {source} not found; {fix}")
-        raw = _read(source, fix)
-        digest = _sha256(raw)
-        cache = cache_file(digest, "pth")
-        if _load_cache(model, cache):
-            return
-    state = load_state_dict(source, fix, raw=raw)
-    try:
-        convert_state_dict(model, names, state)
-    except ValueError as err:
-        raise UserError(f"weights file {source} does not fit EfficientNet-Lite0: {err}; "
-                        f"{fix}") from None
-    _save_cache(model, cache)
+        self.fix, self.path = _PTH_FIX, Path(weights)
+        if not self.path.is_file():
+            raise UserError(f"weights file {self.path} not found; {self.fix}")
+        self._raw = _read(self.path, self.fix)
+        self.cache = cache_file(_sha256(self._raw), "pth")
+
+    def state(self) -> dict[str, np.ndarray]:
+        if self.imagenet:
+            self.path = imagenet_weights_file()
+            self._raw = _read(self.path, self.fix)
+            digest = _sha256(self._raw)
+            if digest != WEIGHTS_SHA256:
+                raise UserError(f"weights file {self.path} has sha256 {digest[:16]}..., "
+                                f"expected {WEIGHTS_SHA256[:16]}... (damaged or replaced); "
+                                f"{self.fix}")
+        return load_state_dict(self.path, self.fix, raw=self._raw)
+
+    def convert(self, model: tf_keras.Model, names: dict[str, str],
+                state: dict[str, np.ndarray]) -> None:
+        try:
+            convert_state_dict(model, names, state)
+        except ValueError as err:
+            raise UserError(f"weights file {self.path} does not fit EfficientNet-Lite0: "
+                            f"{err}; {self.fix}") from None
 
 
 def efficientnet_lite0(include_top: bool = False, weights: str | Path | None = "imagenet",
@@ -255,9 +265,17 @@ def efficientnet_lite0(include_top: bool = False, weights: str | Path | None = "
     if not isinstance(input_size, int) or isinstance(input_size, bool) or input_size < 32:
         raise UserError(f"input size {input_size!r} is too small for EfficientNet-Lite0; "
                         "use 32 or more (224 is what the weights were trained on)")
+    source = None if weights is None else _Source(weights)
+    state = None
+    if source is not None and not source.cache.is_file():
+        state = source.state()  # bad files fail here, before the model is built
     model, names = _build(input_size)
-    if weights is not None:
-        _load_pretrained(model, names, weights)
+    if source is not None:
+        if state is None and not _load_cache(model, source.cache):
+            state = source.state()
+        if state is not None:
+            source.convert(model, names, state)
+            _save_cache(model, source.cache)
     if include_top:
         return model
     return tf_keras.Model(model.input, model.get_layer(FEATURES_LAYER).output,
