@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Benchmark: one process per image (the original method) vs one-process batch
+labelling vs a bare Interpreter.invoke() loop (the limit), plus the peak memory
+of batch labelling for a small and a large test set.
+
+Builds a MobileNetV2-sized float TFLite model (random weights) and generated
+614x583 JPEG thumbnails in a temporary repo/<model>/ (OPSSAT_REPO), so it runs
+offline. Quick run (< 2 minutes): ``bench/bench_label.py --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from opssat import smartcam  # noqa: E402
+
+MODEL = "bench"
+LABELS = list(smartcam.DEFAULT_LABELS)
+#: Distinct generated thumbnails; the N test files cycle through them (decoding cost
+#: does not depend on the content repeating, generating 5,000 scenes would).
+DISTINCT_IMAGES = 60
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "opssat-bench" / (
+    "mobilenet_v2_224_3class.tflite")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000,
+                        help="test images for batch labelling and the bare loop "
+                        "(default: %(default)s)")
+    parser.add_argument("--subset", type=int, default=20,
+                        help="images classified one process each (default: %(default)s)")
+    parser.add_argument("--rss_images", type=str, default="200,5000",
+                        help="comma-separated test-set sizes whose peak RSS is measured "
+                        "(default: %(default)s; empty to skip)")
+    parser.add_argument("--num_threads", type=int, default=None,
+                        help="interpreter threads for every method (default: LiteRT's)")
+    parser.add_argument("--no_tf_baseline", action="store_true",
+                        help="skip the per-process run that also imports TensorFlow "
+                        "(what the original label_image.py paid)")
+    parser.add_argument("--quick", action="store_true",
+                        help="--images 200 --subset 5 --rss_images 200,1000 --repeat 1 "
+                        "--distinct 12")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="interleaved runs of the bare loop and batch; best counts "
+                        "(default: %(default)s)")
+    parser.add_argument("--distinct", type=int, default=DISTINCT_IMAGES,
+                        help="distinct generated JPEGs the test files cycle through "
+                        "(default: %(default)s)")
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help="where the converted model is kept between runs "
+                        "(default: %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="convert the model again")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary repo")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.subset, args.rss_images = 200, 5, "200,1000"
+        args.repeat, args.distinct = 1, 12
+    return args
+
+
+# --- fixtures ---------------------------------------------------------------------
+
+
+BUILD_MODEL = """
+import sys
+import opssat
+import tf_keras
+from opssat import export
+model = tf_keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=3)
+open(sys.argv[1], "wb").write(export.tflite_bytes(model))
+"""
+
+
+def build_model(path: Path, cache: Path, rebuild: bool) -> str:
+    """A MobileNetV2 (224x224x3, 3 classes, random weights) as float TFLite, converted
+    in a child process (so TensorFlow never loads here and skews the timings) and
+    cached, because conversion takes most of a minute."""
+    if rebuild or not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        subprocess.run([sys.executable, "-c", BUILD_MODEL, str(tmp)], cwd=PROJECT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.replace(tmp, cache)
+        origin = "built"
+    else:
+        origin = f"cached in {cache}"
+    shutil.copyfile(cache, path)
+    return f"{path.stat().st_size / 1e6:.1f} MB, {origin}"
+
+
+def thumbnails(count: int, seed: int = 0) -> list[bytes]:
+    """``count`` distinct 614x583 JPEGs: synthetic OPS-SAT scenes when opssat.sample
+    has them, random noise otherwise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for index in range(count):
+        try:
+            from opssat.sample import make_thumbnail
+
+            img = make_thumbnail(LABELS[index % len(LABELS)], rng)
+        except ImportError:
+            img = Image.fromarray(rng.integers(0, 256, (583, 614, 3), dtype=np.uint8))
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def fill_test_set(model_dir: Path, jpegs: list[bytes], count: int) -> list[Path]:
+    """Replace data/test with ``count`` files cycling through ``jpegs``."""
+    test = model_dir / "data" / "test"
+    shutil.rmtree(test, ignore_errors=True)
+    files = []
+    for index in range(count):
+        label = LABELS[index % len(LABELS)]
+        path = test / label / f"img_msec_{1_608_500_000_000 + index * 1000}_2_thumbnail.jpeg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpegs[index % len(jpegs)])
+        files.append(path)
+    return files
+
+
+# --- measurements ----------------------------------------------------------------
+
+
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int | None, str]:
+    """Run ``cmd``; (wall seconds, its peak RSS in MiB, stdout).
+
+    The peak RSS comes from /usr/bin/time (a small parent), not from this process's
+    rusage: a forked child's high-water mark starts at its parent's size.
+    """
+    timer = ["/usr/bin/time", "-f", "maxrss_kb=%M"] if Path("/usr/bin/time").exists() else []
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.run([*timer, *cmd], cwd=PROJECT, env=env, stdout=out, stderr=err)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if proc.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd[:3])} failed:\n{stderr[-2000:]}")
+    match = re.search(r"maxrss_kb=(\d+)", stderr)
+    return wall, int(match.group(1)) // 1024 if match else None, stdout
+
+
+def per_process(files: list[Path], model: Path, labels: Path, env: dict[str, str],
+                threads: list[str], import_tf: bool) -> float:
+    """Images/s classifying each file in its own ``python label_image.py`` process."""
+    script = str(PROJECT / "label_image.py")
+    start = time.perf_counter()
+    for path in files:
+        argv = [script, "--image", str(path), "--model_file", str(model),
+                "--label_file", str(labels), *threads]
+        if import_tf:
+            code = ("import sys, runpy, opssat, tensorflow; sys.argv = sys.argv[1:]; "
+                    "runpy.run_path(sys.argv[0], run_name='__main__')")
+            cmd = [sys.executable, "-c", code, *argv]
+        else:
+            cmd = [sys.executable, *argv]
+        run_child(cmd, env)
+    return len(files) / (time.perf_counter() - start)
+
+
+def batch(env: dict[str, str], threads: list[str]) -> tuple[float, float, int]:
+    """(images/s over the whole process, images/s the script reports, peak RSS MiB)."""
+    cmd = [sys.executable, str(PROJECT / "batch_label_images.py"), MODEL, "--no_progress",
+           *threads]
+    wall, rss, stdout = run_child(cmd, env)
+    images = int(re.search(r"images:\s+(\d+)", stdout).group(1))
+    reported = float(re.search(r"\(([\d.]+) images/s\)", stdout).group(1))
+    return images / wall, reported, rss
+
+
+def bare_loop(files: list[Path], model: Path, num_threads: int | None) -> float:
+    """Images/s of set_tensor + invoke + get_tensor on inputs decoded beforehand."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from opssat import images
+
+    decoded = [images.load_input(p)[None] for p in files[:DISTINCT_IMAGES]]
+    interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]["index"]
+    out = interpreter.get_output_details()[0]["index"]
+    for array in decoded[:5]:
+        interpreter.set_tensor(inp, array)
+        interpreter.invoke()
+    start = time.perf_counter()
+    for index in range(len(files)):
+        interpreter.set_tensor(inp, decoded[index % len(decoded)])
+        interpreter.invoke()
+        interpreter.get_tensor(out)
+    return len(files) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    args = parse_args()
+    rss_sizes = [int(x) for x in args.rss_images.split(",") if x.strip()]
+    threads = [] if args.num_threads is None else ["--num_threads", str(args.num_threads)]
+    root = Path(tempfile.mkdtemp(prefix="opssat_bench_"))
+    env = {**os.environ, "OPSSAT_REPO": str(root)}
+    results: dict = {"images": args.images, "subset": args.subset, "cpus": os.cpu_count(),
+                     "num_threads": args.num_threads, "repeat": args.repeat}
+    try:
+        model_dir = root / MODEL
+        model_dir.mkdir()
+        model, labels = model_dir / "tflite_model.tflite", model_dir / "labels.txt"
+        labels.write_text("".join(f"{x}\n" for x in LABELS))
+        t0 = time.perf_counter()
+        results["model"] = build_model(model, args.cache, args.rebuild)
+        jpegs = thumbnails(min(args.distinct, max(args.images, args.subset, *rss_sizes)))
+        print(f"model: MobileNetV2 float TFLite ({results['model']}); {len(jpegs)} distinct "
+              f"614x583 JPEGs; {time.perf_counter() - t0:.0f} s to prepare", flush=True)
+
+        files = fill_test_set(model_dir, jpegs, args.images)
+        bare, whole, reported, rss = [], [], [], []
+        for _ in range(args.repeat):  # interleaved, best of: the CPUs may be shared
+            bare.append(bare_loop(files, model, args.num_threads))
+            w, r, m = batch(env, threads)
+            whole.append(w)
+            reported.append(r)
+            rss.append(m)
+        results.update(bare_loop_ips=max(bare), batch_ips=max(whole),
+                       batch_reported_ips=max(reported), batch_rss_mib=rss[-1])
+        print(f"bare invoke loop:           {max(bare):8.1f} images/s ({args.images} images, "
+              "inputs decoded beforehand)")
+        print(f"batch_label_images.py:      {max(whole):8.1f} images/s (whole process; "
+              f"{max(reported):.1f} images/s after start-up)", flush=True)
+        subset = files[: args.subset]
+        results["per_process_ips"] = per_process(subset, model, labels, env, threads, False)
+        print(f"one process per image:      {results['per_process_ips']:8.2f} images/s "
+              f"(label_image.py on LiteRT, {len(subset)} images)", flush=True)
+        if not args.no_tf_baseline:
+            results["per_process_tf_ips"] = per_process(subset, model, labels, env, threads,
+                                                        True)
+            print(f"  ... also importing TF:    {results['per_process_tf_ips']:8.2f} images/s "
+                  "(the original label_image.py's cost per image)", flush=True)
+
+        print()
+        results["speedup_vs_per_process"] = max(whole) / results["per_process_ips"]
+        print(f"batch / one process per image (LiteRT): {results['speedup_vs_per_process']:7.1f}x"
+              " (target >= 100x)")
+        if "per_process_tf_ips" in results:
+            results["speedup_vs_per_process_tf"] = max(whole) / results["per_process_tf_ips"]
+            print(f"batch / one process per image (TF):     "
+                  f"{results['speedup_vs_per_process_tf']:7.1f}x (target >= 100x)")
+        results["bare_over_batch"] = max(bare) / max(whole)
+        results["bare_over_batch_reported"] = max(bare) / max(reported)
+        print(f"bare loop / batch:                      {results['bare_over_batch']:7.2f}x "
+              f"whole process, {results['bare_over_batch_reported']:.2f}x after start-up "
+              "(target <= 1.5x)")
+
+        rss_by_size = {}
+        for size in rss_sizes:
+            fill_test_set(model_dir, jpegs, size)
+            t0 = time.perf_counter()
+            _, ips, peak = batch(env, threads)
+            rss_by_size[size] = peak
+            print(f"peak RSS of batch_label_images.py, {size:5d} images: {peak} MiB "
+                  f"({ips:.1f} images/s, {time.perf_counter() - t0:.0f} s)", flush=True)
+        results["peak_rss_mib"] = {str(k): v for k, v in rss_by_size.items()}
+        known = [v for v in rss_by_size.values() if v]
+        if len(known) >= 2:
+            results["rss_growth"] = max(known) / min(known) - 1
+            print(f"peak RSS growth: {100 * results['rss_growth']:.1f} % (target <= 10 %)")
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
