@@ -15,7 +15,7 @@ from opssat.paths import model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("--count", type=int, default=sample.DEFAULT_COUNT,
                         help="number of images (default: %(default)s)")

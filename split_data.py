@@ -14,7 +14,7 @@ from opssat.paths import model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("test_pct", help="percentage of each label's images for testing, e.g. 20")
     parser.add_argument("--seed", default=str(split.DEFAULT_SEED),

@@ -76,7 +76,10 @@ def _wrap(name: str, image_size: int, core: tf_keras.layers.Layer,
     x = inputs
     if (scale, offset) != (1.0, 0.0):
         x = tf_keras.layers.Rescaling(scale, offset, name="to_backbone_range")(x)
-    return tf_keras.Model(inputs, core(x), name=name)
+    try:
+        return tf_keras.Model(inputs, core(x), name=name)
+    except (ValueError, TypeError) as err:
+        raise _size_refused(name, image_size, err) from err
 
 
 def _hub_backbone(handle: str, image_size: int, trainable: bool) -> Backbone:
@@ -150,15 +153,18 @@ def check_feature_extractor(backbone: Backbone) -> None:
     try:
         features = backbone.model(tf.zeros((1, size, size, 3)), training=False)
     except (ValueError, TypeError, tf.errors.OpError) as err:
-        raise UserError(
-            f"backbone {backbone.name} ({backbone.source}) refuses {size}x{size} images; "
-            f"pick another --image_size ({str(err).splitlines()[0][:120]})"
-        ) from err
+        raise _size_refused(f"{backbone.name} ({backbone.source})", size, err) from err
     if isinstance(features, dict) or len(features.shape) != 2:
         raise UserError(
             f"{backbone.source} is not an image feature extractor: it must return one feature "
             f"vector per image, shape (batch, features), not {getattr(features, 'shape', '?')}"
         )
+
+
+def _size_refused(name: str, size: int, err: Exception) -> UserError:
+    first_line = str(err).strip().splitlines()[0][:120]
+    return UserError(f"backbone {name} refuses {size}x{size} images; pick another "
+                     f"--image_size ({first_line})")
 
 
 def _folder_fingerprint(folder: Path) -> str:

@@ -152,11 +152,12 @@ def train(options: TrainOptions) -> TrainResult:
         with strategy.scope():
             backbone = load_backbone(options.backbone, options.tfhub_module, options.image_size,
                                      options.backbone_weights, trainable=options.do_fine_tuning)
+        check_feature_extractor(backbone)
+        with strategy.scope():
             head = build_head(len(files.labels), options)
             classifier = build_classifier(backbone, head)
             compile_model(classifier, options)
             compile_model(head, options)
-        check_feature_extractor(backbone)
         preprocessing = Preprocessing(backbone.image_size, options.train_preprocess,
                                       options.onboard_channels)
         batch_size = options.batch_size * strategy.num_replicas_in_sync
