@@ -59,7 +59,9 @@ def _convert(kind: str) -> bytes:
     heads = {
         "flex": lambda x: tf.nn.softmax(tf.math.cumprod(x, axis=1)),  # no builtin Cumprod
         "custom": lambda x: tf.nn.softmax(tf.math.erfinv(x * 0.5)),  # neither builtin nor Flex
-        "no_softmax": lambda x: x * 3.0,
+        "no_softmax": lambda x: x * 3.0,  # outside 0..1
+        "sigmoid": tf.sigmoid,  # each in 0..1, but they do not sum to 1
+        "signed": lambda x: tf.constant([[1.5, -0.25, -0.25]]) + 0.0 * x,  # sums to 1
     }
     head = heads[kind]
     fn = tf.function(lambda x: head(tf.reduce_mean(x, axis=[1, 2])))
@@ -123,6 +125,8 @@ def test_good_model_passes_every_check(models, tmp_path):
         ("flex", LABELS, {"ops"}, "FlexCumprod"),
         ("custom", LABELS, {"ops"}, "custom ops Erfinv"),
         ("no_softmax", LABELS, {"softmax"}, "end the model with a softmax"),
+        ("sigmoid", LABELS, {"softmax"}, "end the model with a softmax"),
+        ("signed", LABELS, {"softmax"}, "end the model with a softmax"),
     ],
 )
 def test_each_violation_is_refused_with_its_reason(models, tmp_path, kind, labels, failed,

@@ -1,0 +1,181 @@
+"""On-board-faithful preprocessing (images.load_pixels mode="onboard") and the
+real-thumbnail evaluation bench/eval_real.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_image
+from PIL import Image
+
+from opssat import images, smartcam
+
+PROJECT = Path(__file__).resolve().parents[1]
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "opssat_real"
+needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"{REAL_DIR} is absent")
+
+
+def _thumbnail(tmp_path: Path, colour=(200, 40, 30), suffix: str = ".png",
+               noise: int = 40) -> Path:
+    """A colour image of the thumbnail's size (614x583), textured so JPEG loses detail."""
+    return write_image(tmp_path / f"thumb{suffix}", colour, size=(614, 583), noise=noise)
+
+
+# --- preprocessing -------------------------------------------------------------------
+
+
+def test_onboard_input_is_grayscale_replicated_224(tmp_path):
+    model_input = images.load_input(_thumbnail(tmp_path), mode="onboard")
+    assert model_input.shape == (*smartcam.INPUT_SIZE, 3)
+    assert model_input.dtype == np.float32
+    assert np.array_equal(model_input[..., 0], model_input[..., 1])
+    assert np.array_equal(model_input[..., 0], model_input[..., 2])
+    assert model_input.min() >= 0.0 and model_input.max() <= 1.0
+    # Grayscale of (200, 40, 30) by ITU-R 601 luma is about 87, not the red 200.
+    assert abs(model_input.mean() * 255 - (0.299 * 200 + 0.587 * 40 + 0.114 * 30)) < 3
+
+
+def test_ground_input_keeps_colour(tmp_path):
+    model_input = images.load_input(_thumbnail(tmp_path), mode="ground")
+    assert model_input.shape == (*smartcam.INPUT_SIZE, 3)
+    red, green, blue = (model_input[..., c].mean() * 255 for c in range(3))
+    assert red == pytest.approx(200, abs=3) and green == pytest.approx(40, abs=3)
+    assert blue == pytest.approx(30, abs=3)
+
+
+def test_onboard_with_three_channels_keeps_colour(tmp_path):
+    pixels = images.load_pixels(_thumbnail(tmp_path), mode="onboard", onboard_channels=3)
+    assert pixels[..., 0].mean() > pixels[..., 1].mean() + 100
+
+
+@pytest.mark.parametrize("shape", [(583, 614), (583, 614, 3), (100, 50)])
+def test_mitchell_resize_keeps_a_constant_image_constant(shape):
+    out = images.mitchell_resize(np.full(shape, 77, np.uint8), (224, 224))
+    assert out.shape[:2] == (224, 224)
+    assert np.all(out == 77)
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(614, 224), (583, 224), (100, 224)])
+def test_mitchell_resize_keeps_a_ramp_linear(n_in, n_out):
+    # Mitchell (B = C = 1/3) reproduces linear functions; only the clamped edges bend.
+    ramp = np.linspace(20, 230, n_in)
+    pixels = np.tile(np.rint(ramp).astype(np.uint8), (8, 1))
+    out = images.mitchell_resize(pixels, (8, n_out))[0].astype(float)
+    centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    expected = np.interp(centres, np.arange(n_in), ramp)
+    interior = slice(4, n_out - 4)
+    assert np.abs(out[interior] - expected[interior]).max() <= 1.0
+    assert np.all(np.diff(out) >= 0)
+
+
+def test_onboard_does_a_jpeg_round_trip(tmp_path):
+    path = _thumbnail(tmp_path)
+    onboard = images.load_pixels(path, mode="onboard")
+    gray = np.asarray(Image.open(path).convert("L"))
+    resized = images.mitchell_resize(gray, smartcam.INPUT_SIZE)
+    difference = np.abs(onboard[..., 0].astype(int) - resized.astype(int))
+    assert difference.max() > 0  # JPEG changed some pixels...
+    assert difference.mean() < 4  # ...slightly, at quality 90
+
+
+# --- real thumbnails --------------------------------------------------------------------
+
+
+@needs_real
+def test_real_thumbnails_become_grayscale_224_inputs():
+    files = sorted(REAL_DIR.glob("*/*.jpeg"))
+    assert files
+    for path in files[:3]:
+        assert images.open_rgb(path).size == (614, 583)
+        onboard = images.load_input(path, mode="onboard")
+        ground = images.load_input(path, mode="ground")
+        assert onboard.shape == ground.shape == (224, 224, 3)
+        assert np.array_equal(onboard[..., 0], onboard[..., 2])
+        assert 0.0 <= onboard.min() and onboard.max() <= 1.0
+        assert not np.array_equal(ground[..., 0], ground[..., 2])  # real colour
+        assert 0.0 < np.abs(onboard - ground).mean() < 0.25
+
+
+# --- bench/eval_real.py --------------------------------------------------------------
+
+
+def _eval(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
+    return subprocess.run([sys.executable, "bench/eval_real.py", *args], cwd=PROJECT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def package(repo_root, make_tflite) -> Path:
+    """A packaged 32x32 model whose top-1 follows colour: red bad, green earth, blue edge."""
+    model = make_tflite(labels=("bad", "earth", "edge"), size=32)
+    folder = repo_root / "demo" / "smartcam" / "demo"
+    folder.mkdir(parents=True)
+    shutil.copy(model, folder / smartcam.MODEL_FILE)
+    (folder / smartcam.LABELS_FILE).write_text("bad\nearth\nedge\n")
+    return folder
+
+
+def test_eval_real_without_the_folder_says_so(repo_root, tmp_path):
+    result = _eval(repo_root, "--model", "demo", "--real_dir", str(tmp_path / "absent"))
+    assert result.returncode == 0
+    assert "no real thumbnails" in result.stdout
+
+
+def test_eval_real_figures(repo_root, package, tmp_path):
+    real = tmp_path / "real"
+    for index in range(3):
+        write_image(real / "earth" / f"e{index}.jpeg", (30, 200, 40), seed=index)
+    write_image(real / "edge" / "x.jpeg", (30, 40, 200))
+    write_image(real / "cloud" / "c.jpeg", (200, 200, 200))
+    before = sorted(p.relative_to(real) for p in real.rglob("*"))
+    result = _eval(repo_root, "--model", "demo", "--real_dir", str(real), "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["images"] == 5
+    ground, onboard = figures["modes"]["ground"], figures["modes"]["onboard"]
+    assert ground["recall"]["earth"] == {"images": 3, "correct": 3, "recall": 1.0}
+    assert ground["recall"]["edge"]["recall"] == 1.0
+    assert ground["correct"] == 4 and ground["accuracy"] == pytest.approx(4 / 5)
+    assert figures["absent_from_model"] == ["cloud"]
+    assert figures["without_real_images"] == ["bad"]
+    # Grayscale erases the colour this model reads: on-board answers differ.
+    agreeing = sum(row["ground"]["label"] == row["onboard"]["label"]
+                   for row in figures["per_image"])
+    assert figures["agreement"]["agreeing"] == agreeing < 5
+    assert onboard["correct"] < ground["correct"]
+    assert figures["input_mad"] > 0.05
+    assert figures["input_mad_pixel_levels"] == pytest.approx(figures["input_mad"] * 255)
+    assert sorted(p.relative_to(real) for p in real.rglob("*")) == before
+
+    text = _eval(repo_root, "--model", "demo", "--real_dir", str(real))
+    assert text.returncode == 0, text.stderr
+    assert "cloud is not a label of this model" in text.stdout
+    assert "top-1 agreement between modes" in text.stdout
+    assert "recall earth" in text.stdout
+
+
+def test_eval_real_without_a_package_explains(repo_root, tmp_path):
+    (repo_root / "demo").mkdir()
+    (tmp_path / "real" / "earth").mkdir(parents=True)
+    result = _eval(repo_root, "--model", "demo", "--real_dir", str(tmp_path / "real"))
+    assert result.returncode == 2
+    assert "package_smartcam.py demo" in result.stderr and "Traceback" not in result.stderr
+
+
+@needs_real
+def test_eval_real_on_the_real_thumbnails(repo_root, package):
+    result = _eval(repo_root, "--model", "demo", "--json")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["images"] == 19
+    assert figures["real_labels"] == ["earth", "edge"]
+    assert figures["modes"]["ground"]["recall"]["earth"]["images"] == 15
+    assert figures["input_mad"] > 0
