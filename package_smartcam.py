@@ -18,7 +18,7 @@ from opssat.paths import ModelPaths, model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="model name, the folder repo/<model>/")
     parser.add_argument("--name", help="package name: the on-board folder "

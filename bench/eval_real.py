@@ -27,7 +27,7 @@ MODES = images.PREPROCESS_MODES
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model name: evaluate its package "
                         "repo/<model>/smartcam/<package>/")
