@@ -11,6 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask_mode(base: int) -> int:
+    """``base`` less the process umask: what open() and mkdir() would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return base & ~umask
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with staged_file(path) as tmp:
@@ -31,6 +38,7 @@ def staged_file(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes it owner-only
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -46,6 +54,7 @@ def staged_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode(0o777))  # mkdtemp makes it owner-only
         replace_path(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

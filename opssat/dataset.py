@@ -158,24 +158,24 @@ def image_dataset(
         image.set_shape((size, size, 3))
         return image
 
-    return _batched(files, decode, batch_size, shuffle_seed, sample_weights,
-                    [str(p) for p in files.paths])
+    dataset = shuffled(files, np.asarray([str(p) for p in files.paths]), shuffle_seed,
+                        sample_weights)
+    dataset = dataset.map(lambda path, *rest: (decode(path), *rest),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _batched(files: LabelledFiles, decode: Callable[[tf.Tensor], tf.Tensor], batch_size: int,
-             shuffle_seed: int | None, sample_weights: np.ndarray | None,
-             items: list) -> tf.data.Dataset:
-    """Shuffle indices (the same order for images and cached features), map, batch, prefetch."""
+def shuffled(files: LabelledFiles, items: np.ndarray, shuffle_seed: int | None,
+              sample_weights: np.ndarray | None) -> tf.data.Dataset:
+    """(item, one-hot label[, weight]) in a seeded order: the same for images and features."""
     one_hot = np.eye(len(files.labels), dtype=np.float32)[files.targets]
-    columns: tuple = (np.asarray(items), one_hot)
+    columns: tuple = (items, one_hot)
     if sample_weights is not None:
         columns += (sample_weights[files.targets].astype(np.float32),)
     dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda item, *rest: (decode(item), *rest),
-                          num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset
 
 
 def augmenter(options: dict, seed: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -264,15 +264,20 @@ class FeatureCache:
 def feature_dataset(files: LabelledFiles, features: np.ndarray, rows: np.ndarray,
                     batch_size: int, shuffle_seed: int | None = None,
                     sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
-    """Like ``image_dataset`` but reads rows ``rows`` of the cached feature matrix."""
+    """Like ``image_dataset``, but batches of rows ``rows`` of the cached feature matrix.
+
+    Rows are shuffled as the images would be, then read a whole batch at a time.
+    """
     width = features.shape[1]
 
-    def fetch(row: np.int64) -> np.ndarray:
-        return np.asarray(features[row], dtype=np.float32)
+    def gather(batch_rows: np.ndarray) -> np.ndarray:
+        return np.asarray(features[batch_rows], dtype=np.float32)
 
-    def decode(row: tf.Tensor) -> tf.Tensor:
-        vector = tf.numpy_function(fetch, [row], tf.float32, stateful=False)
-        vector.set_shape((width,))
-        return vector
+    def read(batch_rows: tf.Tensor) -> tf.Tensor:
+        vectors = tf.numpy_function(gather, [batch_rows], tf.float32, stateful=False)
+        vectors.set_shape((None, width))
+        return vectors
 
-    return _batched(files, decode, batch_size, shuffle_seed, sample_weights, list(rows))
+    dataset = shuffled(files, np.asarray(rows, dtype=np.int64), shuffle_seed, sample_weights)
+    dataset = dataset.batch(batch_size).map(lambda batch_rows, *rest: (read(batch_rows), *rest))
+    return dataset.prefetch(tf.data.AUTOTUNE)

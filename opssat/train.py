@@ -34,6 +34,7 @@ from opssat.dataset import (
     feature_dataset,
     image_dataset,
     list_labelled_files,
+    shuffled,
     stratified_split,
 )
 from opssat.paths import tflite_variant
@@ -162,8 +163,10 @@ def train(options: TrainOptions) -> TrainResult:
                                       options.onboard_channels)
         batch_size = options.batch_size * strategy.num_replicas_in_sync
         fit = _fit_on_cached_features if options.uses_feature_cache else _fit_on_images
+        fit_started = time.time()
         history, cache_info = fit(options, files, train_idx, val_idx, backbone, classifier, head,
                                   preprocessing, weights, batch_size)
+        fit_time = time.time() - fit_started
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
     best_epoch = _best_epoch(history)
@@ -179,6 +182,7 @@ def train(options: TrainOptions) -> TrainResult:
         _check_accuracy(options, val_accuracy)
         record = _record(options, backbone, files, train_files, val_files, weights, history,
                          best_epoch, val_accuracy, variant_accuracy, cache_info, started)
+        record["fit_time_s"] = round(fit_time, 2)
         record["outputs"] = {str(target): _sha256_tree(staged)
                              for target, staged in outputs.staged().items()}
         record_path = _record_path(options)
@@ -275,17 +279,10 @@ def _image_batches(files: LabelledFiles, preprocessing: Preprocessing, batch_siz
     """Streaming batches, or (``--nouse_tf_data_input``) batches of images held in memory."""
     if options.use_tf_data_input:
         return image_dataset(files, preprocessing, batch_size, shuffle_seed, augment, weights)
-    loaded = np.stack([preprocessing.load(str(p)) for p in files.paths]) if len(files) else None
-    one_hot = np.eye(len(files.labels), dtype=np.float32)[files.targets]
-    columns: tuple = (loaded, one_hot)
-    if weights is not None:
-        columns += (weights[files.targets].astype(np.float32),)
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
     if augment is not None:
         raise UserError("--do_data_augmentation needs tf.data input (--use_tf_data_input)")
-    return dataset.batch(batch_size)
+    loaded = np.stack([preprocessing.load(str(p)) for p in files.paths])
+    return shuffled(files, loaded, shuffle_seed, weights).batch(batch_size)
 
 
 def _fit_on_images(options, files, train_idx, val_idx, backbone, classifier, head,
