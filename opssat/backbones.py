@@ -91,8 +91,9 @@ def _hub_backbone(handle: str, image_size: int, trainable: bool) -> Backbone:
     if is_local and not (local / "saved_model.pb").is_file():
         raise UserError(f"{handle} is not a SavedModel folder (no saved_model.pb in it)")
     try:
+        # A SavedModel's signatures are float32: keep the layer so under mixed precision.
         layer = hub.KerasLayer(str(local) if is_local else handle, trainable=trainable,
-                               name="hub_backbone")
+                               name="hub_backbone", dtype="float32")
     except (urllib.error.URLError, OSError, ConnectionError) as err:
         if is_local:
             raise UserError(f"cannot load SavedModel {handle}: {err}") from err

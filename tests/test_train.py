@@ -18,7 +18,7 @@ import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 from conftest import write_image
 
-from opssat import cli, make_image_classifier
+from opssat import cli, make_image_classifier, smartcam
 from opssat import train as trainer
 from opssat.cli import UserError
 from opssat.dataset import list_labelled_files, stratified_split
@@ -263,15 +263,19 @@ def test_failed_run_keeps_previous_model(tiny_hub, colour_images, tmp_path, monk
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_mirrored_strategy_on_cpu_makes_a_valid_model(tiny_hub, colour_images, tmp_path, capsys):
+@pytest.mark.parametrize("flags", [
+    ("--distribution_strategy", "mirrored", "--do_fine_tuning"),
+    ("--mixed_precision", "--do_fine_tuning"),
+], ids=["mirrored", "mixed_precision"])
+def test_mirrored_and_mixed_precision_make_a_valid_smartcam_model(tiny_hub, colour_images,
+                                                                  tmp_path, capsys, flags):
     out = tmp_path / "out"
-    trainer.train(options(colour_images, tiny_hub, out, "--distribution_strategy", "mirrored",
-                          "--do_fine_tuning", "--train_epochs", "2"))
-    assert "1 replica(s)" in capsys.readouterr().out
-    model = interpreter(out / "model.tflite")
-    assert model.get_input_details()[0]["dtype"] == np.float32
-    probabilities = run_tflite(out / "model.tflite", colour_input("green", 64))
-    assert probabilities.shape == (3,) and probabilities.sum() == pytest.approx(1, abs=1e-3)
+    trainer.train(options(colour_images, tiny_hub, out, *flags, "--train_epochs", "2"))
+    if "mirrored" in flags:
+        assert "1 replica(s)" in capsys.readouterr().out
+    report = smartcam.check_contract(out / "model.tflite", out / "labels.txt", input_size=(64, 64))
+    assert report.ok, report.problems
+    assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -331,3 +335,24 @@ def test_not_a_feature_extractor_and_refused_image_size(colour_images, tmp_path)
     not_saved_model.mkdir()
     _assert_one_line_error(_cli("--image_dir", str(colour_images), "--tfhub_module",
                                 str(not_saved_model), *out), "not a SavedModel")
+
+
+def test_train_sh_fills_the_model_folder(tiny_hub, colour_images, repo_root):
+    model = repo_root / "cam"
+    (model / "data").mkdir(parents=True)
+    (model / "data" / "training").symlink_to(colour_images)
+    done = subprocess.run(["./train.sh", "cam", "1", "--tfhub_module", str(tiny_hub),
+                           "--image_size", "64", "--nodo_fine_tuning"], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tensorboard --logdir" in done.stdout
+    for name in ("saved_model", "labels.txt", "tflite_model.tflite", "train_record.json",
+                 "summaries", "cache"):
+        assert (model / name).exists(), name
+    record = json.loads((model / "train_record.json").read_text())
+    assert record["epochs_run"] == 1 and record["options"]["do_fine_tuning"] is False
+
+    missing = subprocess.run(["./train.sh", "nosuchmodel"], cwd=PROJECT, capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "create_dirs.sh nosuchmodel" in missing.stderr.strip().splitlines()[-1]
