@@ -143,13 +143,15 @@ def fill_test_set(model_dir: Path, jpegs: list[bytes], count: int) -> list[Path]
 # --- measurements ----------------------------------------------------------------
 
 
-def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int | None, str]:
-    """Run ``cmd``; (wall seconds, its peak RSS in MiB, stdout).
+def run_child(cmd: list[str], env: dict[str, str]
+              ) -> tuple[float, int | None, str, float | None]:
+    """Run ``cmd``; (wall seconds, its peak RSS in MiB, stdout, CPU seconds).
 
     The peak RSS comes from /usr/bin/time (a small parent), not from this process's
     rusage: a forked child's high-water mark starts at its parent's size.
     """
-    timer = ["/usr/bin/time", "-f", "maxrss_kb=%M"] if Path("/usr/bin/time").exists() else []
+    timer = (["/usr/bin/time", "-f", "maxrss_kb=%M cpu_s=%U %S"]
+             if Path("/usr/bin/time").exists() else [])
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.run([*timer, *cmd], cwd=PROJECT, env=env, stdout=out, stderr=err)
@@ -159,8 +161,10 @@ def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int | None, s
         stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
         sys.exit(f"error: {' '.join(cmd[:3])} failed:\n{stderr[-2000:]}")
-    match = re.search(r"maxrss_kb=(\d+)", stderr)
-    return wall, int(match.group(1)) // 1024 if match else None, stdout
+    match = re.search(r"maxrss_kb=(\d+) cpu_s=([\d.]+) ([\d.]+)", stderr)
+    if not match:
+        return wall, None, stdout, None
+    return wall, int(match.group(1)) // 1024, stdout, float(match.group(2)) + float(match.group(3))
 
 
 def per_process(files: list[Path], model: Path, labels: Path, env: dict[str, str],
@@ -181,18 +185,21 @@ def per_process(files: list[Path], model: Path, labels: Path, env: dict[str, str
     return len(files) / (time.perf_counter() - start)
 
 
-def batch(env: dict[str, str], threads: list[str]) -> tuple[float, float, int]:
-    """(images/s over the whole process, images/s the script reports, peak RSS MiB)."""
+def batch(env: dict[str, str], threads: list[str]
+          ) -> tuple[float, float, int | None, float | None]:
+    """(images/s over the whole process, images/s the script reports, peak RSS MiB,
+    CPU ms per image over the whole process)."""
     cmd = [sys.executable, str(PROJECT / "batch_label_images.py"), MODEL, "--no_progress",
            *threads]
-    wall, rss, stdout = run_child(cmd, env)
+    wall, rss, stdout, cpu = run_child(cmd, env)
     images = int(re.search(r"images:\s+(\d+)", stdout).group(1))
     reported = float(re.search(r"\(([\d.]+) images/s\)", stdout).group(1))
-    return images / wall, reported, rss
+    return images / wall, reported, rss, None if cpu is None else 1000 * cpu / images
 
 
-def bare_loop(files: list[Path], model: Path, num_threads: int | None) -> float:
-    """Images/s of set_tensor + invoke + get_tensor on inputs decoded beforehand."""
+def bare_loop(files: list[Path], model: Path, num_threads: int | None) -> tuple[float, float]:
+    """(images/s, CPU ms per image) of set_tensor + invoke + get_tensor on inputs
+    decoded beforehand."""
     from ai_edge_litert.interpreter import Interpreter
 
     from opssat import images
@@ -205,12 +212,13 @@ def bare_loop(files: list[Path], model: Path, num_threads: int | None) -> float:
     for array in decoded[:5]:
         interpreter.set_tensor(inp, array)
         interpreter.invoke()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for index in range(len(files)):
         interpreter.set_tensor(inp, decoded[index % len(decoded)])
         interpreter.invoke()
         interpreter.get_tensor(out)
-    return len(files) / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return len(files) / wall, 1000 * cpu / len(files)
 
 
 def main() -> int:
@@ -231,21 +239,29 @@ def main() -> int:
         jpegs = thumbnails(min(args.distinct, max(args.images, args.subset, *rss_sizes)))
         print(f"model: MobileNetV2 float TFLite ({results['model']}); {len(jpegs)} distinct "
               f"614x583 JPEGs; {time.perf_counter() - t0:.0f} s to prepare", flush=True)
+        results["load_before"] = os.getloadavg()[0]
+        print(f"{os.cpu_count()} CPUs, load average {results['load_before']:.1f} "
+              "(timings below assume the CPUs are otherwise idle)", flush=True)
 
         files = fill_test_set(model_dir, jpegs, args.images)
-        bare, whole, reported, rss = [], [], [], []
+        bare, bare_cpu, whole, reported, rss, cpu = [], [], [], [], [], []
         for _ in range(args.repeat):  # interleaved, best of: the CPUs may be shared
-            bare.append(bare_loop(files, model, args.num_threads))
-            w, r, m = batch(env, threads)
+            ips, ms = bare_loop(files, model, args.num_threads)
+            bare.append(ips)
+            bare_cpu.append(ms)
+            w, r, m, c = batch(env, threads)
             whole.append(w)
             reported.append(r)
             rss.append(m)
+            cpu.append(c)
         results.update(bare_loop_ips=max(bare), batch_ips=max(whole),
-                       batch_reported_ips=max(reported), batch_rss_mib=rss[-1])
+                       batch_reported_ips=max(reported), batch_rss_mib=rss[-1],
+                       bare_cpu_ms=min(bare_cpu), batch_cpu_ms=min(c or 0 for c in cpu))
         print(f"bare invoke loop:           {max(bare):8.1f} images/s ({args.images} images, "
-              "inputs decoded beforehand)")
+              f"inputs decoded beforehand; {min(bare_cpu):.1f} CPU ms/image)")
         print(f"batch_label_images.py:      {max(whole):8.1f} images/s (whole process; "
-              f"{max(reported):.1f} images/s after start-up)", flush=True)
+              f"{max(reported):.1f} images/s after start-up; "
+              f"{results['batch_cpu_ms']:.1f} CPU ms/image)", flush=True)
         subset = files[: args.subset]
         results["per_process_ips"] = per_process(subset, model, labels, env, threads, False)
         print(f"one process per image:      {results['per_process_ips']:8.2f} images/s "
@@ -274,11 +290,12 @@ def main() -> int:
         for size in rss_sizes:
             fill_test_set(model_dir, jpegs, size)
             t0 = time.perf_counter()
-            _, ips, peak = batch(env, threads)
+            _, ips, peak, _ = batch(env, threads)
             rss_by_size[size] = peak
             print(f"peak RSS of batch_label_images.py, {size:5d} images: {peak} MiB "
                   f"({ips:.1f} images/s, {time.perf_counter() - t0:.0f} s)", flush=True)
         results["peak_rss_mib"] = {str(k): v for k, v in rss_by_size.items()}
+        results["load_after"] = os.getloadavg()[0]
         known = [v for v in rss_by_size.values() if v]
         if len(known) >= 2:
             results["rss_growth"] = max(known) / min(known) - 1

@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -274,13 +274,11 @@ def _prefetched(loader: Callable[[Path], np.ndarray], paths: Iterable[Path],
             yield path, future.result()
 
 
-def _copy_name(folder: Path, name: str, expected: str, used: set[Path]) -> Path:
-    """``folder/name``, or ``folder/<expected>_name`` when two test folders share a name."""
-    target = folder / name
-    if target in used:
-        target = folder / f"{expected}_{name}"
-    used.add(target)
-    return target
+def _clashing_names(files: list[tuple[str, Path]]) -> set[str]:
+    """File names found in more than one label folder: their copies get a
+    ``<expected label>_`` prefix so that none overwrites another."""
+    counts = Counter(path.name for _, path in files)
+    return {name for name, count in counts.items() if count > 1}
 
 
 def label_test_set(
@@ -311,7 +309,7 @@ def label_test_set(
                             num_threads=num_threads)
     labels = classifier.labels
     files = list_test_images(paths.test_dir, labels)
-    by_path = dict((path, label) for label, path in files)
+    clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
     unreadable: list[str] = []
     counts = {"classified": 0, "unclassified": 0}
@@ -326,12 +324,11 @@ def label_test_set(
         writer.writerow([*CSV_COLUMNS, *labels])
         for label in labels:
             (staged_classified / label).mkdir()
-        used: set[Path] = set()
 
         def loader(path: Path) -> np.ndarray:
             return classifier.load(path, preprocess, onboard_channels)
 
-        stream = _prefetched(loader, [path for _, path in files], prefetch)
+        stream = _prefetched(loader, (path for _, path in files), prefetch)
         bar = tqdm(stream, total=len(files), unit="img", desc="classifying",
                    disable=None if progress is None else not progress)
         for path, loaded in bar:
@@ -339,7 +336,7 @@ def label_test_set(
                 unreadable.append(str(loaded))
                 continue
             probabilities, elapsed_ms = classifier.classify(loaded)
-            expected = by_path[path]
+            expected = path.parent.name
             predicted = predicted_label(probabilities, labels, threshold)
             writer.writerow([
                 f"{expected}/{path.name}", f"{elapsed_ms:.3f}", predicted, expected,
@@ -349,7 +346,8 @@ def label_test_set(
                 folder, key = staged_unclassified, "unclassified"
             else:
                 folder, key = staged_classified / predicted, "classified"
-            shutil.copy2(path, _copy_name(folder, path.name, expected, used))
+            name = f"{expected}_{path.name}" if path.name in clashing else path.name
+            shutil.copy2(path, folder / name)
             counts[key] += 1
         if not counts["classified"] + counts["unclassified"]:
             raise UserError(f"none of the {len(files)} images in {paths.test_dir} could be read "

@@ -206,3 +206,13 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
     assert expected in lines[0]
     assert not model.confidences_csv().exists()
     assert (tree_hash(model.test_dir) if model.test_dir.exists() else {}) == test_before
+
+
+def test_same_file_name_in_two_label_folders_keeps_both_copies(model: ModelPaths):
+    write_image(model.test_dir / "red" / "same.jpg", COLOURS["red"])
+    write_image(model.test_dir / "blue" / "same.jpg", COLOURS["red"], seed=3)
+    assert run_batch(model.root, "m").returncode == 0
+    red_copies = files_under(model.classified_dir() / "red")
+    assert "red_same.jpg" in red_copies and "blue_same.jpg" in red_copies
+    _, rows = read_csv(model.confidences_csv())
+    assert {"red/same.jpg", "blue/same.jpg"} <= {r["filename"] for r in rows}
