@@ -19,8 +19,9 @@ $py make_sample_data.py "$model" --force
 step "2. split 80/20, grouped by acquisition time"
 $py split_data.py "$model" 20 --force
 
-step "3. train: frozen EfficientNet-Lite0 + softmax head, float and int8 TFLite"
-./train.sh "$model" 15 --backbone efficientnet_lite0 --nodo_fine_tuning --quantize int8
+step "3. train: frozen EfficientNet-Lite0 + softmax head on images prepared as on board; float and int8 TFLite"
+./train.sh "$model" 15 --backbone efficientnet_lite0 --nodo_fine_tuning --train_preprocess onboard \
+    --quantize int8
 
 step "4. classify the test set as the ground sees it, then as SmartCam sees it"
 $py batch_label_images.py "$model"
@@ -31,3 +32,8 @@ $py calc_perf.py "$model"
 
 step "6. package for SmartCam"
 $py package_smartcam.py "$model"
+
+if [ -d ../shared/opssat_real ]; then
+    step "7. the packaged model on real OPS-SAT thumbnails"
+    $py bench/eval_real.py --model "$model"
+fi

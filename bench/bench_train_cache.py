@@ -6,7 +6,7 @@ backbone each epoch and once from backbone features computed once, and prints
 both times and their ratio (target >= 10x). Then compares the float and int8
 TFLite exports: file size (target ~4x smaller) and invoke time (target >= 2x).
 
-    .venv/bin/python bench/bench_train_cache.py [--images 60] [--epochs 20]
+    .venv/bin/python bench/bench_train_cache.py [--images 120] [--epochs 20]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def invoke_ms(model_file: Path, labels_file: Path, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--invokes", type=int, default=50)
     args = parser.parse_args()
