@@ -120,19 +120,16 @@ def _mobilenet_v2(image_size: int, weights_file: str | None) -> Backbone:
         )
         if weights_file is not None:
             core.load_weights(weights_file)
-    except (urllib.error.URLError, ConnectionError) as err:
-        raise UserError(
-            f"cannot download MobileNetV2 ImageNet weights ({type(err).__name__}); "
-            f"pass --backbone_weights FILE (a Keras .h5), or {OFFLINE_HINT}"
-        ) from err
     except (OSError, ValueError) as err:
-        if weights_file is None and "URL fetch failure" in str(err):
-            raise UserError(
-                "cannot download MobileNetV2 ImageNet weights; pass --backbone_weights FILE "
-                f"(a Keras .h5), or {OFFLINE_HINT}"
-            ) from err
         raise UserError(f"MobileNetV2 cannot use image size {image_size} or weights "
                         f"{weights}: {err}") from err
+    except Exception as err:  # Keras reports a failed download as a bare Exception
+        if "URL fetch failure" not in str(err):
+            raise
+        raise UserError(
+            "cannot download MobileNetV2 ImageNet weights; pass --backbone_weights FILE "
+            f"(a Keras .h5), or {OFFLINE_HINT}"
+        ) from err
     model = _wrap("mobilenet_v2", image_size, core, scale=2.0, offset=-1.0)
     return Backbone("mobilenet_v2", f"keras.applications:{weights}", image_size, model)
 

@@ -1,0 +1,65 @@
+"""Built-in backbones inside the trainer: exported classifiers meet SmartCam's contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tf_keras
+from conftest import write_image
+
+from opssat import smartcam
+from opssat.backbones import load_backbone
+from opssat.cli import UserError
+from opssat.make_image_classifier import options_from_args
+from opssat.train import train
+
+
+@pytest.fixture(scope="module")
+def few_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("few")
+    colours = {"bad": (5, 5, 5), "earth": (40, 90, 120), "edge": (200, 200, 220)}
+    for label, colour in colours.items():
+        for i in range(4):
+            write_image(root / label / f"{i}.png", colour, seed=i)
+    return root
+
+
+def _train(images: Path, out: Path, *flags: str) -> None:
+    train(options_from_args([
+        "--image_dir", str(images), "--tflite_output_file", str(out / "model.tflite"),
+        "--labels_output_file", str(out / "labels.txt"), "--train_epochs", "1",
+        "--batch_size", "4", *flags,
+    ]))
+
+
+def test_fine_tuned_efficientnet_lite0_classifier_meets_the_contract(few_images, tmp_path):
+    out = tmp_path / "lite0"
+    _train(few_images, out, "--backbone", "efficientnet_lite0", "--do_fine_tuning")
+    report = smartcam.check_contract(out / "model.tflite", out / "labels.txt")
+    assert report.ok, report.problems
+
+
+def test_mobilenet_v2_from_a_weights_file(few_images, tmp_path):
+    core = tf_keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False,
+                                             pooling="avg", weights=None)
+    weights = tmp_path / "mobilenet_v2.h5"
+    core.save_weights(str(weights))
+    out = tmp_path / "mnv2"
+    _train(few_images, out, "--backbone", "mobilenet_v2", "--backbone_weights", str(weights),
+           "--image_size", "96")
+    report = smartcam.check_contract(out / "model.tflite", out / "labels.txt", input_size=(96, 96))
+    assert report.ok, report.problems
+
+
+def test_mobilenet_v2_download_failure_names_the_offline_options(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # nothing listens: no download
+    with pytest.raises(UserError, match="--backbone_weights.*efficientnet_lite0"):
+        load_backbone("mobilenet_v2", image_size=96)
+
+
+def test_unknown_backbone_is_refused():
+    with pytest.raises(UserError, match="unknown backbone"):
+        load_backbone("resnet9000")
