@@ -26,7 +26,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tqdm import tqdm
 
 from opssat import atomic, images, smartcam
-from opssat.cli import UserError
+from opssat.cli import UserError, warn
 from opssat.labels import read_labels, validate_labels
 from opssat.paths import ModelPaths
 
@@ -241,6 +241,10 @@ def list_test_images(test_dir: Path, labels: list[str]) -> list[tuple[str, Path]
         raise UserError(f"test folder(s) {', '.join(unknown)} in {test_dir} are not in the "
                         f"model's labels ({', '.join(labels)}): rename them or use the matching "
                         "--label_file")
+    stray = images.list_files(test_dir)
+    if stray:
+        warn(f"{len(stray)} file(s) directly in {test_dir} ignored (first: {stray[0].name}): "
+             "put test images in data/test/<label>/")
     files = [(f.name, path) for f in folders for path in images.list_files(f)]
     if not files:
         raise UserError(f"no images in {test_dir}/<label>/: run split_data.py <model> "

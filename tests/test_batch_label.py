@@ -127,6 +127,7 @@ def test_unreadable_images_are_listed_not_fatal(model: ModelPaths):
     (model.test_dir / "green" / "broken.jpg").write_bytes(b"not a jpeg at all")
     whole = write_image(model.root / "big.jpg", COLOURS["blue"], size=(300, 200)).read_bytes()
     (model.test_dir / "blue" / "cut.jpg").write_bytes(whole[: len(whole) * 2 // 3])
+    write_image(model.test_dir / "loose.jpg", COLOURS["red"])
     proc = run_batch(model.root, "m")
     assert proc.returncode == 0, proc.stderr
     assert "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
@@ -134,6 +135,8 @@ def test_unreadable_images_are_listed_not_fatal(model: ModelPaths):
     _, rows = read_csv(model.confidences_csv())
     names = {r["filename"] for r in rows}
     assert "green/broken.jpg" not in names
+    assert "loose.jpg" in proc.stderr and "ignored" in proc.stderr
+    assert not any("loose" in name for name in names)
     assert "blue/cut.jpg" in names  # truncated JPEGs load, as on OPS-SAT
 
 
