@@ -21,7 +21,13 @@ from conftest import write_image
 from opssat import cli, make_image_classifier, smartcam
 from opssat import train as trainer
 from opssat.cli import UserError
-from opssat.dataset import list_labelled_files, stratified_split
+from opssat.dataset import (
+    FeatureCache,
+    Preprocessing,
+    image_dataset,
+    list_labelled_files,
+    stratified_split,
+)
 from opssat.make_image_classifier import options_from_args
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -356,3 +362,27 @@ def test_train_sh_fills_the_model_folder(tiny_hub, colour_images, repo_root):
                              text=True, timeout=120)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr
     assert "create_dirs.sh nosuchmodel" in missing.stderr.strip().splitlines()[-1]
+
+
+def test_feature_cache_key_names_what_changed(colour_images, tmp_path):
+    files = list_labelled_files(colour_images)
+    ground = Preprocessing(64)
+    built = FeatureCache(tmp_path, "backbone-a", ground, files)
+    batches = image_dataset(files, ground, 8)
+    built.load_or_build(lambda batch: np.asarray(batch).mean(axis=(1, 2)), batches, 3)
+    assert FeatureCache(tmp_path, "backbone-a", ground, files).stale_reason() is None
+    assert (FeatureCache(tmp_path, "backbone-b", ground, files).stale_reason()
+            == "the backbone changed")
+    assert (FeatureCache(tmp_path, "backbone-a", Preprocessing(64, "onboard"), files)
+            .stale_reason() == "the preprocessing changed")
+    (tmp_path / "meta.json").write_text("{not json")
+    assert "unreadable" in FeatureCache(tmp_path, "backbone-a", ground, files).stale_reason()
+
+
+def test_changed_labels_warn(tiny_hub, colour_images, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "labels.txt").write_text("bad\nearth\nedge\n")
+    trainer.train(options(colour_images, tiny_hub, out, "--train_epochs", "1"))
+    assert "labels change from ['bad', 'earth', 'edge']" in capsys.readouterr().err
+    assert (out / "labels.txt").read_text().split() == sorted(COLOURS)
