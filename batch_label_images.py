@@ -17,7 +17,7 @@ from opssat.paths import model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("--model_file", type=Path, default=None,
                         help=".tflite model (default: repo/<model>/tflite_model.tflite)")

@@ -21,8 +21,8 @@ from opssat.paths import model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("--target_accuracy", type=float, default=0.95,
                         help="find the lowest threshold whose kept images reach this accuracy "

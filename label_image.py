@@ -15,7 +15,7 @@ from opssat.infer import Classifier, ranked
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("--image", required=True, type=Path, help="image to classify")
     parser.add_argument("--model_file", type=Path, default=Path("tflite_model.tflite"),
                         help=".tflite model (default: %(default)s)")

@@ -169,7 +169,7 @@ def test_failed_run_keeps_previous_outputs(model: ModelPaths):
 
 @pytest.mark.parametrize("case", [
     "missing_model", "missing_labels", "label_count", "not_tflite", "empty_test",
-    "missing_test", "unknown_folder", "missing_model_dir", "bad_threshold",
+    "missing_test", "unknown_folder", "missing_model_dir", "bad_threshold", "bad_flag",
 ])
 def test_bad_input_is_one_line(model: ModelPaths, case: str):
     args = ["m"]
@@ -194,6 +194,8 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
         args = ["nosuchmodel"]
     elif case == "bad_threshold":
         args += ["--threshold", "1.5"]
+    elif case == "bad_flag":
+        args += ["--preprocess", "sideways"]
     test_before = tree_hash(model.test_dir) if model.test_dir.exists() else {}
     proc = run_batch(model.root, *args)
     assert proc.returncode != 0
@@ -205,6 +207,7 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
         "not_tflite": "not a TFLite model", "empty_test": "no images",
         "missing_test": "split_data.py", "unknown_folder": "purple",
         "missing_model_dir": "create_dirs", "bad_threshold": "--threshold",
+        "bad_flag": "sideways",
     }[case]
     assert expected in lines[0]
     assert not model.confidences_csv().exists()

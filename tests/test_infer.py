@@ -228,7 +228,8 @@ def test_label_image_does_not_import_tensorflow(make_tflite, colour_images):
 
 
 @pytest.mark.parametrize("case", ["missing_image", "missing_model", "missing_labels",
-                                  "label_count", "not_tflite", "not_image", "bad_top_k"])
+                                  "label_count", "not_tflite", "not_image", "bad_top_k",
+                                  "no_image_flag"])
 def test_label_image_bad_input_is_one_line(make_tflite, colour_images, tmp_path, case):
     model = make_tflite()
     args = {"--image": colour_images["red"], "--model_file": model,
@@ -251,6 +252,8 @@ def test_label_image_bad_input_is_one_line(make_tflite, colour_images, tmp_path,
         junk = tmp_path / "junk.jpg"
         junk.write_text("not a jpeg")
         args["--image"] = junk
+    if case == "no_image_flag":
+        del args["--image"]
     flat = [str(x) for pair in args.items() for x in pair]
     if case == "bad_top_k":
         flat += ["--top_k", "0"]
@@ -258,7 +261,7 @@ def test_label_image_bad_input_is_one_line(make_tflite, colour_images, tmp_path,
     assert {"missing_image": "not found", "missing_model": "not found",
             "missing_labels": "not found", "label_count": "4 labels",
             "not_tflite": "not a TFLite model", "not_image": "cannot decode",
-            "bad_top_k": "--top_k"}[case] in line
+            "bad_top_k": "--top_k", "no_image_flag": "--image"}[case] in line
 
 
 def test_load_uses_model_input_size(make_tflite, colour_images):
