@@ -26,12 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
                         help="below this top-1 confidence an image stays unclassified "
                         "(default: %(default)s, as on SmartCam)")
-    parser.add_argument("--preprocess", choices=images.PREPROCESS_MODES, default="ground",
-                        help="ground: colour bilinear resize; onboard: as SmartCam resizes "
-                        "(default: %(default)s)")
-    parser.add_argument("--onboard_channels", type=int, choices=(1, 3),
-                        default=smartcam.ONBOARD_CHANNELS,
-                        help="channels SmartCam's resizer keeps (default: %(default)s)")
+    images.add_preprocess_arguments(parser)
     parser.add_argument("--num_threads", type=int, default=None, help="interpreter threads")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser.parse_args()

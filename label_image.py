@@ -28,12 +28,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top_k", type=int, default=None,
                         help="print only the k most confident labels (default: all)")
     parser.add_argument("--num_threads", type=int, default=None, help="interpreter threads")
-    parser.add_argument("--preprocess", choices=images.PREPROCESS_MODES, default="ground",
-                        help="ground: colour bilinear resize; onboard: as SmartCam resizes "
-                        "(default: %(default)s)")
-    parser.add_argument("--onboard_channels", type=int, choices=(1, 3),
-                        default=smartcam.ONBOARD_CHANNELS,
-                        help="channels SmartCam's resizer keeps (default: %(default)s)")
+    images.add_preprocess_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser.parse_args()
 

@@ -4,6 +4,7 @@ evaluation and the on-board emulation alike."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import re
 from functools import lru_cache
@@ -162,6 +163,16 @@ def load_pixels(
         img = img.convert("L")
     resized = Image.fromarray(mitchell_resize(np.asarray(img), size))
     return np.asarray(_jpeg_round_trip(resized, smartcam.ONBOARD_JPEG_QUALITY))
+
+
+def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--preprocess`` and ``--onboard_channels``, the same in every script."""
+    parser.add_argument("--preprocess", choices=PREPROCESS_MODES, default="ground",
+                        help="ground: colour bilinear resize; onboard: as SmartCam resizes "
+                        "(default: %(default)s)")
+    parser.add_argument("--onboard_channels", type=int, choices=(1, 3),
+                        default=smartcam.ONBOARD_CHANNELS,
+                        help="channels SmartCam's resizer keeps (default: %(default)s)")
 
 
 def to_model_input(
