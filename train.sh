@@ -19,8 +19,6 @@ if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
 fi
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
-repo=${OPSSAT_REPO:-repo}
-echo "watch training with: tensorboard --logdir $repo/$model/summaries"
 exec "$python" -m opssat.make_image_classifier --model "$model" \
     --tfhub_module https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4 \
     --image_size 224 --do_fine_tuning "${epochs[@]}" "$@"

@@ -13,10 +13,8 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
-import tensorflow as tf
-import tf_keras
-
 from opssat.cli import UserError
+from opssat.tf_setup import tf, tf_keras
 
 #: The backbone of the original toolkit's train_model.sh.
 DEFAULT_TFHUB_MODULE = "https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4"

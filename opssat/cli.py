@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 
@@ -36,6 +39,41 @@ def run(main: Callable[[], int | None]) -> None:
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+#: Start-up chatter that TensorFlow and LiteRT's native code print straight to
+#: stderr (oneDNN and XNNPACK notices, no CUDA driver on a CPU machine), whatever
+#: the log level.
+NATIVE_CHATTER = re.compile(
+    r"^(INFO: |I0000 |WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|E0000 .*failed call to cuInit)"
+)
+
+
+@contextmanager
+def quiet_native_stderr(drop: re.Pattern = NATIVE_CHATTER) -> Iterator[None]:
+    """Hold back the native lines written to file descriptor 2 that match ``drop``.
+
+    Native libraries bypass ``sys.stderr``, so the descriptor itself is swapped
+    for a file while the block runs; every other line is passed on afterwards.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. captured by a test runner)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if not drop.match(line):
+                    print(line, file=sys.stderr)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 from tqdm import tqdm
 
 from opssat import atomic, images
 from opssat.cli import UserError, warn
+from opssat.tf_setup import tf, tf_keras
 
 
 @dataclass
@@ -180,7 +180,6 @@ def shuffled(files: LabelledFiles, items: np.ndarray, shuffle_seed: int | None,
 
 def augmenter(options: dict, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """make_image_classifier's augmentation: Keras' ImageDataGenerator transforms."""
-    import tf_keras
 
     generator = tf_keras.preprocessing.image.ImageDataGenerator(**options)
     rng = np.random.default_rng(seed)

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
-import tf_keras
 
 from opssat import atomic
 from opssat.cli import UserError, warn
+from opssat.tf_setup import tf_keras
 from opssat.torch_pickle import load_state_dict
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import numpy as np
-import tensorflow as tf
 
 from opssat.cli import UserError
+from opssat.tf_setup import tf
 
 #: ``none`` is the float model; the others are extra files beside it.
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")

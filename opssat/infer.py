@@ -11,13 +11,10 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import sys
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tqdm import tqdm
 
 from opssat import atomic, images, smartcam
-from opssat.cli import UserError, warn
+from opssat.cli import UserError, quiet_native_stderr, warn
 from opssat.labels import read_labels, validate_labels
 from opssat.paths import ModelPaths
 
@@ -37,30 +34,6 @@ NOT_CLASSIFIED = "n/a"
 CSV_COLUMNS = ("filename", "time_ms", "predicted_label", "expected_label")
 
 
-@contextmanager
-def _without_native_info() -> Iterator[None]:
-    """Drop LiteRT's native ``INFO:`` lines (printed straight to fd 2 when the XNNPACK
-    delegate starts) so stderr carries only what the user must read; other native
-    output is passed on."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode(errors="replace").splitlines():
-                if not line.startswith("INFO: "):
-                    print(line, file=sys.stderr)
-
-
 def _load_interpreter(model_file: Path, num_threads: int | None) -> Interpreter:
     if not model_file.is_file():
         raise UserError(f"model file {model_file} not found: train a model first or pass "
@@ -68,7 +41,7 @@ def _load_interpreter(model_file: Path, num_threads: int | None) -> Interpreter:
     if num_threads is not None and num_threads < 1:
         raise UserError(f"--num_threads must be 1 or more, not {num_threads}")
     try:
-        with _without_native_info():
+        with quiet_native_stderr():
             interpreter = Interpreter(model_path=str(model_file), num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:

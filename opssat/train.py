@@ -15,8 +15,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
-import tf_keras
 
 from opssat import atomic, export, images, labels
 from opssat.backbones import (
@@ -38,6 +36,7 @@ from opssat.dataset import (
     stratified_split,
 )
 from opssat.paths import tflite_variant
+from opssat.tf_setup import tf, tf_keras
 
 DISTRIBUTION_STRATEGIES = ("none", "mirrored")
 CLASS_WEIGHTS = ("balanced", "none")
@@ -146,6 +145,8 @@ def train(options: TrainOptions) -> TrainResult:
     weights = class_weights(train_files, options.class_weights)
     print(f"labels: {', '.join(files.labels)}; training {len(train_files)}, "
           f"validation {len(val_files)} images")
+    if options.summaries_dir:
+        print(f"watch training with: tensorboard --logdir {options.summaries_dir}")
 
     policy = "mixed_float16" if options.mixed_precision else "float32"
     tf_keras.mixed_precision.set_global_policy(policy)
