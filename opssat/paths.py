@@ -17,11 +17,11 @@ REPO_ROOT = Path(os.environ.get("OPSSAT_REPO", Path(__file__).resolve().parent.p
 _BAD_NAME = re.compile(r"(^$|^[-.]|/|\s|\.\.)")
 
 
-def check_model_name(name: str) -> str:
-    """Return ``name`` if it is a safe folder name, else raise a UserError."""
+def check_model_name(name: str, what: str = "model name") -> str:
+    """Return ``name`` if it is a safe folder name, else raise a UserError about ``what``."""
     if _BAD_NAME.search(name):
         raise UserError(
-            f"invalid model name {name!r}: use letters, digits, '_' or '-', "
+            f"invalid {what} {name!r}: use letters, digits, '_' or '-', "
             "not starting with '-' or '.', without '/', spaces or '..'"
         )
     return name

@@ -430,7 +430,7 @@ def check_package_name(name: str) -> str:
     Stricter than a model name: SmartCam builds ``model_<name>`` sections,
     ``<name>.<key>`` keys and ``label:<name>`` pipeline links from it.
     """
-    check_model_name(name)
+    check_model_name(name, "package name")
     if not _PACKAGE_NAME.match(name):
         raise UserError(f"invalid package name {name!r}: use letters, digits, '_', '-' or '.' "
                         "(SmartCam uses it in config.ini keys and on-board paths)")
