@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,12 @@ import pytest
 from PIL import Image
 
 import opssat  # noqa: F401  (selects tf_keras before any TensorFlow import)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted backbone weights go to a temporary folder, not the user's ~/.cache."""
+    os.environ["OPSSAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("weights-cache"))
 
 
 @pytest.fixture
