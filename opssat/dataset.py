@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from opssat import atomic, images
@@ -46,17 +45,6 @@ class LabelledFiles:
         return digest.hexdigest()
 
 
-def _looks_like_image(path: Path) -> bool:
-    """A cheap check (header only); full decoding happens in the pipeline."""
-    if not images.is_image_name(path):
-        return False
-    try:
-        with Image.open(path):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 def list_labelled_files(image_dir: Path) -> LabelledFiles:
     """Images under ``image_dir/<label>/``; labels sorted, files that are not images skipped."""
     if not image_dir.is_dir():
@@ -68,7 +56,7 @@ def list_labelled_files(image_dir: Path) -> LabelledFiles:
     labels: list[str] = []
     for folder in folders:
         files = images.list_files(folder)
-        good = [p for p in files if _looks_like_image(p)]
+        good = [p for p in files if images.has_image_header(p)]
         skipped += [p for p in files if p not in good]
         if not good:
             warn(f"{folder} holds no readable image; label {folder.name!r} left out")

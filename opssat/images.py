@@ -79,6 +79,17 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
 
 
+def has_image_header(path: str | Path) -> bool:
+    """A cheap check that reads only the header; ``readable`` decodes the whole file."""
+    if not is_image_name(path):
+        return False
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def readable(path: str | Path) -> bool:
     """True if ``open_rgb`` can decode the file."""
     try:

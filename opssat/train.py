@@ -173,6 +173,8 @@ def train(options: TrainOptions) -> TrainResult:
     best_epoch = _best_epoch(history)
     val_accuracy = _validation_accuracy(classifier, val_files, preprocessing, batch_size)
 
+    _check_accuracy(options, val_accuracy)
+
     outputs = atomic.OutputSet()
     try:
         written = _export(options, classifier, files.labels, train_files, preprocessing, outputs)
@@ -180,10 +182,9 @@ def train(options: TrainOptions) -> TrainResult:
             name: evaluate_tflite(path, files.labels, val_files, preprocessing)
             for name, path in written.items()
         }
-        _check_accuracy(options, val_accuracy)
         record = _record(options, backbone, files, train_files, val_files, weights, history,
-                         best_epoch, val_accuracy, variant_accuracy, cache_info, started)
-        record["fit_time_s"] = round(fit_time, 2)
+                         best_epoch, val_accuracy, variant_accuracy, cache_info, started,
+                         fit_time)
         record["outputs"] = {str(target): _sha256_tree(staged)
                              for target, staged in outputs.staged().items()}
         record_path = _record_path(options)
@@ -192,8 +193,7 @@ def train(options: TrainOptions) -> TrainResult:
     except BaseException:
         outputs.discard()
         raise
-    return TrainResult(files.labels, history, best_epoch, val_accuracy,
-                       targets, record)
+    return TrainResult(files.labels, history, best_epoch, val_accuracy, targets, record)
 
 
 # --- steps -------------------------------------------------------------------------
@@ -425,7 +425,7 @@ def _record_path(options: TrainOptions) -> Path:
 
 
 def _record(options, backbone, files, train_files, val_files, weights, history, best_epoch,
-            val_accuracy, variant_accuracy, cache_info, started) -> dict:
+            val_accuracy, variant_accuracy, cache_info, started, fit_time) -> dict:
     """Everything needed to know later how a model was made."""
     best = {name: values[best_epoch - 1] for name, values in history.items()}
     return {
@@ -446,6 +446,7 @@ def _record(options, backbone, files, train_files, val_files, weights, history, 
         "tflite_validation_accuracy": variant_accuracy,
         "feature_cache": cache_info,
         "versions": _versions(),
+        "fit_time_s": round(fit_time, 2),
         "wall_time_s": round(time.time() - started, 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
