@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from opssat import atomic, images
+from opssat import atomic, images, split
 from opssat.cli import UserError, warn
 from opssat.tf_setup import tf, tf_keras
 
@@ -75,25 +75,24 @@ def list_labelled_files(image_dir: Path) -> LabelledFiles:
 
 
 def stratified_split(
-    files: LabelledFiles, validation_fraction: float, seed: int
+    files: LabelledFiles, validation_fraction: float, seed: int,
+    group_seconds: float = split.DEFAULT_GROUP_SECONDS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(training, validation) indices: the same fraction of every label, on every run.
+    """(training, validation) indices: the train/test split's rule, applied again.
 
-    Each label with at least two images keeps one for training and, when the
-    fraction is above zero, gives at least one to validation.
+    Per label, close to ``validation_fraction`` of the images, in whole
+    acquisition-time groups so near-duplicates cannot flatter the validation
+    accuracy; every label with two images or more on both sides; the same
+    on every run for a seed.
     """
-    rng = np.random.default_rng(seed)
-    train_idx: list[int] = []
-    val_idx: list[int] = []
-    for target in range(len(files.labels)):
-        members = np.flatnonzero(files.targets == target)
-        members = members[rng.permutation(len(members))]
-        n_val = int(round(len(members) * validation_fraction))
-        if validation_fraction > 0 and len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val_idx += members[:n_val].tolist()
-        train_idx += members[n_val:].tolist()
-    return np.sort(np.asarray(train_idx, dtype=np.int64)), np.sort(np.asarray(val_idx, np.int64))
+    if validation_fraction <= 0:
+        return np.arange(len(files), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    labels = [files.labels[t] for t in files.targets]
+    plan = split.plan_split(zip(files.paths, labels, strict=True), validation_fraction * 100,
+                            seed, group_seconds)
+    validation = {a.path for a in plan.assignments if a.side == split.TEST}
+    is_validation = np.array([p in validation for p in files.paths])
+    return np.flatnonzero(~is_validation), np.flatnonzero(is_validation)
 
 
 # --- tf.data ---------------------------------------------------------------------

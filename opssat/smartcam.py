@@ -57,8 +57,10 @@ CONFIG_SNIPPET_FILE = "config_snippet.ini"
 CHECKSUMS_FILE = "SHA256SUMS"
 README_FILE = "README.txt"
 
-#: How far the outputs' sum may be from 1 on a sample input.
-SOFTMAX_TOLERANCE = 1e-3
+#: How far the outputs' sum may be from 1 on a sample input. An int8 model with
+#: float32 I/O computes its softmax in steps of 1/256 before dequantizing, so its
+#: sum is off by a few of those steps; a model without a softmax is off by far more.
+SOFTMAX_TOLERANCE = 0.02
 #: The package step never suggests a lower threshold: below 0.5 a label can be
 #: applied while the model gives the other labels more confidence together.
 MIN_SUGGESTED_THRESHOLD = 0.5

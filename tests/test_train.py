@@ -128,7 +128,10 @@ def test_tflite_matches_labels_and_variants_keep_float_io(tiny_hub, colour_image
         for label in labels:
             probabilities = run_tflite(out / f"{name}.tflite", colour_input(label, 64))
             assert labels[int(np.argmax(probabilities))] == label, (name, label, probabilities)
-            assert probabilities.sum() == pytest.approx(1.0, abs=1e-3)
+            assert probabilities.sum() == pytest.approx(1.0, abs=smartcam.SOFTMAX_TOLERANCE)
+        report = smartcam.check_contract(out / f"{name}.tflite", out / "labels.txt",
+                                         input_size=(64, 64))
+        assert report.ok, (name, report.problems)
     accuracies = result.record["tflite_validation_accuracy"]
     assert set(accuracies) == {"none", "float16", "dynamic", "int8"}
     assert accuracies["none"] == pytest.approx(result.validation_accuracy)
