@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -312,12 +313,18 @@ def _fit_on_cached_features(options, files, train_idx, val_idx, backbone, classi
     """Frozen backbone: compute its features once (kept on disk), then train the head alone.
 
     The classifier shares the head, so it behaves exactly as if trained end to end.
+    Without ``--cache_dir`` the features live in a temporary folder for this run only.
     """
-    folder = Path(options.cache_dir) if options.cache_dir else None
-    if folder is None:
-        import tempfile
+    if not options.cache_dir:
+        with tempfile.TemporaryDirectory(prefix="opssat-features-") as folder:
+            return _fit_head(options, files, train_idx, val_idx, backbone, head,
+                             preprocessing, weights, batch_size, Path(folder))
+    return _fit_head(options, files, train_idx, val_idx, backbone, head, preprocessing,
+                     weights, batch_size, Path(options.cache_dir))
 
-        folder = Path(tempfile.mkdtemp(prefix="opssat-features-"))
+
+def _fit_head(options, files, train_idx, val_idx, backbone, head, preprocessing, weights,
+              batch_size, folder):
     cache = FeatureCache(folder, backbone.identity, preprocessing, files)
     in_order = _image_batches(files, preprocessing, batch_size, options)
 
