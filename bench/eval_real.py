@@ -38,7 +38,8 @@ def parse_args() -> argparse.Namespace:
                         help="folder of <label>/ sub-folders of real thumbnails "
                         "(default: ../shared/opssat_real beside the project)")
     parser.add_argument("--onboard_channels", type=int, default=smartcam.ONBOARD_CHANNELS,
-                        choices=(1, 3), help="channels of the on-board resize (default: "
+                        choices=images.ONBOARD_CHANNEL_CHOICES,
+                        help="channels of the on-board resize (default: "
                         "%(default)s, grayscale, as SmartCam)")
     parser.add_argument("--threshold", type=float, help="confidence threshold for the "
                         "'kept' figures (default: the package's, else "

@@ -26,6 +26,8 @@ _TIMESTAMP = re.compile(r"img_msec_(\d+)|(?<!\d)(\d{13})(?!\d)")
 
 #: ``ground``: colour Pillow resize (what ground tools did); ``onboard``: what SmartCam does.
 PREPROCESS_MODES = ("ground", "onboard")
+#: Channel counts the on-board resizer can be configured with (1: grayscale).
+ONBOARD_CHANNEL_CHOICES = (1, 3)
 
 
 class UnreadableImageError(UserError):
@@ -162,18 +164,23 @@ def load_pixels(
     ``onboard``: as SmartCam does it: grayscale when ``onboard_channels`` is 1,
     Mitchell resize, JPEG quality 90 round trip, channels replicated to RGB.
     """
+    check_preprocessing(mode, onboard_channels)
     img = open_rgb(path)
     height, width = size
     if mode == "ground":
         return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
-    if mode != "onboard":
-        raise UserError(f"unknown preprocessing mode {mode!r}: use one of {PREPROCESS_MODES}")
-    if onboard_channels not in (1, 3):
-        raise UserError(f"onboard channel count must be 1 or 3, not {onboard_channels}")
     if onboard_channels == 1:
         img = img.convert("L")
     resized = Image.fromarray(mitchell_resize(np.asarray(img), size))
     return np.asarray(_jpeg_round_trip(resized, smartcam.ONBOARD_JPEG_QUALITY))
+
+
+def check_preprocessing(mode: str, onboard_channels: int, flag: str = "--preprocess") -> None:
+    """Refuse an unknown mode or channel count, naming the command-line ``flag``."""
+    if mode not in PREPROCESS_MODES:
+        raise UserError(f"unknown {flag} {mode!r}: use one of {', '.join(PREPROCESS_MODES)}")
+    if onboard_channels not in ONBOARD_CHANNEL_CHOICES:
+        raise UserError(f"--onboard_channels must be 1 or 3, not {onboard_channels}")
 
 
 def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +188,7 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocess", choices=PREPROCESS_MODES, default="ground",
                         help="ground: colour bilinear resize; onboard: as SmartCam resizes "
                         "(default: %(default)s)")
-    parser.add_argument("--onboard_channels", type=int, choices=(1, 3),
+    parser.add_argument("--onboard_channels", type=int, choices=ONBOARD_CHANNEL_CHOICES,
                         default=smartcam.ONBOARD_CHANNELS,
                         help="channels SmartCam's resizer keeps (default: %(default)s)")
 

@@ -277,11 +277,7 @@ def label_test_set(
     """
     if not 0.0 <= threshold <= 1.0:
         raise UserError(f"--threshold must be between 0 and 1, not {threshold}")
-    if preprocess not in images.PREPROCESS_MODES:
-        raise UserError(f"unknown --preprocess {preprocess!r}: use one of "
-                        f"{', '.join(images.PREPROCESS_MODES)}")
-    if onboard_channels not in (1, 3):
-        raise UserError(f"--onboard_channels must be 1 or 3, not {onboard_channels}")
+    images.check_preprocessing(preprocess, onboard_channels)
     classifier = Classifier(model_file or paths.tflite_model, label_file or paths.labels_file,
                             num_threads=num_threads)
     labels = classifier.labels

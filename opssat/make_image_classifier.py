@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from opssat import cli, export
+from opssat import cli, export, images
 from opssat.backbones import BUILTIN_BACKBONES, DEFAULT_TFHUB_MODULE
 from opssat.paths import ModelPaths, model_paths
 from opssat.train import CLASS_WEIGHTS, DISTRIBUTION_STRATEGIES, TrainOptions, train
@@ -89,10 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bool(extra, "cache_features", d.cache_features,
               "with a frozen backbone and no augmentation, compute backbone features once")
     extra.add_argument("--cache_dir", help="where the feature cache lives between runs")
-    extra.add_argument("--train_preprocess", choices=("ground", "onboard"),
+    extra.add_argument("--train_preprocess", choices=images.PREPROCESS_MODES,
                        default=d.train_preprocess,
                        help="onboard: train on images prepared as SmartCam prepares them")
-    extra.add_argument("--onboard_channels", type=int, choices=(1, 3),
+    extra.add_argument("--onboard_channels", type=int, choices=images.ONBOARD_CHANNEL_CHOICES,
                        default=d.onboard_channels)
     extra.add_argument("--record_file",
                        help="train_record.json path (default: beside the TFLite model)")

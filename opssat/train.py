@@ -101,9 +101,8 @@ class TrainOptions:
         if self.class_weights not in CLASS_WEIGHTS:
             raise UserError(f"unknown --class_weights {self.class_weights!r}: "
                             f"use one of {', '.join(CLASS_WEIGHTS)}")
-        if self.train_preprocess not in images.PREPROCESS_MODES:
-            raise UserError(f"unknown --train_preprocess {self.train_preprocess!r}: "
-                            f"use one of {', '.join(images.PREPROCESS_MODES)}")
+        images.check_preprocessing(self.train_preprocess, self.onboard_channels,
+                                   "--train_preprocess")
         if not 0 <= self.validation_split < 1:
             raise UserError("--validation_split must be in [0, 1)")
         if self.train_epochs < 1 or self.batch_size < 1:
