@@ -178,10 +178,7 @@ def train(options: TrainOptions) -> TrainResult:
     outputs = atomic.OutputSet()
     try:
         written = _export(options, classifier, files.labels, train_files, preprocessing, outputs)
-        variant_accuracy = {
-            name: evaluate_tflite(path, files.labels, val_files, preprocessing)
-            for name, path in written.items()
-        }
+        variant_accuracy = evaluate_tflite(written, files.labels, val_files, preprocessing)
         record = _record(options, backbone, files, train_files, val_files, weights, history,
                          best_epoch, val_accuracy, variant_accuracy, cache_info, started,
                          fit_time)
@@ -408,19 +405,24 @@ def _calibration(files: LabelledFiles, preprocessing: Preprocessing):
     return batches
 
 
-def evaluate_tflite(model_file: Path, label_list: list[str], files: LabelledFiles,
-                    preprocessing: Preprocessing) -> float | None:
-    """Top-1 accuracy of a TFLite model on ``files``, run as LiteRT runs it."""
+def evaluate_tflite(model_files: dict[str, Path], label_list: list[str],
+                    files: LabelledFiles, preprocessing: Preprocessing) -> dict[str, float | None]:
+    """Top-1 accuracy of each TFLite model on ``files``, run as LiteRT runs it.
+
+    Each image is decoded once and fed to every model, streaming.
+    """
     from opssat.infer import Classifier
 
     if not len(files):
-        return None
-    classifier = Classifier(model_file, labels=label_list)
-    correct = 0
+        return dict.fromkeys(model_files)
+    classifiers = {name: Classifier(path, labels=label_list) for name, path in model_files.items()}
+    correct = dict.fromkeys(model_files, 0)
     for path, target in zip(files.paths, files.targets, strict=True):
-        probabilities, _ = classifier.classify(preprocessing.load(str(path)))
-        correct += int(np.argmax(probabilities) == target)
-    return correct / len(files)
+        model_input = preprocessing.load(str(path))
+        for name, classifier in classifiers.items():
+            probabilities, _ = classifier.classify(model_input)
+            correct[name] += int(np.argmax(probabilities) == target)
+    return {name: hits / len(files) for name, hits in correct.items()}
 
 
 def _record_path(options: TrainOptions) -> Path:
