@@ -112,9 +112,40 @@ class ModelPaths:
     def report_md(self) -> Path:
         return self.classification_dir / "report.md"
 
+    @property
+    def report_html(self) -> Path:
+        """The self-contained review page calc_perf writes beside report.md."""
+        return self.classification_dir / "report.html"
+
     def plot_png(self, name: str) -> Path:
         """A calc_perf plot, ``classification/<name>.png``."""
         return self.classification_dir / f"{name}.png"
+
+    # cross-validation and label review
+    @property
+    def crossval_dir(self) -> Path:
+        return self.model_dir / "crossval"
+
+    def oof_csv(self, preprocess: str = "onboard") -> Path:
+        """Out-of-fold confidences of cross-validation, in the confidences.csv format."""
+        return self.crossval_dir / f"oof_confidences{self._mode_suffix(preprocess)}.csv"
+
+    @property
+    def review_dir(self) -> Path:
+        return self.data_dir / "review"
+
+    @property
+    def label_issues_csv(self) -> Path:
+        return self.review_dir / "label_issues.csv"
+
+    @property
+    def review_html(self) -> Path:
+        return self.review_dir / "review.html"
+
+    @property
+    def relabel_log(self) -> Path:
+        """The journal of relabel batches, read by ``relabel.py --undo``."""
+        return self.data_dir / "relabel_log.csv"
 
     @staticmethod
     def _mode_suffix(preprocess: str) -> str:
