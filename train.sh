@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train repo/<model>/'s classifier: ./train.sh <model> [epochs] [make_image_classifier flags]
 #
-# As the original toolkit: MobileNetV2 from TF Hub, fine-tuned, image size 224. Outputs go to
+# As the original toolkit: MobileNetV2 from TF Hub (the trainer's default --tfhub_module),
+# fine-tuned (batch norm kept in inference mode), image size 224. Outputs go to
 # repo/<model>/ (saved_model/, labels.txt, tflite_model.tflite, summaries/, train_record.json)
 # and replace the previous ones only when training succeeded. Later flags override these.
 set -euo pipefail
@@ -20,5 +21,4 @@ fi
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
 exec "$python" -m opssat.make_image_classifier --model "$model" \
-    --tfhub_module https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4 \
     --image_size 224 --do_fine_tuning "${epochs[@]}" "$@"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from opssat.tf_setup import tf, tf_keras
 
 #: The backbone of the original toolkit's train_model.sh.
 DEFAULT_TFHUB_MODULE = "https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4"
-BUILTIN_BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
 OFFLINE_HINT = "offline, use --backbone efficientnet_lite0 (its weights ship with the toolkit)"
 
 
@@ -54,10 +54,8 @@ def load_backbone(
     """
     if backbone is None:
         result = _hub_backbone(tfhub_module, image_size or 224, trainable)
-    elif backbone == "mobilenet_v2":
-        result = _mobilenet_v2(image_size or 224, weights_file)
-    elif backbone == "efficientnet_lite0":
-        result = _efficientnet_lite0(image_size or 224, weights_file)
+    elif backbone in BUILDERS:
+        result = BUILDERS[backbone](image_size or 224, weights_file)
     else:
         raise UserError(
             f"unknown backbone {backbone!r}: use one of {', '.join(BUILTIN_BACKBONES)}, "
@@ -141,6 +139,14 @@ def _efficientnet_lite0(image_size: int, weights_file: str | None) -> Backbone:
         include_top=False, weights=weights, input_size=image_size
     )
     return Backbone("efficientnet_lite0", f"efficientnet-lite0:{weights}", image_size, model)
+
+
+#: Built-in backbones by name: (image size, weights file or None) -> Backbone.
+BUILDERS: dict[str, Callable[[int, str | None], Backbone]] = {
+    "mobilenet_v2": _mobilenet_v2,
+    "efficientnet_lite0": _efficientnet_lite0,
+}
+BUILTIN_BACKBONES = tuple(BUILDERS)
 
 
 def check_feature_extractor(backbone: Backbone) -> None:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from opssat import atomic, images, split
 from opssat.cli import UserError, warn
-from opssat.tf_setup import tf, tf_keras
+from opssat.tf_setup import tf
 
 
 @dataclass
@@ -165,19 +165,6 @@ def shuffled(files: LabelledFiles, items: np.ndarray, shuffle_seed: int | None,
     return dataset
 
 
-def augmenter(options: dict, seed: int) -> Callable[[np.ndarray], np.ndarray]:
-    """make_image_classifier's augmentation: Keras' ImageDataGenerator transforms."""
-
-    generator = tf_keras.preprocessing.image.ImageDataGenerator(**options)
-    rng = np.random.default_rng(seed)
-
-    def augment(image: np.ndarray) -> np.ndarray:
-        seed_now = int(rng.integers(2**31))
-        return generator.random_transform(image, seed=seed_now).astype(np.float32)
-
-    return augment
-
-
 # --- feature cache -----------------------------------------------------------------
 
 
@@ -191,7 +178,7 @@ class FeatureCache:
     """
 
     def __init__(self, folder: Path, backbone_identity: str, preprocessing: Preprocessing,
-                 files: LabelledFiles) -> None:
+                 files: LabelledFiles, augmentation: str = "") -> None:
         self.folder = folder
         self.key = {
             "backbone": backbone_identity,
@@ -199,6 +186,8 @@ class FeatureCache:
             "files": files.fingerprint(),
             "count": len(files),
         }
+        if augmentation:
+            self.key["augmentation"] = augmentation
         self.features_path = folder / "features.npy"
         self.meta_path = folder / "meta.json"
 
@@ -249,18 +238,25 @@ class FeatureCache:
 
 def feature_dataset(files: LabelledFiles, features: np.ndarray, rows: np.ndarray,
                     batch_size: int, shuffle_seed: int | None = None,
-                    sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+                    sample_weights: np.ndarray | None = None,
+                    views: int = 1) -> tf.data.Dataset:
     """Like ``image_dataset``, but batches of rows ``rows`` of the cached feature matrix.
 
     Rows are shuffled as the images would be, then read a whole batch at a time.
+    With ``views`` above 1, ``features`` is that many equal blocks, one per augmented
+    view of the images, and each read takes a row's features from a random block.
     """
     width = features.shape[1]
+    stride = len(features) // views
+    rng = np.random.default_rng(shuffle_seed)
 
     def gather(batch_rows: np.ndarray) -> np.ndarray:
+        if views > 1:
+            batch_rows = batch_rows + stride * rng.integers(views, size=len(batch_rows))
         return np.asarray(features[batch_rows], dtype=np.float32)
 
     def read(batch_rows: tf.Tensor) -> tf.Tensor:
-        vectors = tf.numpy_function(gather, [batch_rows], tf.float32, stateful=False)
+        vectors = tf.numpy_function(gather, [batch_rows], tf.float32, stateful=views > 1)
         vectors.set_shape((None, width))
         return vectors
 

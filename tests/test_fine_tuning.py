@@ -1,0 +1,175 @@
+"""Fine-tuning on small data: batch norm stays in inference mode, and the two-stage
+schedule (head first, then the backbone at a low learning rate)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+from conftest import write_image
+
+from opssat import cli, make_image_classifier
+from opssat import train as trainer
+from opssat.backbones import Backbone, load_backbone
+from opssat.make_image_classifier import options_from_args
+
+SIZE = 32
+COLOURS = {"dark": (20, 20, 20), "grey": (120, 120, 120), "white": (240, 240, 240)}
+
+
+def _bn_extractor(input_size: int | None) -> tf_keras.Model:
+    """Conv, batch norm, pooling: the shape of every real backbone, in miniature."""
+    tf_keras.utils.set_random_seed(5)
+    inputs = tf_keras.Input((input_size, input_size, 3))
+    x = tf_keras.layers.Conv2D(4, 3, strides=4)(inputs)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    return tf_keras.Model(inputs, x)
+
+
+@pytest.fixture(scope="module")
+def bn_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A feature extractor with batch norm, as a TF2 SavedModel (what TF Hub serves)."""
+    folder = tmp_path_factory.mktemp("bn_hub") / "bn_feature_vector"
+    _bn_extractor(None).save(str(folder), save_format="tf")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def grey_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("grey")
+    for label, colour in COLOURS.items():
+        for i in range(3):
+            write_image(root / label / f"img_msec_{1600000000000 + i * 100000}.png", colour,
+                        size=(40, 40), seed=i)
+    return root
+
+
+def _backbone(kind: str, hub: Path) -> Backbone:
+    if kind == "hub":
+        return load_backbone(None, str(hub), SIZE, trainable=True)
+    # Built-in backbones are tf_keras models wrapped the same way.
+    return Backbone("tiny", "test", SIZE, _bn_extractor(SIZE))
+
+
+def _moving_statistics(model: tf_keras.Model) -> dict[str, np.ndarray]:
+    return {v.name: v.numpy().copy() for v in model.variables if "moving_" in v.name}
+
+
+def _kernel(model: tf_keras.Model) -> np.ndarray:
+    return next(v.numpy().copy() for v in model.trainable_variables if "kernel" in v.name)
+
+
+@pytest.mark.parametrize("kind", ["keras", "hub"])
+def test_fine_tuning_step_trains_weights_but_not_batch_norm_statistics(kind, bn_hub):
+    backbone = _backbone(kind, bn_hub)
+    backbone.model.trainable = True
+    options = trainer.TrainOptions(image_dir="", optimizer="adam")
+    classifier = trainer.build_classifier(backbone, trainer.build_head(3, options))
+    trainer.compile_model(classifier, options, learning_rate=0.05)
+    statistics, kernel = _moving_statistics(backbone.model), _kernel(backbone.model)
+    assert len(statistics) == 2  # moving mean and variance
+
+    images = np.random.default_rng(0).uniform(0.5, 1.0, (4, SIZE, SIZE, 3)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]
+    classifier.fit(images, targets, epochs=1, batch_size=4, verbose=0)
+
+    assert not np.allclose(_kernel(backbone.model), kernel)
+    for name, values in _moving_statistics(backbone.model).items():
+        np.testing.assert_array_equal(values, statistics[name], err_msg=name)
+    # The same batch in training mode does move them: the check above can fail.
+    backbone.model(images, training=True)
+    moved = _moving_statistics(backbone.model)
+    assert any(not np.allclose(moved[name], statistics[name]) for name in statistics)
+
+
+def _options(images: Path, hub: Path, out: Path, *extra: str) -> trainer.TrainOptions:
+    return options_from_args([
+        "--image_dir", str(images), "--tfhub_module", str(hub), "--image_size", str(SIZE),
+        "--tflite_output_file", str(out / "model.tflite"),
+        "--labels_output_file", str(out / "labels.txt"), "--batch_size", "4",
+        "--validation_split", "0", *extra,
+    ])
+
+
+def _saved_variables(folder: Path) -> dict[str, np.ndarray]:
+    return {v.name: v.numpy() for v in tf.saved_model.load(str(folder)).variables}
+
+
+def test_two_stage_run_trains_head_then_backbone(bn_hub, grey_images, tmp_path):
+    out = tmp_path / "out"
+    result = trainer.train(_options(
+        grey_images, bn_hub, out, "--saved_model_dir", str(out / "saved_model"),
+        "--do_fine_tuning", "--train_epochs", "3", "--fine_tune_after_epochs", "2",
+        "--fine_tuning_learning_rate", "0.01", "--optimizer", "adam"))
+    record = json.loads((out / "train_record.json").read_text())
+    assert [(s["name"], s["first_epoch"], s["end_epoch"], s["learning_rate"])
+            for s in record["stages"]] == [("head", 0, 2, 0.005), ("fine-tuning", 2, 3, 0.01)]
+    assert record["epochs_run"] == 3 == len(result.history["loss"])
+    assert record["feature_cache"]["used"]  # the head stage reads cached features
+
+    original = _saved_variables(bn_hub)
+    trained = _saved_variables(out / "saved_model")
+    for name in ("batch_normalization/moving_mean:0", "batch_normalization/moving_variance:0"):
+        np.testing.assert_array_equal(trained[name], original[name])
+    assert not np.allclose(trained["conv2d/kernel:0"], original["conv2d/kernel:0"])
+
+
+def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
+    out = tmp_path / "out"
+    trainer.train(_options(grey_images, bn_hub, out, "--saved_model_dir",
+                           str(out / "saved_model"), "--train_epochs", "1"))
+    original, trained = _saved_variables(bn_hub), _saved_variables(out / "saved_model")
+    np.testing.assert_array_equal(trained["conv2d/kernel:0"], original["conv2d/kernel:0"])
+
+
+def test_schedule_of_the_original_flags_is_one_stage():
+    options = trainer.TrainOptions(image_dir="", do_fine_tuning=True, train_epochs=4)
+    assert trainer.schedule(options) == [trainer.Stage("fine-tuning", 0, 4, 0.005, True)]
+    frozen = trainer.TrainOptions(image_dir="", train_epochs=4)
+    assert trainer.schedule(frozen) == [trainer.Stage("head", 0, 4, 0.005, False)]
+
+
+def _cli_error(*args: str) -> str:
+    capture = io.StringIO()
+    with contextlib.redirect_stderr(capture), pytest.raises(SystemExit) as exited:
+        cli.run(lambda: make_image_classifier.main(list(args)))
+    assert exited.value.code != 0
+    errors = [line for line in capture.getvalue().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, capture.getvalue()[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (("--do_fine_tuning", "--fine_tune_after_epochs", "5"), "--fine_tune_after_epochs"),
+    (("--do_fine_tuning", "--fine_tune_after_epochs", "-1"), "--fine_tune_after_epochs"),
+    (("--fine_tune_after_epochs", "2"), "needs --do_fine_tuning"),
+    (("--fine_tuning_learning_rate", "0"), "--fine_tuning_learning_rate"),
+    (("--learning_rate", "nan"), "--learning_rate"),
+    (("--optimizer", "rmsprop"), "--optimizer"),
+    (("--momentum", "1.5"), "--momentum"),
+])
+def test_schedule_flags_out_of_range_are_one_line(grey_images, tmp_path, flags, named):
+    error = _cli_error("--image_dir", str(grey_images), "--tflite_output_file",
+                       str(tmp_path / "m.tflite"), "--train_epochs", "5", *flags)
+    assert named in error
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_every_flag_has_help():
+    parser = make_image_classifier.build_parser()
+    names = {f.name for f in dataclasses.fields(trainer.TrainOptions)}
+    documented = trainer.option_help()
+    assert names <= set(documented), names - set(documented)
+    for action in parser._actions:
+        if action.help is not None and action.help != "==SUPPRESS==":
+            assert action.help.strip(), action.dest
+        else:
+            assert action.option_strings[0].startswith("--no"), action.dest
