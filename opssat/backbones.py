@@ -79,7 +79,13 @@ def _wrap(name: str, image_size: int, core: tf_keras.layers.Layer,
 
 
 def _hub_backbone(handle: str, image_size: int, trainable: bool) -> Backbone:
-    """TF Hub image feature vectors take [0, 1] input as it is."""
+    """TF Hub image feature vectors take [0, 1] input as it is.
+
+    ``hub.KerasLayer`` hands the caller's ``training`` flag to a SavedModel whose
+    call takes one (TF2 Hub modules and Keras SavedModels do); the trainer always
+    passes False, so the module's batch norm stays in inference mode even when its
+    weights are fine-tuned. A module without that argument runs as it was saved.
+    """
     import tensorflow_hub as hub
 
     local = Path(handle).expanduser()
