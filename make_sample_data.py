@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Write synthetic OPS-SAT-like thumbnails into repo/<model>/data/all/<label>/.
+"""Put sample images into repo/<model>/data/all/<label>/.
 
-About 6 bad : 3 earth : 1 edge, in bursts a few seconds apart, plus one
-truncated JPEG and one non-image file that exercise image hygiene. The same
-seed gives byte-identical files.
+By default, synthetic OPS-SAT-like thumbnails: about 6 bad : 3 earth : 1 edge,
+in bursts a few seconds apart, plus one truncated JPEG and one non-image file
+that exercise image hygiene (the same seed gives byte-identical files).
+--real copies the bundled real sample instead: 123 OPS-SAT thumbnails
+(credit ESA / OPS-SAT), each checked against sample_data/opssat_real/MANIFEST.csv.
+--top_up LABEL=N adds N synthetic images of LABEL (for bad: exposure failures),
+named synthetic_*, beside whatever data/all holds.
 """
 
 from __future__ import annotations
@@ -15,28 +19,49 @@ from opssat.paths import model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = cli.ArgumentParser(description=__doc__)
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("--real", action="store_true",
+                        help="copy the bundled real OPS-SAT sample (123 images) instead of "
+                             "generating synthetic ones")
+    parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
+                        help="also write N synthetic images of LABEL (repeatable), e.g. "
+                             "bad=20; alone, it adds them to the existing data/all")
     parser.add_argument("--count", type=int, default=sample.DEFAULT_COUNT,
-                        help="number of images (default: %(default)s)")
+                        help="number of synthetic images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=sample.DEFAULT_SEED,
                         help="random seed (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty data/all (adds or overwrites only the "
-                             "generator's own file names)")
+                             "sample's own file names)")
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
     paths = model_paths(args.model)
-    if not args.force:
+    top_ups = [sample.parse_top_up(text) for text in args.top_up]
+    only_top_up = bool(top_ups) and not args.real
+    if not args.force and not only_top_up:
         sample.refuse_non_empty(paths.all_dir)
-    counts = sample.generate(paths.all_dir, args.count, args.seed)
-    for label, n in counts.items():
-        print(f"{label:<6} {n:>5} images in {paths.all_dir / label}")
-    print(f"plus one truncated JPEG ({sample.TRUNCATED_LABEL}/) and one non-image file "
-          f"({sample.NON_IMAGE_LABEL}/{sample.NON_IMAGE_NAME}) to exercise image hygiene")
+    if args.real:
+        copied = sample.install_real(paths.all_dir)
+        for label, n in copied.copied.items():
+            print(f"{label:<6} {n:>5} real images in {paths.all_dir / label}")
+        for path, why in copied.skipped:
+            cli.warn(f"skipped {path}: {why} (left where it is)")
+        print("images: ESA / OPS-SAT (see sample_data/opssat_real/README.md)")
+    elif not only_top_up:
+        counts = sample.generate(paths.all_dir, args.count, args.seed)
+        for label, n in counts.items():
+            print(f"{label:<6} {n:>5} images in {paths.all_dir / label}")
+        print(f"plus one truncated JPEG ({sample.TRUNCATED_LABEL}/) and one non-image file "
+              f"({sample.NON_IMAGE_LABEL}/{sample.NON_IMAGE_NAME}) to exercise image hygiene")
+    for label, n in top_ups:
+        sample.top_up(paths.all_dir, label, n, args.seed)
+        print(f"{label:<6} {n:>5} synthetic top-up images ({sample.SYNTHETIC_PREFIX}*) in "
+              f"{paths.all_dir / label}")
     print(f"next: ./split_data.py {args.model} 20")
     return 0
 

@@ -1,5 +1,10 @@
-"""Synthetic OPS-SAT-like thumbnails, so that every script can run offline on
-data the project makes itself.
+"""Sample data: the bundled real OPS-SAT thumbnails, and synthetic OPS-SAT-like
+thumbnails, so that every script can run offline on data the project ships or
+makes itself.
+
+The real sample (``sample_data/opssat_real/``, credit ESA / OPS-SAT) is copied
+into a model's ``data/all`` after each file is checked against its manifest.
+Synthetic images serve the tests and top up what the real sample lacks.
 
 The images imitate what the SmartCam downlinks: ``earth`` (clouds over land and
 sea, often dark or blue-green), ``edge`` (black space and a bright, curved limb
@@ -10,14 +15,17 @@ one scene, as on board, so that a leakage-safe split has something to guard.
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import io
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from opssat import atomic, smartcam
+from opssat import atomic, images, smartcam
 from opssat.cli import UserError
 
 #: (width, height) of an OPS-SAT thumbnail.
@@ -342,3 +350,180 @@ def generate(all_dir: Path, count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED
            b"Downlink notes: this is text, not an image.\n")
     return counts
 
+
+
+# --- the kinds of bad image the real sample lacks ---------------------------------
+
+
+def _overexposed_earth(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """Clouds shot far too long: white almost everywhere, a cyan trace of texture."""
+    earth = _earth_rgb(rng, size, "cyan")
+    return earth * rng.uniform(3.0, 6.0) + rng.uniform(40, 90) + _grain(rng, earth.shape[:2], 3.0)
+
+
+def _saturated_limb(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """A blown-out Earth beside a dim, hazy sky: a sharp boundary, one side pure white."""
+    width, height = size
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    offset = rng.uniform(-0.35, 0.35) * max(size)
+    across = (xs - width / 2) * np.cos(angle) + (ys - height / 2) * np.sin(angle) - offset
+    white = _smoothstep(across, -1.5, 1.5)[..., None]
+    texture = _fractal(rng, size, cells=2)[..., None]
+    haze = np.array([38, 62, 58], np.float32) * (0.6 + 0.6 * texture)
+    lit = np.array([255, 255, 255], np.float32) * rng.uniform(1.1, 1.6)
+    return haze * (1 - white) + lit * white + _grain(rng, (height, width), 2.5)
+
+
+def _washed_out(rng: np.random.Generator, size: Size) -> np.ndarray:
+    """Part of the frame saturates: an exposure that climbs across the image."""
+    width, height = size
+    earth = _earth_rgb(rng, size, "cyan")
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = ((xs / width - 0.5) * np.cos(angle) + (ys / height - 0.5) * np.sin(angle)) + 0.5
+    ramp = np.clip(ramp + rng.uniform(0.0, 0.4), 0, 1) ** rng.uniform(0.5, 1.5)
+    gain = 1.5 + rng.uniform(6.0, 12.0) * ramp
+    return earth * gain[..., None] + _grain(rng, (height, width), 3.0)
+
+
+#: ``bad`` kinds for topping up the real sample: the exposure failures it has too few of.
+TOP_UP_BAD_KINDS = {"overexposed_earth": 0.4, "saturated_limb": 0.3, "washed_out": 0.3}
+_TOP_UP_BAD: dict[str, Callable[[np.random.Generator, Size], np.ndarray]] = {
+    "overexposed_earth": _overexposed_earth,
+    "saturated_limb": _saturated_limb,
+    "washed_out": _washed_out,
+}
+#: Top-up file names start with this, so every tool can tell them from real images.
+SYNTHETIC_PREFIX = "synthetic_"
+#: Top-up acquisition times (ms) lie in 2031, far from any real or generated burst.
+TOP_UP_START_MS = 1_920_000_000_000
+#: Top-up images are this far apart, so that each is a burst of its own.
+_TOP_UP_GAP_MS = 10 * 60_000
+
+
+def is_synthetic(path: str | Path) -> bool:
+    """True for a top-up image (named by ``top_up``), which belongs in training only."""
+    return Path(path).name.startswith(SYNTHETIC_PREFIX)
+
+
+def top_up_thumbnail(label: str, rng: np.random.Generator, size: Size = THUMBNAIL_SIZE
+                     ) -> Image.Image:
+    """One synthetic thumbnail for topping up ``label``: for ``bad``, an exposure failure."""
+    if label != "bad":
+        return make_thumbnail(label, rng, size)
+    kinds = list(TOP_UP_BAD_KINDS)
+    kind = kinds[rng.choice(len(kinds), p=list(TOP_UP_BAD_KINDS.values()))]
+    return _to_image(_TOP_UP_BAD[kind](rng, size))
+
+
+def parse_top_up(text: str) -> tuple[str, int]:
+    """``LABEL=N`` from the command line, e.g. ``bad=20``."""
+    label, sep, number = text.partition("=")
+    try:
+        count = int(number)
+    except ValueError:
+        count = -1
+    if not sep or count < 1 or label not in LABEL_SHARES:
+        raise UserError(f"--top_up {text!r}: write LABEL=N with LABEL one of "
+                        f"{', '.join(LABEL_SHARES)} and N >= 1, e.g. bad=20")
+    return label, count
+
+
+def top_up(all_dir: Path, label: str, count: int, seed: int = DEFAULT_SEED,
+           size: Size = THUMBNAIL_SIZE, start_ms: int = TOP_UP_START_MS) -> list[Path]:
+    """Write ``count`` synthetic ``label`` images into ``all_dir/<label>/``; return them.
+
+    Names start with ``SYNTHETIC_PREFIX`` and carry timestamps from ``start_ms``
+    (2031), so they never join a real burst and replace nothing real. The same
+    seed gives the same files, so a re-run rewrites them rather than adding more.
+    """
+    if count < 1:
+        raise UserError(f"top-up count {count}: use 1 or more")
+    rng = np.random.default_rng([seed, len(label), *label.encode("utf-8")])
+    written = []
+    for n in range(count):
+        ms = start_ms + n * _TOP_UP_GAP_MS
+        path = all_dir / label / f"{SYNTHETIC_PREFIX}{file_name(ms)}"
+        atomic.write_bytes(path, _jpeg_bytes(top_up_thumbnail(label, rng, size)))
+        written.append(path)
+    return written
+
+
+# --- the bundled real sample ------------------------------------------------------
+
+#: The real OPS-SAT thumbnails shipped with the toolkit (credit ESA / OPS-SAT).
+REAL_SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data" / "opssat_real"
+MANIFEST_NAME = "MANIFEST.csv"
+MANIFEST_COLUMNS = ("label", "filename", "source_repo", "source_path", "sha256", "width",
+                    "height")
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    label: str
+    filename: str
+    source_repo: str
+    sha256: str
+
+
+@dataclass
+class RealCopy:
+    """What ``install_real`` did: images copied per label, and files it left out."""
+
+    copied: dict[str, int] = field(default_factory=dict)
+    #: (file, why) of each manifest entry not copied.
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def read_manifest(sample_dir: Path = REAL_SAMPLE_DIR) -> list[ManifestEntry]:
+    """The manifest's rows; UserError when it is missing or lacks a column."""
+    path = sample_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{path} not found: the real sample is incomplete (restore "
+                        "sample_data/opssat_real/ from the project's repository)")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [c for c in MANIFEST_COLUMNS if rows and c not in rows[0]]
+    if not rows or missing:
+        raise UserError(f"{path} has no rows or lacks column(s) {', '.join(missing)}: restore "
+                        "it from the project's repository")
+    entries = []
+    for row in rows:
+        label, name = row["label"], row["filename"]
+        if "/" in label or "/" in name or name.startswith(".") or label.startswith("."):
+            raise UserError(f"{path}: unsafe label or file name {label}/{name}")
+        entries.append(ManifestEntry(label, name, row["source_repo"], row["sha256"].lower()))
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install_real(all_dir: Path, sample_dir: Path = REAL_SAMPLE_DIR) -> RealCopy:
+    """Copy the real sample into ``all_dir/<label>/``, each file checked first.
+
+    A file that is missing, differs from its manifest hash or does not decode is
+    named and skipped; nothing in ``sample_dir`` is touched.
+    """
+    result = RealCopy()
+    for entry in read_manifest(sample_dir):
+        source = sample_dir / entry.label / entry.filename
+        result.copied.setdefault(entry.label, 0)
+        if not source.is_file():
+            result.skipped.append((source, "missing"))
+            continue
+        if _sha256(source) != entry.sha256:
+            result.skipped.append((source, "its sha256 differs from the manifest"))
+            continue
+        if not images.readable(source):
+            result.skipped.append((source, "it does not decode as an image"))
+            continue
+        atomic.write_bytes(all_dir / entry.label / entry.filename, source.read_bytes())
+        result.copied[entry.label] += 1
+    if not any(result.copied.values()):
+        raise UserError(f"no image of {sample_dir} could be copied (first problem: "
+                        f"{result.skipped[0][0]}: {result.skipped[0][1]}): restore the folder "
+                        "from the project's repository")
+    return result

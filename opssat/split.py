@@ -131,6 +131,28 @@ def time_groups(paths: Sequence[Path], group_seconds: float) -> list[list[Path]]
     return groups
 
 
+def _by_label(items: Iterable[tuple[Path, str]]) -> dict[str, list[Path]]:
+    by_label: dict[str, list[Path]] = {}
+    for path, label in items:
+        by_label.setdefault(label, []).append(Path(path))
+    return by_label
+
+
+def burst_groups(
+    items: Iterable[tuple[Path, str]], group_seconds: float = DEFAULT_GROUP_SECONDS
+) -> list[int]:
+    """A group number for each (path, label), in the given order: the bursts the
+    split keeps on one side (``time_groups`` within each label), for any other
+    split that must keep them together, such as cross-validation folds."""
+    items = [(Path(path), label) for path, label in items]
+    number: dict[tuple[str, Path], int] = {}
+    groups = ((label, group) for label, paths in sorted(_by_label(items).items())
+              for group in time_groups(paths, group_seconds))
+    for index, (label, group) in enumerate(groups):
+        number.update(((label, path), index) for path in group)
+    return [number[(label, path)] for path, label in items]
+
+
 def _split_at_largest_gap(group: list[Path]) -> tuple[list[Path], list[Path]]:
     stamps = [images.timestamp_ms(p) or 0 for p in group]
     gaps = np.diff(stamps)
@@ -173,9 +195,7 @@ def plan_split(
     at least one on each side (a single group is then cut at its largest time
     gap, and a note says so). The same inputs and seed give the same plan.
     """
-    by_label: dict[str, list[Path]] = {}
-    for path, label in items:
-        by_label.setdefault(label, []).append(Path(path))
+    by_label = _by_label(items)
     assignments: list[Assignment] = []
     notes: list[str] = []
     next_group = 1

@@ -156,3 +156,84 @@ def test_cli_bad_arguments(repo_root: Path, args: tuple[str, ...]) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert "Traceback" not in done.stderr
     assert not any(p.is_file() for p in repo_root.rglob("*"))
+
+
+# --- the bundled real sample and the synthetic top-up --------------------------------
+
+
+def test_bundled_real_sample_matches_its_manifest() -> None:
+    entries = sample.read_manifest()
+    assert len(entries) == 123
+    assert {e.label for e in entries} == {"bad", "earth", "edge"}
+    on_disk = sorted(p.relative_to(sample.REAL_SAMPLE_DIR).as_posix()
+                     for p in sample.REAL_SAMPLE_DIR.glob("*/*") if p.is_file())
+    assert on_disk == sorted(f"{e.label}/{e.filename}" for e in entries)
+    assert "ESA / OPS-SAT" in (sample.REAL_SAMPLE_DIR / "README.md").read_text()
+
+
+def _copy_of_sample(tmp_path: Path, labels: tuple[str, ...] = ("bad",)) -> Path:
+    """A copy of the real sample limited to ``labels`` (manifest rows included)."""
+    source = tmp_path / "sample"
+    lines = (sample.REAL_SAMPLE_DIR / sample.MANIFEST_NAME).read_text().splitlines()
+    kept = [lines[0]] + [line for line in lines[1:] if line.split(",")[0] in labels]
+    (source).mkdir()
+    (source / sample.MANIFEST_NAME).write_text("\n".join(kept) + "\n")
+    for line in kept[1:]:
+        label, name = line.split(",")[:2]
+        (source / label).mkdir(exist_ok=True)
+        (source / label / name).write_bytes((sample.REAL_SAMPLE_DIR / label / name).read_bytes())
+    return source
+
+
+def test_install_real_skips_bad_files_by_name_and_deletes_nothing(tmp_path: Path) -> None:
+    source = _copy_of_sample(tmp_path)
+    names = sorted(p.name for p in (source / "bad").iterdir())
+    tampered, undecodable, missing = (source / "bad" / n for n in names[:3])
+    tampered.write_bytes(tampered.read_bytes()[:-10])
+    missing.unlink()
+    # An undecodable file whose hash matches: only the decode check can catch it.
+    undecodable.write_bytes(b"not an image")
+    manifest = source / sample.MANIFEST_NAME
+    digest = hashlib.sha256(b"not an image").hexdigest()
+    text = manifest.read_text()
+    row = next(line for line in text.splitlines() if undecodable.name in line)
+    fields = row.split(",")
+    fields[4] = digest
+    manifest.write_text(text.replace(row, ",".join(fields)))
+
+    result = sample.install_real(tmp_path / "all", source)
+    assert result.copied == {"bad": 23}
+    why = {path.name: reason for path, reason in result.skipped}
+    assert why == {tampered.name: "its sha256 differs from the manifest",
+                   undecodable.name: "it does not decode as an image", missing.name: "missing"}
+    assert tampered.is_file() and undecodable.is_file()
+    assert len(list((tmp_path / "all" / "bad").iterdir())) == 23
+
+
+def test_cli_real_then_top_up(repo_root: Path) -> None:
+    done = _run(repo_root, "m", "--real")
+    assert done.returncode == 0, done.stderr
+    all_dir = repo_root / "m" / "data" / "all"
+    assert {d.name: len(list(d.iterdir())) for d in all_dir.iterdir()} == {
+        "bad": 26, "earth": 46, "edge": 51}
+    refused = _run(repo_root, "m", "--real")
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert _run(repo_root, "m", "--real", "--force").returncode == 0
+    topped = _run(repo_root, "m", "--top_up", "bad=3")
+    assert topped.returncode == 0, topped.stderr
+    synthetic = sorted(p for p in (all_dir / "bad").iterdir() if sample.is_synthetic(p))
+    assert len(synthetic) == 3 and len(list((all_dir / "bad").iterdir())) == 29
+    first = [p.read_bytes() for p in synthetic]
+    assert _run(repo_root, "m", "--top_up", "bad=3").returncode == 0
+    assert [p.read_bytes() for p in synthetic] == first, "a re-run rewrites the same files"
+    for wrong in ("bad", "cat=2", "bad=0"):
+        done = _run(repo_root, "m", "--top_up", wrong)
+        assert done.returncode == 2 and done.stderr.startswith("error: --top_up")
+
+
+def test_top_up_bad_images_are_exposure_failures() -> None:
+    """Mostly saturated: the over-exposed kinds the real sample has too few of."""
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        pixels = np.asarray(sample.top_up_thumbnail("bad", rng, size=(96, 91)), float)
+        assert (pixels.mean(axis=2) > 200).mean() > 0.4
