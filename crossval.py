@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Cross-validate a training recipe on repo/<model>/data/all.
+
+k folds, stratified by label and grouped by acquisition burst as split_data.py
+groups them; each fold trains with the toolkit's trainer (every flag after the
+model name that is not crossval's own goes to it, as for train.sh) into a
+temporary folder, and is judged through its TFLite files on the images it did
+not see, as the spacecraft sees them (onboard) and as the ground does.
+Prints per-fold and mean ± sd accuracy, macro-F1 and Cohen's kappa, and writes
+every image's out-of-fold confidences to repo/<model>/crossval/. The model's
+own files are left as they are.
+
+  python crossval.py mymodel --folds 5 --backbone efficientnet_lite0 \\
+      --train_epochs 15 --train_preprocess onboard --quantize int8
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from opssat import cli, crossval, sample, split
+from opssat.paths import model_paths
+
+
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("--folds", type=int, default=crossval.DEFAULT_FOLDS,
+                        help="number of folds (default: %(default)s)")
+    parser.add_argument("--fold_seed", type=int, default=crossval.DEFAULT_SEED,
+                        help="seed of the fold assignment (default: %(default)s); --seed "
+                             "goes to the trainer")
+    parser.add_argument("--group-seconds", dest="group_seconds", type=split.parse_group_seconds,
+                        default=split.DEFAULT_GROUP_SECONDS,
+                        help="images this close in time are one burst (default: %(default)s)")
+    parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
+                        help="add N synthetic LABEL images to every training fold (never held "
+                             "out), e.g. bad=20")
+    parser.add_argument("--modes", default=",".join(crossval.MODES),
+                        help="preprocessing modes to judge (default: %(default)s)")
+    return parser.parse_known_args()
+
+
+def main() -> int:
+    args, trainer_args = parse_args()
+    paths = model_paths(args.model).require_model_dir()
+    top_up = [sample.parse_top_up(text) for text in args.top_up]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    result = crossval.run(paths, trainer_args, args.folds, args.fold_seed, args.group_seconds,
+                          top_up, modes)
+    print()
+    print(crossval.format_summary(result))
+    for mode, path in result.oof_csvs.items():
+        print(f"out-of-fold confidences ({mode}): {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
