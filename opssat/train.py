@@ -233,6 +233,9 @@ class TrainOptions:
         self.orbit.check()
         if not 0 <= self.augmented_views <= 100:
             raise UserError(f"--augmented_views must be in [0, 100], not {self.augmented_views}")
+        if self.augmented_views and not self.augments:
+            raise UserError("--augmented_views needs --orbit_augmentation or "
+                            "--do_data_augmentation")
         ranges = {"rotation_range": 360, "width_shift_range": 1, "height_shift_range": 1,
                   "shear_range": 90, "zoom_range": 1}
         for name, high in ranges.items():

@@ -111,6 +111,12 @@ def test_augmentation_flags_out_of_range_are_one_line(two_labels, tmp_path, flag
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_cached_views_without_augmentation_are_refused(two_labels, tmp_path):
+    error = _cli_error("--image_dir", str(two_labels), "--tflite_output_file",
+                       str(tmp_path / "m.tflite"), "--augmented_views", "4")
+    assert "--augmented_views needs --orbit_augmentation" in error
+
+
 def _train(images: Path, hub: Path, out: Path, *extra: str) -> trainer.TrainResult:
     return trainer.train(options_from_args([
         "--image_dir", str(images), "--tfhub_module", str(hub), "--image_size", str(SIZE),
