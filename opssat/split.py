@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, images
+from opssat import atomic, images, sample
 from opssat.cli import UserError
 from opssat.paths import ModelPaths
 
@@ -193,17 +193,26 @@ def plan_split(
     Per label, whole time groups go to test so that the test share is as close
     as possible to ``test_pct``; a label with at least two images always gets
     at least one on each side (a single group is then cut at its largest time
-    gap, and a note says so). The same inputs and seed give the same plan.
+    gap, and a note says so). Synthetic top-up images (``sample.is_synthetic``)
+    always train: the test side holds real images only. The same inputs and
+    seed give the same plan.
     """
     by_label = _by_label(items)
     assignments: list[Assignment] = []
     notes: list[str] = []
     next_group = 1
     for label in sorted(by_label):
-        groups = time_groups(by_label[label], group_seconds)
+        synthetic = [p for p in by_label[label] if sample.is_synthetic(p)]
+        if synthetic:
+            assignments.extend(Assignment(p, label, TRAINING, next_group) for p in synthetic)
+            next_group += 1
+        real = [p for p in by_label[label] if not sample.is_synthetic(p)]
+        groups = time_groups(real, group_seconds)
         total = sum(len(g) for g in groups)
         test_groups: set[int] = set()
-        if total == 1:
+        if total == 0:
+            notes.append(f"label {label!r} has only synthetic images: they all go to training")
+        elif total == 1:
             notes.append(f"label {label!r} has only 1 image: it goes to training, none to test")
         else:
             if len(groups) == 1:

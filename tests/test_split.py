@@ -308,3 +308,16 @@ def test_cli_bad_input(repo_root: Path, case: str, args: tuple, message: str) ->
     assert "Traceback" not in done.stderr + done.stdout
     assert (_hashes(all_dir) if all_dir.is_dir() else None) == before
     assert not (repo_root / "m" / "data" / "training").exists()
+
+
+def test_synthetic_top_up_images_always_train() -> None:
+    real = [(_name(1_600_000_000_000 + i * 3_600_000), "bad") for i in range(6)]
+    synthetic = [(Path(f"{sample.SYNTHETIC_PREFIX}{sample.file_name(1_920_000_000_000 + i)}"),
+                  "bad") for i in range(0, 40 * 600_000, 600_000)]
+    plan = split.plan_split([*real, *synthetic], 50, seed=1)
+    sides = {a.path.name: a.side for a in plan.assignments}
+    assert all(sides[p.name] == split.TRAINING for p, _ in synthetic)
+    assert sum(sides[p.name] == split.TEST for p, _ in real) == 3
+    only = split.plan_split(synthetic[:2], 50)
+    assert {a.side for a in only.assignments} == {split.TRAINING}
+    assert "only synthetic" in only.notes[0]
