@@ -40,8 +40,7 @@ def main() -> int:
         model_file=args.model_file,
         label_file=args.label_file,
         threshold=args.threshold,
-        preprocess=args.preprocess,
-        onboard_channels=args.onboard_channels,
+        preprocessing=images.preprocessing_from_args(args),
         num_threads=args.num_threads,
         progress=False if args.no_progress else None,
     )

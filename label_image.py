@@ -39,9 +39,10 @@ def main() -> int:
         raise cli.UserError(f"--top_k must be 1 or more, not {args.top_k}")
     if not args.image.is_file():
         raise cli.UserError(f"image {args.image} not found: pass an existing file to --image")
-    classifier = Classifier(args.model_file, args.label_file, num_threads=args.num_threads)
-    probabilities, elapsed_ms = classifier.classify_file(
-        args.image, args.preprocess, args.onboard_channels, args.input_mean, args.input_std)
+    preprocessing = images.preprocessing_from_args(args)
+    classifier = Classifier(args.model_file, args.label_file, num_threads=args.num_threads,
+                            preprocessing=preprocessing)
+    probabilities, elapsed_ms = classifier.classify_file(args.image)
     results = ranked(probabilities, classifier.labels, args.top_k)
     if args.json:
         print(json.dumps({"predictions": dict(results), "time_ms": round(elapsed_ms, 3)}))
