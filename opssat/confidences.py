@@ -6,7 +6,9 @@ threshold advice and the label review. Its columns are the original toolkit's.
 from __future__ import annotations
 
 import csv
+import fcntl
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,39 @@ def row(filename: str, time_ms: float, predicted: str, expected: str,
     back exactly what the model gave."""
     return [filename, f"{time_ms:.3f}", predicted, expected,
             *(repr(float(p)) for p in probabilities)]
+
+
+def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> None:
+    """Append one row, writing the header first when the file is new or empty.
+
+    Each writer holds an exclusive lock (fcntl) on the file while it checks the
+    header and writes, so concurrent runs neither interleave nor lose rows. A CSV
+    written for other labels is refused rather than mixed.
+    """
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    wanted = header(labels)
+    with csv_path.open("a+", newline="", encoding="utf-8") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            try:
+                first = handle.readline()
+            except UnicodeDecodeError as err:
+                raise UserError(f"{csv_path} is not a UTF-8 confidences CSV: move it "
+                                "away, then run again") from err
+            writer = csv.writer(handle)
+            if not first.strip():
+                handle.truncate(0)
+                writer.writerow(wanted)
+            elif next(csv.reader([first])) != wanted:
+                raise UserError(f"{csv_path} has the columns {first.strip()!r}, not this "
+                                f"model's {','.join(wanted)!r}: move it away (or re-run "
+                                "batch_label_images.py), then run again")
+            writer.writerow(values)
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass

@@ -163,13 +163,20 @@ class BatchResult:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def list_test_images(test_dir: Path, labels: list[str]) -> list[tuple[str, Path]]:
+def list_test_images(test_dir: Path, labels: list[str],
+                     skip_labels: Iterable[str] = ()) -> list[tuple[str, Path]]:
     """(expected label, file) for every file under ``test_dir/<label>/``, in label
-    then name order; UserError when the folder is missing, empty or has unknown labels."""
+    then name order, leaving out the folders named in ``skip_labels``; UserError when
+    the folder is missing, empty or has unknown labels."""
     if not test_dir.is_dir():
         raise UserError(f"test folder {test_dir} not found: run split_data.py <model> <test_pct> "
                         "first")
+    skip = set(skip_labels)
     folders = images.label_folders(test_dir)
+    absent = sorted(skip - {f.name for f in folders})
+    if absent:
+        warn(f"no test folder {', '.join(absent)} in {test_dir} to skip")
+    folders = [f for f in folders if f.name not in skip]
     unknown = [f.name for f in folders if f.name not in labels]
     if unknown:
         raise UserError(f"test folder(s) {', '.join(unknown)} in {test_dir} are not in the "
@@ -228,6 +235,7 @@ def label_test_set(
     num_threads: int | None = None,
     prefetch: int = 4,
     progress: bool | None = None,
+    skip_labels: Iterable[str] = (),
 ) -> BatchResult:
     """Classify every test image with ONE interpreter, streaming, and replace the CSV
     and the classified/unclassified copies of this preprocessing mode all at once.
@@ -240,7 +248,7 @@ def label_test_set(
     classifier = Classifier(model_file or paths.tflite_model, label_file or paths.labels_file,
                             num_threads=num_threads, preprocessing=preprocessing)
     labels = classifier.labels
-    files = list_test_images(paths.test_dir, labels)
+    files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
     unreadable: list[str] = []
@@ -291,3 +299,42 @@ def label_test_set(
         classified_dir=paths.classified_dir(preprocess),
         unclassified_dir=paths.unclassified_dir(preprocess),
     )
+
+
+# --- one image, recorded as the original label_image.py -n did -----------------------
+
+
+@dataclass
+class Recorded:
+    """Where one classified image went."""
+
+    predicted: str
+    csv_path: Path
+    copy: Path
+
+
+def record_image(
+    paths: ModelPaths,
+    image: Path,
+    expected: str,
+    probabilities: np.ndarray,
+    elapsed_ms: float,
+    labels: list[str],
+    threshold: float,
+    preprocess: str = "ground",
+) -> Recorded:
+    """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``), then
+    append its row to the confidences CSV, as one batch run would have written it."""
+    if expected not in labels:
+        raise UserError(f"expected label {expected!r} is not one of the model's labels "
+                        f"({', '.join(labels)}): pass one of them with -e/--expected_label")
+    predicted = predicted_label(probabilities, labels, threshold)
+    folder = (paths.unclassified_dir(preprocess) if predicted == NOT_CLASSIFIED
+              else paths.classified_dir(preprocess) / predicted)
+    copy = folder / image.name
+    with atomic.staged_file(copy) as staged:
+        shutil.copy2(image, staged)
+    csv_path = paths.confidences_csv(preprocess)
+    confidences.append_row(csv_path, labels, confidences.row(
+        f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
+    return Recorded(predicted, csv_path, copy)
