@@ -59,7 +59,7 @@ class Classifier:
             labels = read_labels(Path(label_file))
             source = str(label_file)
         else:
-            source = "labels"
+            source = "the label list"
             labels = validate_labels(list(labels), source)
         self.model_file = model_file
         self.labels: list[str] = labels
