@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, sample
+from opssat import atomic, cli, images, sample
 from opssat.paths import model_paths
 
 
@@ -45,6 +45,8 @@ def main() -> int:
     only_top_up = bool(top_ups) and not args.real
     if not args.force and not only_top_up:
         sample.refuse_non_empty(paths.all_dir)
+    existing = images.label_folders(paths.all_dir) if paths.all_dir.is_dir() else []
+    atomic.check_writable(paths.all_dir, *existing)
     if args.real:
         copied = sample.install_real(paths.all_dir)
         for label, n in copied.copied.items():

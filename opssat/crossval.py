@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from opssat import atomic, images, metrics, sample, smartcam, split
+from opssat import atomic, confidences, images, metrics, sample, smartcam, split
 from opssat.cli import UserError
-from opssat.infer import CSV_COLUMNS, Classifier, predicted_label
+from opssat.infer import Classifier, predicted_label
 from opssat.paths import ModelPaths, tflite_variant
 
 DEFAULT_FOLDS = 5
@@ -146,7 +146,8 @@ def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path]
     times = {(m, v): np.zeros(len(files)) for m in modes for v in classifiers}
     for row, path in enumerate(files):
         for mode in modes:
-            model_input = images.load_input(path, size, mode, onboard_channels)
+            model_input = images.load_input(
+                path, images.Preprocessing(mode, onboard_channels, size))
             for name, classifier in classifiers.items():
                 probs[(mode, name)][row], times[(mode, name)][row] = \
                     classifier.classify(model_input)
@@ -170,7 +171,7 @@ def write_oof_csv(csv_path: Path, labels: list[str], files: Sequence[Path],
     with atomic.staged_file(csv_path) as staged, \
             staged.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*CSV_COLUMNS, *labels])
+        writer.writerow(confidences.header(labels))
         for path, label, probs, ms in zip(files, expected, probabilities, time_ms, strict=True):
             writer.writerow([path.name, f"{ms:.3f}", predicted_label(probs, labels, threshold),
                              label, *(repr(float(p)) for p in probs)])

@@ -35,6 +35,7 @@ from opssat.dataset import (
     feature_dataset,
     image_dataset,
     list_labelled_files,
+    load_image,
     shuffled,
     stratified_split,
 )
@@ -210,6 +211,7 @@ class TrainOptions:
         if not any(outputs):
             raise UserError("nothing to write: give --tflite_output_file and/or "
                             "--saved_model_dir and --labels_output_file")
+        atomic.check_writable(*outputs, self.record_file, self.summaries_dir, self.cache_dir)
 
     def _check_schedule(self) -> None:
         for name in ("learning_rate", "fine_tuning_learning_rate"):
@@ -390,8 +392,8 @@ def train(options: TrainOptions) -> TrainResult:
             classifier = build_classifier(backbone, head)
         run = PreparedRun(
             options, strategy, files, train_idx, val_idx, weights, backbone, head, classifier,
-            Preprocessing(backbone.image_size, options.train_preprocess,
-                          options.onboard_channels),
+            Preprocessing(options.train_preprocess, options.onboard_channels,
+                          (backbone.image_size, backbone.image_size)),
             options.batch_size * strategy.num_replicas_in_sync, started)
         fitted = _fit(run)
     finally:
@@ -519,7 +521,7 @@ def _image_batches(run: PreparedRun, files: LabelledFiles, shuffle_seed: int | N
                              weights)
     if augment_fn is not None:
         raise UserError("augmentation needs tf.data input (--use_tf_data_input)")
-    loaded = np.stack([run.preprocessing.load(str(p)) for p in files.paths])
+    loaded = np.stack([load_image(p, run.preprocessing) for p in files.paths])
     return shuffled(files, loaded, shuffle_seed, weights).batch(run.batch_size)
 
 
@@ -680,7 +682,7 @@ def _calibration(files: LabelledFiles, preprocessing: Preprocessing):
 
     def batches():
         for index in chosen:
-            yield preprocessing.load(str(files.paths[index]))[np.newaxis]
+            yield load_image(files.paths[index], preprocessing)[np.newaxis]
 
     return batches
 
@@ -698,7 +700,7 @@ def evaluate_tflite(model_files: dict[str, Path], label_list: list[str],
     classifiers = {name: Classifier(path, labels=label_list) for name, path in model_files.items()}
     correct = dict.fromkeys(model_files, 0)
     for path, target in zip(files.paths, files.targets, strict=True):
-        model_input = preprocessing.load(str(path))
+        model_input = load_image(path, preprocessing)
         for name, classifier in classifiers.items():
             probabilities, _ = classifier.classify(model_input)
             correct[name] += int(np.argmax(probabilities) == target)

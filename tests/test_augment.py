@@ -14,7 +14,7 @@ from conftest import write_image
 
 from opssat import augment, cli, make_image_classifier
 from opssat import train as trainer
-from opssat.dataset import Preprocessing, image_dataset, list_labelled_files
+from opssat.dataset import Preprocessing, image_dataset, list_labelled_files, load_image
 from opssat.make_image_classifier import options_from_args
 
 SIZE = 32
@@ -44,7 +44,7 @@ def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("mode", ["ground", "onboard"])
 def test_augmented_input_stays_float32_in_unit_range_and_saturates(two_labels, mode):
     files = list_labelled_files(two_labels)
-    image = Preprocessing(SIZE, mode).load(str(files.paths[0]))
+    image = load_image(files.paths[0], Preprocessing(mode, size=(SIZE, SIZE)))
     strong = augment.OrbitAugmentation(brightness_delta=0.5, contrast_range=1.0,
                                        exposure_stops=4.0)
     rng = np.random.default_rng(0)
@@ -82,7 +82,7 @@ def test_training_pipeline_keeps_unit_range_with_both_augmentations(two_labels):
     both = augment.chain([augment.keras_transforms(ranges),
                           augment.OrbitAugmentation(exposure_stops=3.0)], seed=0)
     for mode in ("ground", "onboard"):
-        batches = image_dataset(files, Preprocessing(SIZE, mode), 3, shuffle_seed=0,
+        batches = image_dataset(files, Preprocessing(mode, size=(SIZE, SIZE)), 3, shuffle_seed=0,
                                 augment=both)
         for images, _, *_ in batches:
             values = images.numpy()

@@ -15,7 +15,7 @@ from conftest import write_image
 
 from opssat import crossval, sample, split
 from opssat.cli import UserError
-from opssat.metrics import load_confidences
+from opssat.confidences import load_confidences
 from opssat.paths import ModelPaths
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -321,3 +321,11 @@ def test_synthetic_top_up_images_always_train() -> None:
     only = split.plan_split(synthetic[:2], 50)
     assert {a.side for a in only.assignments} == {split.TRAINING}
     assert "only synthetic" in only.notes[0]
+
+
+@pytest.mark.parametrize("flag", ["--group_seconds", "--group-seconds"])
+def test_group_seconds_both_spellings(small_model: Path, repo_root: Path, flag: str) -> None:
+    done = _run(repo_root, "demo", "20", flag, "0")
+    assert done.returncode == 0, done.stderr
+    bad = _run(repo_root, "demo", "20", "--force", flag, "-1")
+    assert bad.returncode == 2 and "--group_seconds" in bad.stderr
