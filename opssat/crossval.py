@@ -173,8 +173,8 @@ def write_oof_csv(csv_path: Path, labels: list[str], files: Sequence[Path],
         writer = csv.writer(handle)
         writer.writerow(confidences.header(labels))
         for path, label, probs, ms in zip(files, expected, probabilities, time_ms, strict=True):
-            writer.writerow([path.name, f"{ms:.3f}", predicted_label(probs, labels, threshold),
-                             label, *(repr(float(p)) for p in probs)])
+            predicted = predicted_label(probs, labels, threshold)
+            writer.writerow(confidences.row(path.name, ms, predicted, label, probs))
     return csv_path
 
 
