@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from opssat.cli import warn
 
@@ -35,13 +35,15 @@ DRAFT_FACTOR = 4
 
 
 @contextmanager
-def opened(path: str | Path) -> Iterator[Image.Image]:
+def opened(path: str | Path, quiet: bool = False) -> Iterator[Image.Image]:
     """``Image.open`` that turns Pillow's DecompressionBombWarning (printed with its
     source line) into one ``warning:`` line of ours naming the file."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Image.DecompressionBombWarning)
         img = Image.open(path)
     for item in caught:
+        if quiet:
+            continue
         if issubclass(item.category, Image.DecompressionBombWarning):
             width, height = img.size
             warn(f"{path}: {width}x{height} pixels is a very large image; it is decoded "
@@ -61,18 +63,72 @@ def _stb_gray(rgb: np.ndarray) -> np.ndarray:
     return ((77 * rgb[..., 0] + 150 * rgb[..., 1] + 29 * rgb[..., 2]) >> 8).astype(np.uint8)
 
 
-def _stb_ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
-    """stb_image's fixed-point YCbCr to RGB (its scalar row kernel, used for 3 channels)."""
-    def fixed(x: float) -> int:
-        return int(F32(x) * F32(4096) + F32(0.5)) << 8
+def _stb_fixed(x: float) -> int:
+    return int(F32(x) * F32(4096) + F32(0.5)) << 8
 
-    ycc = ycc.astype(np.int32)
-    y = (ycc[..., 0] << 20) + (1 << 19)
-    cb, cr = ycc[..., 1] - 128, ycc[..., 2] - 128
-    r = y + cr * fixed(1.402)
-    g = y + cr * -fixed(0.71414) + ((cb * -fixed(0.34414)) & ~0xFFFF)
-    b = y + cb * fixed(1.772)
-    return np.clip(np.stack([r, g, b], axis=-1) >> 20, 0, 255).astype(np.uint8)
+
+def _colour_tables(red: np.ndarray, green: np.ndarray, blue: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return red.astype(np.int16), green.astype(np.int16), blue.astype(np.int16)
+
+
+@lru_cache(maxsize=1)
+def _stb_colour_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What stb's fixed-point YCbCr to RGB adds to Y: (Y << 20) + 2^19 + t >> 20 is
+    exactly Y + (2^19 + t) >> 20, so each term is a table over Cr, (Cb, Cr) or Cb."""
+    c = np.arange(256, dtype=np.int64) - 128
+    half = 1 << 19
+    red = (half + c * _stb_fixed(1.402)) >> 20
+    green = (half + c[None, :] * -_stb_fixed(0.71414)
+             + ((c[:, None] * -_stb_fixed(0.34414)) & ~0xFFFF)) >> 20
+    blue = (half + c * _stb_fixed(1.772)) >> 20
+    return _colour_tables(red, green, blue)
+
+
+def _to_rgb(y: np.ndarray, cb: np.ndarray, cr: np.ndarray,
+            tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    red, green, blue = tables
+    y = y.astype(np.int16)
+    rgb = np.stack([y + red[cr], y + green[cb, cr], y + blue[cb]], axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _stb_upsample_420(plane: np.ndarray, height: int, width: int) -> np.ndarray:
+    """stb_image's 2x2 chroma upsampling (``resample_row_hv_2``): each output row mixes
+    its nearest chroma row 3:1 with the next nearest, then each column likewise."""
+    plane = plane.astype(np.int32)
+    rows = np.arange(2 * plane.shape[0])
+    near = rows // 2
+    far = np.clip(np.where(rows % 2, near + 1, near - 1), 0, plane.shape[0] - 1)
+    t = 3 * plane[near] + plane[far]
+    out = np.empty((t.shape[0], 2 * t.shape[1]), np.int32)
+    out[:, 0] = (t[:, 0] + 2) >> 2
+    out[:, 1:-1:2] = (3 * t[:, :-1] + t[:, 1:] + 8) >> 4
+    out[:, 2:-1:2] = (3 * t[:, 1:] + t[:, :-1] + 8) >> 4
+    out[:, -1] = (t[:, -1] + 2) >> 2
+    return out[:height, :width].astype(np.uint8)
+
+
+def _stb_jpeg_colour(path: str | Path, luma: np.ndarray) -> np.ndarray | None:
+    """stb's RGB for a colour JPEG given its luma plane, or None when its sampling is
+    neither 4:4:4 nor 4:2:0. Decoded at half scale, libjpeg gives 4:2:0 chroma at its
+    own resolution (an 8x8 IDCT per block, no upsampling), so stb's upsampling and
+    colour conversion can be applied to the same samples stb has."""
+    height, width = luma.shape
+    with opened(path, quiet=True) as img:
+        sampling = JpegImagePlugin.get_sampling(img)
+        if sampling not in (0, 2) or min(height, width) < 4:
+            return None
+        img.draft("YCbCr", (width // 2, height // 2) if sampling == 2 else (width, height))
+        chroma = np.asarray(img)
+    cb, cr = chroma[..., 1], chroma[..., 2]
+    if sampling == 2:
+        if cb.shape != ((height + 1) // 2, (width + 1) // 2):
+            return None
+        cb, cr = (_stb_upsample_420(c, height, width) for c in (cb, cr))
+    elif cb.shape != luma.shape:
+        return None
+    return _to_rgb(luma, cb, cr, _stb_colour_tables())
 
 
 def reduction(image_size: tuple[int, int], target: tuple[int, int] | None) -> int:
@@ -89,11 +145,12 @@ def stb_load(source: str | Path | Image.Image, channels: int,
 
     A colour JPEG with one channel gives its own luma plane (stb decodes only Y);
     Pillow decodes straight to it (``draft("L")``), so only libjpeg's and stb's IDCT
-    differ (1 level here and there). With three channels, stb's fixed-point colour
-    conversion is applied to libjpeg's YCbCr, whose chroma upsampling rounds a little
-    differently from stb's (1 level on some chroma samples). Other inputs: stb's
-    integer luma (77 R + 150 G + 29 B) >> 8 with alpha and palette transparency
-    ignored, 16-bit samples >> 8.
+    differ (1 level here and there). With three channels, the chroma planes are
+    decoded at their own resolution too (a half-scale decode for 4:2:0) and stb's
+    upsampling and fixed-point colour conversion applied; other samplings, or an
+    already opened image, use libjpeg's upsampled chroma (a level or two off).
+    Other inputs: stb's integer luma (77 R + 150 G + 29 B) >> 8 with alpha and
+    palette transparency ignored, 16-bit samples >> 8.
 
     ``target`` (height, width): the resize that follows. An image at least
     ``DRAFT_FACTOR`` times larger on both axes is decoded at a reduced scale (JPEG
@@ -103,6 +160,15 @@ def stb_load(source: str | Path | Image.Image, channels: int,
     """
     if not isinstance(source, Image.Image):
         with opened(source) as img:
+            colour_jpeg = img.format == "JPEG" and img.mode == "RGB"
+            if not (colour_jpeg and channels == 3 and reduction(img.size, target) == 1):
+                return stb_load(img, channels, target)
+            img.draft("L", img.size)
+            luma = np.asarray(img)
+        rgb = _stb_jpeg_colour(source, luma)
+        if rgb is not None:
+            return rgb
+        with opened(source, quiet=True) as img:
             return stb_load(img, channels, target)
     img = source
     factor = reduction(img.size, target)
@@ -120,7 +186,8 @@ def stb_load(source: str | Path | Image.Image, channels: int,
     elif img.mode.startswith("I;16") or img.mode == "I":
         gray = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
     elif img.mode == "YCbCr":
-        return _stb_ycbcr_to_rgb(np.asarray(img))
+        ycc = np.asarray(img)
+        return _to_rgb(ycc[..., 0], ycc[..., 1], ycc[..., 2], _stb_colour_tables())
     else:
         rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGBA"))[..., :3]
         return _stb_gray(rgb)[..., None] if channels == 1 else np.ascontiguousarray(rgb)
@@ -440,12 +507,17 @@ def ujpeg_decode(jpeg: JpegCoefficients) -> np.ndarray:
             c_width, c_height = (width + 1) // 2, (height + 1) // 2
             plane = _uj_upsample_h(plane[:c_height], c_width)
             plane = _uj_upsample_v(plane, c_height)
-        chroma.append(plane[:height, :width] - 128)
-    cb, cr = chroma
-    y = y << 8
-    rgb = np.stack([y + 359 * cr + 128, y - 88 * cb - 183 * cr + 128, y + 454 * cb + 128],
-                   axis=-1) >> 8
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+        chroma.append(plane[:height, :width].astype(np.uint8))
+    return _to_rgb(y, *chroma, _uj_colour_tables())
+
+
+@lru_cache(maxsize=1)
+def _uj_colour_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uJPEG's YCbCr to RGB, ((Y << 8) + t + 128) >> 8 = Y + (t + 128) >> 8, as tables."""
+    c = np.arange(256, dtype=np.int64) - 128
+    return _colour_tables((359 * c + 128) >> 8,
+                          (-88 * c[:, None] - 183 * c[None, :] + 128) >> 8,
+                          (454 * c + 128) >> 8)
 
 
 # --- the chain ------------------------------------------------------------------------------
