@@ -91,7 +91,7 @@ def has_image_header(path: str | Path) -> bool:
     if not is_image_name(path):
         return False
     try:
-        with Image.open(path):
+        with onboard.opened(path):
             return True
     except (OSError, ValueError, Image.DecompressionBombError):
         return False

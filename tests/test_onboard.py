@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_image
+from PIL import Image
 
 from opssat import images, onboard, smartcam
 
@@ -82,6 +83,37 @@ def test_onboard_does_a_jpeg_round_trip(tmp_path):
     difference = np.abs(pixels[..., 0].astype(int) - resized.astype(int))
     assert difference.max() > 0  # JPEG changed some pixels...
     assert difference.mean() < 4  # ...slightly, at quality 90
+
+
+#: Loads a huge image in every mode, then prints the process's peak RSS in MiB.
+HUGE_CHILD = """
+import resource, sys
+from opssat import images
+for mode, channels in (("onboard", 3), ("onboard", 1), ("ground", 1)):
+    assert images.load_pixels(sys.argv[1], (224, 224), mode, channels).shape == (224, 224, 3)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_huge_jpeg_is_decoded_at_reduced_size_with_a_one_line_warning(tmp_path):
+    path = tmp_path / "huge.jpeg"
+    Image.new("L", (10_000, 10_000), 90).save(path, quality=50)  # Pillow's bomb warning
+    result = subprocess.run([sys.executable, "-c", HUGE_CHILD, str(path)], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # A full decode holds 100 MB of 8-bit pixels (300 MB as RGB) plus float copies.
+    assert int(result.stdout.split()[-1]) < 250
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"warning: {path}: 10000x10000") for line in lines)
+    assert "DecompressionBombWarning" not in result.stderr
+
+
+def test_a_large_colour_jpeg_keeps_its_colour_at_reduced_size(tmp_path):
+    path = write_image(tmp_path / "big.jpeg", (200, 40, 30), size=(2000, 1900), noise=5)
+    pixels = onboard.onboard_pixels(path, (224, 224), 3)
+    assert onboard.reduction((2000, 1900), (224, 224)) == 2
+    assert np.abs(pixels.reshape(-1, 3).mean(0) - (200, 40, 30)).max() < 4
 
 
 # --- real thumbnails --------------------------------------------------------------------
