@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -18,6 +20,8 @@ from opssat.cli import UserError
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+T = TypeVar("T")
 
 #: ``img_msec_<ms>_...`` or a bare 13-digit millisecond timestamp.
 _TIMESTAMP = re.compile(r"img_msec_(\d+)|(?<!\d)(\d{13})(?!\d)")
@@ -60,6 +64,13 @@ def open_rgb(path: str | Path, target: tuple[int, int] | None = None) -> Image.I
     ``target`` (height, width): the size it will be resized to; a JPEG many times
     larger (onboard.DRAFT_FACTOR) is decoded at a reduced scale to bound memory.
     """
+    return _decoded_rgb(path, target, Image.Image.copy)
+
+
+def _decoded_rgb(path: str | Path, target: tuple[int, int] | None,
+                 finish: Callable[[Image.Image], T]) -> T:
+    """``finish`` applied to the decoded RGB image while its file is open (an RGB JPEG
+    is then used without a copy)."""
     path = Path(path)
     if not is_image_name(path):
         raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
@@ -70,7 +81,7 @@ def open_rgb(path: str | Path, target: tuple[int, int] | None = None) -> Image.I
                 img.draft("RGB", (-(-img.size[0] // factor), -(-img.size[1] // factor)))
             img.load()
             if img.mode == "RGB":
-                return img.copy()
+                return finish(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16-bit grayscale: scale to 8 bits rather than clipping at 255.
                 wide = np.asarray(img, dtype=np.uint32)
@@ -81,7 +92,7 @@ def open_rgb(path: str | Path, target: tuple[int, int] | None = None) -> Image.I
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
                 img = Image.alpha_composite(background, rgba)
-            return img.convert("RGB")
+            return finish(img.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
 
@@ -124,8 +135,8 @@ def load_pixels(
     check_preprocessing(mode, onboard_channels)
     if mode == "ground":
         height, width = size
-        img = open_rgb(path, size)
-        return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
+        return _decoded_rgb(path, size, lambda img: np.asarray(
+            img.resize((width, height), Image.Resampling.BILINEAR)))
     if not is_image_name(path):
         raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
     try:

@@ -280,24 +280,24 @@ def stb_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     cols, col_w = _resize_taps(pixels.shape[1], width)
     rows, row_w = _resize_taps(pixels.shape[0], height)
-    columns = _UNIT[pixels.transpose(1, 0, 2)]  # (W, H, C): gathered columns are contiguous
-    wide = _weighted_sum(columns, cols, col_w).transpose(1, 0, 2)
-    out = _weighted_sum(np.ascontiguousarray(wide), rows, row_w)
+    in_h, in_w, channels = pixels.shape
+    # (W, H * C): the columns a tap gathers are contiguous rows here.
+    columns = pixels.transpose(1, 0, 2).reshape(in_w, -1).astype(F32, order="C") / F32(255)
+    wide = _weighted_sum(columns, cols, col_w).reshape(width, in_h, channels)
+    wide = np.ascontiguousarray(wide.transpose(1, 0, 2)).reshape(in_h, width * channels)
+    out = _weighted_sum(wide, rows, row_w).reshape(height, width, channels)
     scaled = (np.clip(out, 0, 1) * F32(255)).astype(np.float64)
     return np.floor(scaled + 0.5).astype(np.uint8)
 
 
-#: stb's decode of a uint8 sample, v / 255.0f.
-_UNIT = np.arange(256, dtype=F32) / F32(255)
-
-
 def _weighted_sum(data: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Sum over taps of data[index[:, tap]] * weight[:, tap], tap by tap in float32."""
-    total = np.zeros((index.shape[0], *data.shape[1:]), F32)
+    """Sum over taps of data[index[:, tap]] * weight[:, tap] for 2-D ``data``, tap by tap
+    in float32 (stb's order of additions)."""
+    total = np.zeros((index.shape[0], data.shape[1]), F32)
     term = np.empty_like(total)
     for tap in range(index.shape[1]):
         np.take(data, index[:, tap], axis=0, out=term)
-        term *= weight[:, tap].reshape(-1, *([1] * (data.ndim - 1)))
+        term *= weight[:, tap, None]
         total += term
     return total
 
@@ -319,8 +319,8 @@ _AAN = (np.array([1.0, 1.387039845, 1.306562965, 1.175875602, 1.0, 0.785694958,
 @dataclass(frozen=True)
 class JpegCoefficients:
     """What ``stbi_write_jpg`` puts in its file, before the lossless Huffman coding:
-    quantised coefficients in natural (row, column) order per 8x8 block, shape
-    (blocks down, blocks across, 8, 8), and the quantisation tables (8, 8)."""
+    quantised coefficients in natural (row, column) order, shape (8, 8, blocks down,
+    blocks across), and the quantisation tables (8, 8)."""
 
     width: int
     height: int
@@ -358,15 +358,31 @@ def _aan_dct(d: list[np.ndarray]) -> list[np.ndarray]:
     return [out0, z11 + z4, out2, z13 - z2, out4, z13 + z2, out6, z11 - z4]
 
 
+def _separable(transform, blocks: np.ndarray, dtype: type) -> np.ndarray:
+    """Apply a 1-D 8-point ``transform`` to the rows, then the columns, of (8, 8, N)
+    blocks (row, column, block): the rows pass first, as both C programs do."""
+    rows = np.empty(blocks.shape, dtype)
+    for index, values in enumerate(transform([blocks[:, k] for k in range(8)], False)):
+        rows[:, index] = values
+    out = np.empty(blocks.shape, dtype)
+    for index, values in enumerate(transform([rows[k] for k in range(8)], True)):
+        out[index] = values
+    return out
+
+
+def _to_blocks(plane: np.ndarray) -> np.ndarray:
+    """(8 by, 8 bx) plane -> (8, 8, by, bx) blocks: row, column, then block position."""
+    return plane.reshape(plane.shape[0] // 8, 8, plane.shape[1] // 8, 8).transpose(1, 3, 0, 2)
+
+
 def _quantised_blocks(plane: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """float32 (8 by, 8 bx) plane -> (by, bx, 8, 8) int32 quantised coefficients."""
-    blocks = plane.reshape(plane.shape[0] // 8, 8, plane.shape[1] // 8, 8).transpose(0, 2, 1, 3)
-    rows = _aan_dct([blocks[..., k] for k in range(8)])  # each row of each block
-    cols = _aan_dct([np.stack(rows, axis=-1)[..., k, :] for k in range(8)])
-    coefficients = np.stack(cols, axis=-2)
-    divisor = 1 / (table.astype(F32) * _AAN[:, None] * _AAN[None, :])
-    v = coefficients * divisor.astype(F32)
-    return np.where(v < 0, v - F32(0.5), v + F32(0.5)).astype(np.int32)
+    """float32 (8 by, 8 bx) plane -> (8, 8, by, bx) int32 quantised coefficients."""
+    blocks = _to_blocks(plane)
+    flat = np.ascontiguousarray(blocks).reshape(8, 8, -1)
+    coefficients = _separable(lambda d, _: _aan_dct(d), flat, F32)
+    divisor = (1 / (table.astype(F32) * _AAN[:, None] * _AAN[None, :])).astype(F32)
+    v = coefficients * divisor[..., None]
+    return np.where(v < 0, v - F32(0.5), v + F32(0.5)).astype(np.int32).reshape(blocks.shape)
 
 
 @lru_cache(maxsize=1)
@@ -449,13 +465,11 @@ def _uj_idct_1d(b: list[np.ndarray], column: bool) -> list[np.ndarray]:
 
 
 def _uj_plane(coefficients: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Dequantise and inverse-transform (by, bx, 8, 8) blocks into a uint8 plane."""
-    blocks = coefficients * table.astype(np.int32)
-    rows = _uj_idct_1d([blocks[..., k] for k in range(8)], column=False)
-    rows = np.stack(rows, axis=-1)
-    cols = np.stack(_uj_idct_1d([rows[..., k, :] for k in range(8)], column=True), axis=-2)
-    by, bx = coefficients.shape[:2]
-    return cols.transpose(0, 2, 1, 3).reshape(by * 8, bx * 8).astype(np.int32)
+    """Dequantise and inverse-transform (8, 8, by, bx) blocks into a plane."""
+    _, _, by, bx = coefficients.shape
+    blocks = (coefficients * table.astype(np.int32)[..., None, None]).reshape(8, 8, -1)
+    pixels = _separable(_uj_idct_1d, blocks, np.int32).reshape(8, 8, by, bx)
+    return pixels.transpose(2, 0, 3, 1).reshape(by * 8, bx * 8)
 
 
 def _cf(x: np.ndarray) -> np.ndarray:
