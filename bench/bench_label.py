@@ -241,16 +241,17 @@ def preprocessing_steps(jpegs: list[bytes], repeat: int = 3) -> dict[str, float]
             paths.append(folder / f"{index}.jpeg")
             paths[-1].write_bytes(data)
         size = smartcam.INPUT_SIZE
+        onboard_mode = images.Preprocessing("onboard")
         loaded = [onboard.stb_load(p, 1, size) for p in paths]
         resized = [onboard.stb_resize(x, size) for x in loaded]
         coded = [onboard.stb_write_jpeg(x) for x in resized]
         steps = {
-            "ground (Pillow decode + bilinear)": lambda i: images.load_pixels(paths[i], size),
+            "ground (Pillow decode + bilinear)": lambda i: images.load_pixels(paths[i]),
             "onboard stb_load": lambda i: onboard.stb_load(paths[i], 1, size),
             "onboard stb_resize": lambda i: onboard.stb_resize(loaded[i], size),
             "onboard stb_write_jpeg": lambda i: onboard.stb_write_jpeg(resized[i]),
             "onboard ujpeg_decode": lambda i: onboard.ujpeg_decode(coded[i]),
-            "onboard whole chain": lambda i: images.load_pixels(paths[i], size, "onboard"),
+            "onboard whole chain": lambda i: images.load_pixels(paths[i], onboard_mode),
         }
         timings = {}
         for name, step in steps.items():

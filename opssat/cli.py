@@ -37,6 +37,13 @@ def run(main: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
+def first_line(err: BaseException) -> str:
+    """An exception's first message line (its type when it has no message): native
+    libraries put pages of detail after the line a user needs."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 

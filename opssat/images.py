@@ -5,8 +5,10 @@ evaluation and the on-board emulation alike."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -120,38 +122,60 @@ def readable(path: str | Path) -> bool:
 # --- preprocessing -------------------------------------------------------------
 
 
-def load_pixels(
-    path: str | Path,
-    size: tuple[int, int] = smartcam.INPUT_SIZE,
-    mode: str = "ground",
-    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
-) -> np.ndarray:
-    """Decode ``path`` into a (height, width, 3) uint8 array as the model sees it.
-
-    ``ground``: RGB, Pillow bilinear resize, as ground tools always did.
-    ``onboard``: SmartCam's own chain (opssat.onboard): stb's load with
-    ``onboard_channels``, its resize and JPEG encoder at quality 90, uJPEG's decode.
-    """
-    check_preprocessing(mode, onboard_channels)
-    if mode == "ground":
-        height, width = size
-        return _decoded_rgb(path, size, lambda img: np.asarray(
-            img.resize((width, height), Image.Resampling.BILINEAR)))
-    if not is_image_name(path):
-        raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
-    try:
-        return onboard.onboard_pixels(path, size, onboard_channels,
-                                      smartcam.ONBOARD_JPEG_QUALITY)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
-
-
 def check_preprocessing(mode: str, onboard_channels: int, flag: str = "--preprocess") -> None:
     """Refuse an unknown mode or channel count, naming the command-line ``flag``."""
     if mode not in PREPROCESS_MODES:
         raise UserError(f"unknown {flag} {mode!r}: use one of {', '.join(PREPROCESS_MODES)}")
     if onboard_channels not in ONBOARD_CHANNEL_CHOICES:
         raise UserError(f"--onboard_channels must be 1 or 3, not {onboard_channels}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes model input, as one value: the resize ``mode`` (one of
+    PREPROCESS_MODES) with its on-board channel count, the (height, width) ``size``,
+    and the input scaling (pixel - ``mean``) / ``std``. Checked when made."""
+
+    mode: str = "ground"
+    onboard_channels: int = smartcam.ONBOARD_CHANNELS
+    size: tuple[int, int] = smartcam.INPUT_SIZE
+    mean: float = smartcam.INPUT_MEAN
+    std: float = smartcam.INPUT_STD
+
+    def __post_init__(self) -> None:
+        check_preprocessing(self.mode, self.onboard_channels)
+        size = tuple(int(n) for n in self.size)
+        if len(size) != 2 or min(size) < 1:
+            raise UserError(f"image size {self.size} must be two positive numbers")
+        object.__setattr__(self, "size", size)
+        if not math.isfinite(self.mean):
+            raise UserError(f"--input_mean must be a finite number, not {self.mean}")
+        if not math.isfinite(self.std) or self.std == 0:
+            raise UserError(f"--input_std must be a finite number other than 0, not {self.std}")
+
+    def at_size(self, size: tuple[int, int] | int) -> Preprocessing:
+        """The same preprocessing at another (height, width), or a square ``size``."""
+        return replace(self, size=(size, size) if isinstance(size, int) else size)
+
+    @property
+    def identity(self) -> str:
+        """A short key that changes whenever the model input would."""
+        return f"{self.mode}|{self.onboard_channels}|{self.size[0]}x{self.size[1]}|" \
+            f"{self.mean:g}|{self.std:g}"
+
+
+#: SmartCam's input size and scaling, ground (colour, bilinear) resize.
+GROUND = Preprocessing()
+
+
+def preprocessing_from_args(args: argparse.Namespace, **overrides) -> Preprocessing:
+    """The Preprocessing of ``add_preprocess_arguments``' flags (and ``--input_mean``,
+    ``--input_std`` where a script has them)."""
+    values = {"mode": args.preprocess, "onboard_channels": args.onboard_channels}
+    for name in ("mean", "std"):
+        if getattr(args, f"input_{name}", None) is not None:
+            values[name] = getattr(args, f"input_{name}")
+    return Preprocessing(**{**values, **overrides})
 
 
 def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +188,27 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
                         help="channels SmartCam's resizer keeps (default: %(default)s)")
 
 
+def load_pixels(path: str | Path, preprocessing: Preprocessing = GROUND) -> np.ndarray:
+    """Decode ``path`` into a (height, width, 3) uint8 array as the model sees it.
+
+    ``ground``: RGB, Pillow bilinear resize, as ground tools always did.
+    ``onboard``: SmartCam's own chain (opssat.onboard): stb's load with
+    ``onboard_channels``, its resize and JPEG encoder at quality 90, uJPEG's decode.
+    """
+    size = preprocessing.size
+    if preprocessing.mode == "ground":
+        height, width = size
+        return _decoded_rgb(path, size, lambda img: np.asarray(
+            img.resize((width, height), Image.Resampling.BILINEAR)))
+    if not is_image_name(path):
+        raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        return onboard.onboard_pixels(path, size, preprocessing.onboard_channels,
+                                      smartcam.ONBOARD_JPEG_QUALITY)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
+
+
 def to_model_input(
     pixels: np.ndarray,
     mean: float = smartcam.INPUT_MEAN,
@@ -173,14 +218,7 @@ def to_model_input(
     return (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)
 
 
-def load_input(
-    path: str | Path,
-    size: tuple[int, int] = smartcam.INPUT_SIZE,
-    mode: str = "ground",
-    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
-    mean: float = smartcam.INPUT_MEAN,
-    std: float = smartcam.INPUT_STD,
-) -> np.ndarray:
+def load_input(path: str | Path, preprocessing: Preprocessing = GROUND) -> np.ndarray:
     """A file as one float32 (height, width, 3) model input."""
-    return to_model_input(load_pixels(path, size, mode, onboard_channels), mean, std)
-
+    return to_model_input(load_pixels(path, preprocessing), preprocessing.mean,
+                          preprocessing.std)

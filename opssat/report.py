@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from opssat import atomic, metrics
 from opssat.cli import UserError
-from opssat.infer import NOT_CLASSIFIED
+from opssat.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.paths import ModelPaths
 
 #: The rows of the threshold table printed in text and Markdown (JSON has all 100).
@@ -29,7 +29,7 @@ class ModeResult:
 
     mode: str
     csv_path: Path
-    confidences: metrics.Confidences
+    confidences: Confidences
     performance: metrics.Performance
 
 
@@ -39,7 +39,7 @@ def evaluate_csvs(
     """Load and score each (mode, CSV) pair."""
     results = []
     for mode, path in csvs:
-        conf = metrics.load_confidences(path)
+        conf = load_confidences(path)
         results.append(ModeResult(mode, path, conf,
                                   metrics.evaluate(conf, threshold, target_accuracy)))
     return results

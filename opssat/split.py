@@ -94,7 +94,7 @@ def parse_group_seconds(text: str) -> float:
         seconds = math.nan
     if not 0 <= seconds < math.inf:
         raise UserError(
-            f"--group-seconds {text!r} is not a number >= 0: give e.g. 60 "
+            f"--group_seconds {text!r} is not a number >= 0: give e.g. 60 "
             "(0 groups only identical timestamps)"
         )
     return seconds

@@ -15,6 +15,7 @@ from PIL import Image
 
 from opssat import metrics
 from opssat.cli import UserError
+from opssat.confidences import load_confidences
 from opssat.paths import ModelPaths
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -181,7 +182,7 @@ def test_csv_option_reads_that_file(model: ModelPaths, tmp_path: Path):
 
 
 def test_metrics_api_threshold_helpers(model: ModelPaths):
-    conf = metrics.load_confidences(model.confidences_csv())
+    conf = load_confidences(model.confidences_csv())
     assert conf.labels == LABELS and len(conf.filenames) == 10
     assert conf.predicted[2] == "n/a" and conf.top1[2] == "earth"
     rows = metrics.threshold_table(conf, [0.0, 0.5, 0.7, 0.99])
@@ -234,8 +235,8 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
 
 def test_load_confidences_errors_are_user_errors(tmp_path: Path):
     with pytest.raises(UserError, match="batch_label_images.py first"):
-        metrics.load_confidences(tmp_path / "none.csv")
+        load_confidences(tmp_path / "none.csv")
     only_fixed = tmp_path / "fixed.csv"
     only_fixed.write_text("filename,time_ms,predicted_label,expected_label\na.jpg,1,n/a,x\n")
     with pytest.raises(UserError, match="no label columns"):
-        metrics.load_confidences(only_fixed)
+        load_confidences(only_fixed)

@@ -256,7 +256,7 @@ def test_stb_write_jpeg_and_ujpeg_decode_are_bit_exact(oracle, thumbnails, gener
 def chain_inputs(oracle, thumbnails) -> tuple[np.ndarray, np.ndarray]:
     """(emulated, oracle) (N, 224, 224, 3) uint8 for every real thumbnail, one channel
     as SmartCam's config has it."""
-    mine = [images.load_pixels(p, SIZE, "onboard", 1) for p in thumbnails]
+    mine = [images.load_pixels(p, images.Preprocessing("onboard", 1, SIZE)) for p in thumbnails]
     truth = [oracle.chain(p, SIZE, 1) for p in thumbnails]
     return np.stack(mine), np.stack(truth)
 
@@ -274,8 +274,9 @@ def test_whole_chain_matches_smartcam_on_real_thumbnails(chain_inputs):
 
 def test_whole_chain_with_three_channels(oracle, thumbnails):
     sources = thumbnails[::8]
-    diff = np.stack([np.abs(images.load_pixels(p, SIZE, "onboard", 3).astype(int)
-                            - oracle.chain(p, SIZE, 3)) for p in sources])
+    colour = images.Preprocessing("onboard", 3, SIZE)
+    diff = np.stack([np.abs(images.load_pixels(p, colour).astype(int) - oracle.chain(p, SIZE, 3))
+                     for p in sources])
     figures = _figures(diff)
     message = (f"whole chain, {len(sources)} real thumbnails, 3 channels: mean |diff| "
                f"{figures['mean']:.6f}, {figures['over4_pct']:.4f} % over 4 levels, worst "
