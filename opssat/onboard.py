@@ -37,7 +37,8 @@ DRAFT_FACTOR = 4
 @contextmanager
 def opened(path: str | Path, quiet: bool = False) -> Iterator[Image.Image]:
     """``Image.open`` that turns Pillow's DecompressionBombWarning (printed with its
-    source line) into one ``warning:`` line of ours naming the file."""
+    source line) into one ``warning:`` line of ours naming the file; ``quiet`` drops
+    the warnings of a file opened a second time."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", Image.DecompressionBombWarning)
         img = Image.open(path)

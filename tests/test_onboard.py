@@ -117,6 +117,19 @@ def test_a_large_colour_jpeg_keeps_its_colour_at_reduced_size(tmp_path):
     assert np.abs(pixels.reshape(-1, 3).mean(0) - (200, 40, 30)).max() < 4
 
 
+def test_a_large_png_is_box_reduced_first_and_stays_close(tmp_path):
+    ramp = np.linspace(0, 255, 1000)
+    pixels = np.rint(np.add.outer(ramp, ramp) / 2).astype(np.uint8)
+    path = tmp_path / "big.png"
+    Image.fromarray(pixels).save(path)
+    size = (32, 32)
+    assert onboard.reduction((1000, 1000), size) == 7
+    reduced = onboard.onboard_pixels(path, size, 1).astype(int)
+    exact = onboard.ujpeg_decode(onboard.stb_write_jpeg(
+        onboard.stb_resize(onboard.stb_load(path, 1), size))).astype(int)
+    assert 0 < np.abs(reduced - exact).max() <= 4
+
+
 # --- real thumbnails --------------------------------------------------------------------
 
 
