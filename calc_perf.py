@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import cli, images, report, smartcam
+from opssat import atomic, cli, images, report, smartcam
 from opssat.confidences import check_threshold
 from opssat.paths import model_paths
 
@@ -53,6 +53,7 @@ def main() -> int:
         if not csvs:
             raise cli.UserError(f"{paths.confidences_csv()} not found: run "
                                 f"batch_label_images.py {args.model} first")
+    atomic.check_writable(paths.report_md, paths.plot_png("threshold_curve"))
     results = report.evaluate_csvs(csvs, args.threshold, args.target_accuracy)
     agreement = report.mode_agreement(results)
     plots = report.write_plots(paths, results)

@@ -75,7 +75,7 @@ def main() -> int:
     if paths is None:
         raise cli.UserError("no model given: package_smartcam.py <model> "
                             "(or --check_only FILE to only check a .tflite)")
-    name = package.check_package_name(args.name if args.name is not None else paths.name)
+    name = package.package_name(args.name, paths.name)
     model_file = resolve(paths, args.model_file, paths.tflite_model)
     label_file = resolve(paths, args.label_file, paths.labels_file)
     try:

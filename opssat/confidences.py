@@ -104,8 +104,13 @@ def load_confidences(csv_path: Path) -> Confidences:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found: run batch_label_images.py first")
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        # utf-8-sig: a spreadsheet that saved the CSV may have put a BOM in front.
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{csv_path} is not UTF-8 text (byte {err.start}): save it as UTF-8 "
+                        "or re-run batch_label_images.py") from err
     if not rows:
         raise UserError(f"{csv_path} is empty: re-run batch_label_images.py")
     header = rows[0]
@@ -147,9 +152,9 @@ def load_confidences(csv_path: Path) -> Confidences:
             times[n] = float(row[col["time_ms"]]) if row[col["time_ms"]] else math.nan
         except ValueError as err:
             raise UserError(f"{csv_path} line {line}: {err}: re-run batch_label_images.py") from err
-        if not np.all(np.isfinite(probabilities[n])):
-            raise UserError(f"{csv_path} line {line}: a confidence is not a finite number: "
-                            "re-run batch_label_images.py")
+        if not np.all((probabilities[n] >= 0) & (probabilities[n] <= 1)):  # NaN fails too
+            raise UserError(f"{csv_path} line {line}: a confidence is not a number from 0 to "
+                            "1: re-run batch_label_images.py")
         filenames.append(row[col["filename"]])
         expected.append(exp)
         predicted.append(pred)

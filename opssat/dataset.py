@@ -42,7 +42,8 @@ class LabelledFiles:
         digest = hashlib.sha256()
         for path, target in zip(self.paths, self.targets, strict=True):
             stat = path.stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode())
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode(
+                "utf-8", "surrogateescape"))
         return digest.hexdigest()
 
 

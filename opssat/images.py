@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from opssat import onboard, smartcam
-from opssat.cli import UserError
+from opssat.cli import UserError, warn
 
 # OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -50,14 +51,49 @@ def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def shown(path: str | Path) -> str:
+    """``path`` as text whatever its bytes: a name that is not UTF-8 shows them as
+    ``\\xff`` escapes instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def utf8_name(path: str | Path) -> bool:
+    """True when the name is valid UTF-8, so it can go into the CSVs and logs."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_utf8_name(path: str | Path) -> None:
+    """UserError for a file whose name is not UTF-8 (the toolkit's policy: such files
+    are refused or skipped, never half-processed)."""
+    if not utf8_name(path):
+        raise UserError(f"{shown(path)}: the file name is not valid UTF-8; rename it "
+                        "(e.g. with convmv), then run again")
+
+
+def _usable(paths: list[Path]) -> list[Path]:
+    """``paths`` without those whose names are not UTF-8, each named in a warning."""
+    for path in paths:
+        if not utf8_name(path):
+            warn(f"skipped {shown(path)}: its name is not valid UTF-8; rename it to use it")
+    return [path for path in paths if utf8_name(path)]
+
+
 def list_files(folder: Path) -> list[Path]:
-    """Regular, non-hidden files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    """Regular, non-hidden files directly in ``folder``, sorted by name; a name that
+    is not UTF-8 is skipped with a warning, before anything is written."""
+    return _usable(sorted(p for p in folder.iterdir()
+                          if p.is_file() and not p.name.startswith(".")))
 
 
 def label_folders(folder: Path) -> list[Path]:
-    """The ``<label>/`` sub-folders of ``folder``, sorted by name (the label order)."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The ``<label>/`` sub-folders of ``folder``, sorted by name (the label order);
+    a name that is not UTF-8 is skipped with a warning."""
+    return _usable(sorted(p for p in folder.iterdir()
+                          if p.is_dir() and not p.name.startswith(".")))
 
 
 def open_rgb(path: str | Path, target: tuple[int, int] | None = None) -> Image.Image:

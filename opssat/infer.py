@@ -59,7 +59,7 @@ class Classifier:
             labels = read_labels(Path(label_file))
             source = str(label_file)
         else:
-            source = "labels"
+            source = "the label list"
             labels = validate_labels(list(labels), source)
         self.model_file = model_file
         self.labels: list[str] = labels
@@ -251,6 +251,8 @@ def label_test_set(
     files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
+    atomic.check_writable(csv_path, paths.classified_dir(preprocess),
+                          paths.unclassified_dir(preprocess))
     unreadable: list[str] = []
     counts = {"classified": 0, "unclassified": 0}
     start = time.perf_counter()
@@ -328,13 +330,15 @@ def record_image(
     if expected not in labels:
         raise UserError(f"expected label {expected!r} is not one of the model's labels "
                         f"({', '.join(labels)}): pass one of them with -e/--expected_label")
+    images.check_utf8_name(image)
     predicted = predicted_label(probabilities, labels, threshold)
     folder = (paths.unclassified_dir(preprocess) if predicted == NOT_CLASSIFIED
               else paths.classified_dir(preprocess) / predicted)
     copy = folder / image.name
+    csv_path = paths.confidences_csv(preprocess)
+    atomic.check_writable(folder, csv_path)
     with atomic.staged_file(copy) as staged:
         shutil.copy2(image, staged)
-    csv_path = paths.confidences_csv(preprocess)
     confidences.append_row(csv_path, labels, confidences.row(
         f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
     return Recorded(predicted, csv_path, copy)

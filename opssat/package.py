@@ -19,7 +19,7 @@ from opssat.confidences import check_threshold, load_confidences
 from opssat.contract import ContractError, ContractReport, check_contract
 from opssat.labels import write_labels
 from opssat.metrics import ThresholdRow
-from opssat.paths import ModelPaths, check_model_name
+from opssat.paths import ModelPaths
 from opssat.smartcam import (
     CONFIDENCE_THRESHOLD,
     DEFAULT_TARGET_ACCURACY,
@@ -139,11 +139,22 @@ def check_package_name(name: str) -> str:
     Stricter than a model name: SmartCam builds ``model_<name>`` sections,
     ``<name>.<key>`` keys and ``label:<name>`` pipeline links from it.
     """
-    check_model_name(name, "package name")
-    if not _PACKAGE_NAME.match(name):
+    if not _PACKAGE_NAME.fullmatch(name) or ".." in name:
         raise UserError(f"invalid package name {name!r}: use letters, digits, '_', '-' or '.' "
                         "(SmartCam uses it in config.ini keys and on-board paths)")
     return name
+
+
+def package_name(given: str | None, model_name: str) -> str:
+    """The checked package name: ``given``, else the model's name (the error then says
+    how to choose another with ``--name``)."""
+    if given is not None:
+        return check_package_name(given)
+    try:
+        return check_package_name(model_name)
+    except UserError as err:
+        raise UserError(f"{err}; the package name defaults to the model name: pass "
+                        "--name <name> to choose one") from err
 
 
 def onboard_dir(name: str) -> PurePosixPath:
@@ -231,6 +242,7 @@ def build_package(
     """Check the model, then write ``smartcam/<name>/`` in a staged folder swapped in
     at the end: a refused model or a crash leaves any previous package as it was."""
     check_package_name(name)
+    atomic.check_writable(paths.smartcam_dir(name))
     report = check_contract(model_file, label_file)
     if not report.ok:
         raise ContractError(report)

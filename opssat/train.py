@@ -116,6 +116,7 @@ class TrainOptions:
         if not any(outputs):
             raise UserError("nothing to write: give --tflite_output_file and/or "
                             "--saved_model_dir and --labels_output_file")
+        atomic.check_writable(*outputs, self.record_file, self.summaries_dir, self.cache_dir)
 
     @property
     def uses_feature_cache(self) -> bool:
