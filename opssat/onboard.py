@@ -295,9 +295,8 @@ def _weighted_sum(data: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np
     """Sum over taps of data[index[:, tap]] * weight[:, tap] for 2-D ``data``, tap by tap
     in float32 (stb's order of additions)."""
     total = np.zeros((index.shape[0], data.shape[1]), F32)
-    term = np.empty_like(total)
     for tap in range(index.shape[1]):
-        np.take(data, index[:, tap], axis=0, out=term)
+        term = data[index[:, tap]]
         term *= weight[:, tap, None]
         total += term
     return total
