@@ -1,0 +1,275 @@
+"""The toolkit's HTML pages (calc_perf's report.html, review_labels' review.html):
+one style, one way to show an image, and the small files beside each page.
+
+A page must open offline, fast, for a few thousand images: every image is a
+small file in ``<page>_files/`` (a colour thumbnail and the model's input as
+the chosen preprocessing made it, both lazily loaded), the style and the few
+lines of JavaScript are inline, and nothing comes from a network. Files of the
+previous run are reused while their source image is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from opssat import atomic, images, smartcam
+
+#: Longest side of the colour thumbnail shown beside the model's input.
+THUMBNAIL_SIZE = 160
+#: How many decodes run at once while a page's files are written.
+WORKERS = min(4, os.cpu_count() or 1)
+
+STYLE = """
+:root { --fg: #1d2433; --muted: #5b6475; --line: #d6dbe4; --bg: #f6f7fa; --accent: #1f5fbf;
+        --bad: #b3261e; --low: #8a5a00; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg);
+       margin: 0 auto; padding: 1rem 1.5rem 4rem; max-width: 1400px; }
+h1 { font-size: 1.5rem; margin: .5rem 0 1rem; }
+h2 { font-size: 1.2rem; margin: 2rem 0 .6rem; border-bottom: 1px solid var(--line); }
+h3 { font-size: 1rem; margin: 1.2rem 0 .4rem; }
+nav a { margin-right: 1rem; }
+a { color: var(--accent); }
+.muted { color: var(--muted); }
+table { border-collapse: collapse; margin: .4rem 0 1rem; background: #fff; }
+th, td { border: 1px solid var(--line); padding: .25rem .6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+table.confusion td a { display: block; text-decoration: none; font-weight: 600; }
+table.confusion td.diag { background: #e7f0ff; }
+table.confusion td.off[data-count]:not([data-count="0"]) { background: #fdecea; }
+ul.figures { padding-left: 1.2rem; }
+img.plot { max-width: 100%; background: #fff; border: 1px solid var(--line); margin: .4rem 0; }
+.cell { display: none; background: #fff; border: 2px solid var(--accent); padding: .6rem 1rem;
+        margin: 1rem 0; }
+.cell:target { display: block; }
+.tools { margin: .4rem 0; }
+.tools button { font: inherit; margin-right: .3rem; padding: .15rem .6rem; cursor: pointer; }
+.gallery { display: flex; flex-wrap: wrap; gap: .6rem; }
+.card { margin: 0; padding: .4rem; background: #fff; border: 1px solid var(--line);
+        border-radius: 4px; width: min-content; }
+.card.wrong { border-color: var(--bad); }
+.card.low:not(.wrong) { border-color: var(--low); }
+.pair { display: flex; gap: .3rem; }
+.pair figure { margin: 0; text-align: center; font-size: 11px; color: var(--muted); }
+.pair img { width: 120px; height: 120px; object-fit: contain; background: #000;
+            display: block; }
+.card figcaption { font-size: 12px; margin-top: .3rem; overflow-wrap: anywhere; }
+.card .name { font-weight: 600; }
+.card ol { margin: .2rem 0 0; padding-left: 1.2rem; }
+.card li.hit { font-weight: 600; }
+.card .missing { width: 120px; height: 120px; display: flex; align-items: center;
+                 justify-content: center; background: #eee; color: var(--bad); }
+.tag { display: inline-block; padding: 0 .35rem; border-radius: 3px; font-size: 11px;
+       color: #fff; background: var(--bad); margin-right: .2rem; }
+.tag.low { background: var(--low); }
+.tag.diff { background: var(--accent); }
+"""
+
+#: Sorting of galleries: a button with data-target (the gallery's id), data-key
+#: (a data-* attribute of the cards) and data-dir (1 ascending, -1 descending).
+SCRIPT = """
+document.addEventListener('click', function (event) {
+  var button = event.target.closest('button[data-target]');
+  if (!button) return;
+  var gallery = document.getElementById(button.dataset.target);
+  var key = button.dataset.key, dir = Number(button.dataset.dir);
+  var cards = Array.prototype.slice.call(gallery.children);
+  cards.sort(function (a, b) {
+    var x = a.dataset[key], y = b.dataset[key];
+    var nx = parseFloat(x), ny = parseFloat(y);
+    var order = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+    return dir * order;
+  });
+  cards.forEach(function (card) { gallery.appendChild(card); });
+});
+"""
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def files_dir(page: Path) -> Path:
+    """``report.html`` -> ``report_files/``: the folder of a page's images."""
+    return page.with_name(f"{page.stem}_files")
+
+
+def locate_image(name: str, expected: str, roots: Sequence[Path]) -> Path | None:
+    """The image a CSV row names: ``<root>/<name>``, else ``<root>/<expected>/<basename>``
+    (test CSVs name ``label/file``, out-of-fold CSVs a bare file name)."""
+    base = Path(name).name
+    for root in roots:
+        for candidate in (root / name, root / expected / base):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Page-relative URLs of one image's thumbnail and model inputs (mode -> URL);
+    ``None`` where the image could not be decoded."""
+
+    thumbnail: str | None
+    inputs: dict[str, str | None]
+
+
+class ImageFiles:
+    """Writes the thumbnail and model inputs of every image a page shows into
+    ``<page>_files/``: staged, then swapped in whole, reusing unchanged files."""
+
+    def __init__(self, page: Path, onboard_channels: int = smartcam.ONBOARD_CHANNELS) -> None:
+        self.page = page
+        self.folder = files_dir(page)
+        self.onboard_channels = onboard_channels
+        self._wanted: dict[tuple[Path, tuple[str, ...]], None] = {}
+
+    def want(self, source: Path, modes: Iterable[str]) -> None:
+        """Ask for ``source``'s thumbnail and its input in each preprocessing mode."""
+        self._wanted[(source, tuple(modes))] = None
+
+    def _key(self, source: Path) -> str:
+        stat = source.stat()
+        text = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+    def _input_name(self, key: str, mode: str) -> str:
+        return f"{key}_{mode}{self.onboard_channels if mode == 'onboard' else ''}.png"
+
+    def _make(self, staged: Path, source: Path, modes: tuple[str, ...]) -> Pair:
+        key = self._key(source)
+        rel = self.folder.name
+        names = {"thumbnail": f"{key}.jpg", **{m: self._input_name(key, m) for m in modes}}
+        done: dict[str, str | None] = {}
+        for what, name in names.items():
+            if (staged / name).is_file():
+                done[what] = f"{rel}/{name}"
+                continue
+            previous = self.folder / name
+            try:
+                if previous.is_file():
+                    shutil.copy2(previous, staged / name)
+                elif what == "thumbnail":
+                    _write_thumbnail(source, staged / name)
+                else:
+                    _write_input(source, what, self.onboard_channels, staged / name)
+                done[what] = f"{rel}/{name}"
+            except images.UnreadableImageError:
+                done[what] = None
+        return Pair(done.pop("thumbnail"), done)
+
+    def write(self) -> dict[Path, Pair]:
+        """Write every wanted file; return source -> its URLs. Call once, before the page."""
+        wanted = list(self._wanted)
+        with atomic.staged_dir(self.folder) as staged, ThreadPoolExecutor(WORKERS) as pool:
+            pairs = list(pool.map(lambda item: self._make(staged, *item), wanted))
+        result: dict[Path, Pair] = {}
+        for (source, _), pair in zip(wanted, pairs, strict=True):
+            known = result.get(source)
+            result[source] = pair if known is None else Pair(
+                known.thumbnail, {**known.inputs, **pair.inputs})
+        return result
+
+
+def _write_thumbnail(source: Path, target: Path) -> None:
+    img = images.open_rgb(source)
+    img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    img.save(target, format="JPEG", quality=85)
+
+
+def _write_input(source: Path, mode: str, onboard_channels: int, target: Path) -> None:
+    """The model's input, lossless; one channel when the three are equal (gray)."""
+    pixels = images.load_pixels(source, mode=mode, onboard_channels=onboard_channels)
+    if np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0],
+                                                                         pixels[..., 2]):
+        Image.fromarray(pixels[..., 0], mode="L").save(target, format="PNG")
+    else:
+        Image.fromarray(pixels, mode="RGB").save(target, format="PNG")
+
+
+# --- page parts -------------------------------------------------------------
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A whole page: inline style and script, nothing from a network."""
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # No request may leave the machine, whatever a future edit adds.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'self' data:; "
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
+        f"<title>{esc(title)}</title>",
+        f"<style>{STYLE}</style>",
+        "</head><body>",
+        *body,
+        f"<script>{SCRIPT}</script>",
+        "</body></html>",
+        "",
+    ])
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """A plain table of already-formatted text cells."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><tr>{head}</tr>{body}</table>"
+
+
+def sort_buttons(gallery_id: str, keys: Sequence[tuple[str, str, int]]) -> str:
+    """Buttons that sort a gallery: (caption, data-* key of the cards, 1 or -1)."""
+    buttons = "".join(
+        f'<button type="button" data-target="{esc(gallery_id)}" data-key="{esc(key)}" '
+        f'data-dir="{direction}">{esc(caption)}</button>' for caption, key, direction in keys)
+    return f'<div class="tools">sort: {buttons}</div>'
+
+
+def _image(url: str | None, caption: str, link: str | None = None) -> str:
+    if url is None:
+        inner = '<div class="missing">cannot decode</div>'
+    else:
+        inner = f'<img loading="lazy" decoding="async" src="{esc(url)}" alt="{esc(caption)}">'
+        inner = f'<a href="{esc(link or url)}">{inner}</a>'
+    return f"<figure>{inner}<figcaption>{esc(caption)}</figcaption></figure>"
+
+
+def image_pair(pair: Pair | None, original: str | None, modes: Sequence[str]) -> str:
+    """The thumbnail (linking to the original) beside the model input of each mode."""
+    if pair is None:
+        return '<div class="pair"><div class="missing">file not found</div></div>'
+    parts = [_image(pair.thumbnail, "thumbnail", original)]
+    parts += [_image(pair.inputs.get(mode), f"model input ({mode})") for mode in modes]
+    return f'<div class="pair">{"".join(parts)}</div>'
+
+
+def top_k(ranked: Sequence[tuple[str, float]], expected: str, caption_html: str = "") -> str:
+    """The top-k labels and confidences, the expected label in bold, under a caption
+    given as HTML."""
+    items = "".join(
+        f'<li{" class=hit" if label == expected else ""}>{esc(label)} {conf:.3f}</li>'
+        for label, conf in ranked)
+    head = f"<div>{caption_html}</div>" if caption_html else ""
+    return f"{head}<ol>{items}</ol>"
+
+
+def card(body: str, caption: str, data: dict[str, str], classes: Sequence[str] = ()) -> str:
+    """One image's box in a gallery; ``data`` becomes data-* attributes (sort keys)."""
+    attrs = "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in data.items())
+    cls = " ".join(["card", *classes])
+    return f'<figure class="{cls}"{attrs}>{body}<figcaption>{caption}</figcaption></figure>'
+
+
+def relative_url(target: Path, page: Path) -> str:
+    """``target`` as a URL relative to ``page``'s folder (links to original images)."""
+    return Path(os.path.relpath(target, page.parent)).as_posix()
