@@ -229,17 +229,33 @@ class Journal:
 
     def append(self, rows: list[tuple[str, ...]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_line()
         new = not self.path.exists() or self.path.stat().st_size == 0
-        torn = not new and not self.path.read_bytes().endswith(b"\n")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         if new:
             writer.writerow(JOURNAL_COLUMNS)
         writer.writerows(rows)
         with self.path.open("a", encoding="utf-8", newline="") as handle:
-            handle.write(("\n" if torn else "") + buffer.getvalue())
+            handle.write(buffer.getvalue())
             handle.flush()
             os.fsync(handle.fileno())
+
+    def _drop_torn_line(self) -> None:
+        """Cut a last line left half-written by a crash, so rows stay whole."""
+        try:
+            handle = self.path.open("r+b")
+        except FileNotFoundError:
+            return
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            handle.truncate(handle.read().rfind(b"\n") + 1)
 
 
 def _now() -> str:
@@ -253,17 +269,25 @@ def new_batch_id() -> str:
 @contextmanager
 def _signals_held() -> Iterator[None]:
     """Hold Ctrl-C (and SIGTERM) until the block ends, so a rename and its journal
-    row happen together; the signal is delivered right after."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    row happen together; a signal that came meanwhile is raised again right after.
+
+    A handler rather than a signal mask: a process-directed signal goes to any
+    thread that does not block it, so masking the main thread alone is not enough.
+    """
+    received: list[int] = []
     try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, ValueError, OSError):
+        previous = {s: signal.signal(s, lambda signum, _: received.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals cannot reach this code anyway
         yield
         return
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            signal.raise_signal(signum)
 
 
 def _rename(source: Path, target: Path) -> None:
