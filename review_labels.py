@@ -39,7 +39,7 @@ def main() -> int:
     print(f"{len(result.suspects)} suspected label error(s) among "
           f"{len(result.confidences.filenames)} images")
     for s in result.suspects[:SHOWN]:
-        print(f"  {s.score:.3f}  {s.filename}: {s.given} -> {s.suggested}?")
+        print(f"  {s.score:.4f}  {s.filename}: {s.given} -> {s.suggested}?")
     if len(result.suspects) > SHOWN:
         print(f"  ... {len(result.suspects) - SHOWN} more in {issues}")
     print(f"list: {issues}")

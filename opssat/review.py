@@ -165,6 +165,10 @@ def render_page(paths: ModelPaths, result: Review) -> str:
         f"the list) and run <code>python relabel.py {esc(paths.name)} reviewed.csv</code> "
         "(<code>--dry_run</code> first, <code>--undo</code> to revert).</p>",
     ]
+    if source.kind != "out-of-fold":
+        body.append('<p class="muted">Without out-of-fold probabilities (cross-validation), '
+                    "these come from the test set: a weak model's own mistakes look like label "
+                    "errors here, so look before you move.</p>")
     body += [f'<p class="muted">cleanlab: {esc(note)}</p>' for note in result.notes]
     body += [html_report.sort_buttons("suspects", _SORTS),
              f'<div class="gallery" id="suspects">{"".join(cards)}</div>']
