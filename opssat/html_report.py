@@ -132,11 +132,11 @@ class ImageFiles:
         self.page = page
         self.folder = files_dir(page)
         self.onboard_channels = onboard_channels
-        self._wanted: dict[tuple[Path, tuple[str, ...]], None] = {}
+        self._wanted: dict[Path, set[str]] = {}
 
     def want(self, source: Path, modes: Iterable[str]) -> None:
         """Ask for ``source``'s thumbnail and its input in each preprocessing mode."""
-        self._wanted[(source, tuple(modes))] = None
+        self._wanted.setdefault(source, set()).update(modes)
 
     def _key(self, source: Path) -> str:
         stat = source.stat()
@@ -152,9 +152,6 @@ class ImageFiles:
         names = {"thumbnail": f"{key}.jpg", **{m: self._input_name(key, m) for m in modes}}
         done: dict[str, str | None] = {}
         for what, name in names.items():
-            if (staged / name).is_file():
-                done[what] = f"{rel}/{name}"
-                continue
             previous = self.folder / name
             try:
                 if previous.is_file():
@@ -169,16 +166,12 @@ class ImageFiles:
         return Pair(done.pop("thumbnail"), done)
 
     def write(self) -> dict[Path, Pair]:
-        """Write every wanted file; return source -> its URLs. Call once, before the page."""
-        wanted = list(self._wanted)
+        """Write every wanted file (one task per source, so no two threads write the
+        same file); return source -> its URLs. Call once, before the page."""
+        wanted = [(source, tuple(sorted(modes))) for source, modes in self._wanted.items()]
         with atomic.staged_dir(self.folder) as staged, ThreadPoolExecutor(WORKERS) as pool:
             pairs = list(pool.map(lambda item: self._make(staged, *item), wanted))
-        result: dict[Path, Pair] = {}
-        for (source, _), pair in zip(wanted, pairs, strict=True):
-            known = result.get(source)
-            result[source] = pair if known is None else Pair(
-                known.thumbnail, {**known.inputs, **pair.inputs})
-        return result
+        return {source: pair for (source, _), pair in zip(wanted, pairs, strict=True)}
 
 
 def _write_thumbnail(source: Path, target: Path) -> None:
@@ -207,8 +200,8 @@ def page(title: str, body: Sequence[str]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # No request may leave the machine, whatever a future edit adds.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'self' data:; "
-        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
         f"<title>{esc(title)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
