@@ -49,7 +49,7 @@ def make_data(paths: ModelPaths, count: int, distinct: int, seed: int) -> None:
     sources = []
     for n in range(distinct):
         ramp = np.linspace(0, 255, 614)[None, :, None] * rng.uniform(0.3, 1.0, 3)
-        pixels = ramp + rng.normal(0, 25, (583, 614, 3))
+        pixels = ramp + rng.normal(0, 6, (583, 614, 3))
         sources.append(pool / f"{n}.jpeg")
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(sources[-1], quality=90)
     rows: dict[str, list[str]] = {"ground": [], "onboard": []}

@@ -53,6 +53,7 @@ img.plot { max-width: 100%; background: #fff; border: 1px solid var(--line); mar
         margin: 1rem 0; }
 .cell:target { display: block; }
 .tools { margin: .4rem 0; }
+.more { font: inherit; margin: .5rem 0; padding: .15rem .6rem; cursor: pointer; }
 .tools button { font: inherit; margin-right: .3rem; padding: .15rem .6rem; cursor: pointer; }
 .gallery { display: flex; flex-wrap: wrap; gap: .6rem; }
 .card { margin: 0; padding: .4rem; background: #fff; border: 1px solid var(--line);
@@ -75,23 +76,56 @@ img.plot { max-width: 100%; background: #fff; border: 1px solid var(--line); mar
 .tag.diff { background: var(--accent); }
 """
 
-#: Sorting of galleries: a button with data-target (the gallery's id), data-key
-#: (a data-* attribute of the cards) and data-dir (1 ascending, -1 descending).
+#: Galleries: their cards wait in a <template> (inert: nothing in it loads) and
+#: come out PAGE at a time, a cell's when it is opened; "show all" and sorting
+#: bring out the rest. A sort button has data-target (the gallery's id),
+#: data-key (a data-* attribute of the cards) and data-dir (1 or -1).
 SCRIPT = """
-document.addEventListener('click', function (event) {
-  var button = event.target.closest('button[data-target]');
-  if (!button) return;
-  var gallery = document.getElementById(button.dataset.target);
-  var key = button.dataset.key, dir = Number(button.dataset.dir);
-  var cards = Array.prototype.slice.call(gallery.children);
-  cards.sort(function (a, b) {
-    var x = a.dataset[key], y = b.dataset[key];
-    var nx = parseFloat(x), ny = parseFloat(y);
-    var order = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
-    return dir * order;
+(function () {
+  var PAGE = 60;
+  function fill(gallery, all) {
+    var template = document.getElementById(gallery.id + '-cards');
+    if (!template) return;
+    var cards = template.content.children;
+    var count = all ? cards.length : Math.max(0, PAGE - gallery.children.length);
+    var batch = document.createDocumentFragment();
+    while (count-- > 0 && cards.length) batch.appendChild(cards[0]);
+    gallery.appendChild(batch);
+    var more = document.querySelector('button[data-more="' + gallery.id + '"]');
+    if (more) {
+      more.hidden = cards.length === 0;
+      more.textContent = 'show all (' + cards.length + ' more)';
+    }
+  }
+  function openTarget() {
+    var target = location.hash && document.getElementById(location.hash.slice(1));
+    if (target) target.querySelectorAll('.gallery').forEach(function (g) { fill(g, false); });
+  }
+  window.opssatShowAll = function () {
+    document.querySelectorAll('.gallery').forEach(function (g) { fill(g, true); });
+  };
+  document.addEventListener('click', function (event) {
+    var more = event.target.closest('button[data-more]');
+    if (more) { fill(document.getElementById(more.dataset.more), true); return; }
+    var button = event.target.closest('button[data-target]');
+    if (!button) return;
+    var gallery = document.getElementById(button.dataset.target);
+    fill(gallery, true);
+    var key = button.dataset.key, dir = Number(button.dataset.dir);
+    var cards = Array.prototype.slice.call(gallery.children);
+    cards.sort(function (a, b) {
+      var x = a.dataset[key], y = b.dataset[key];
+      var nx = parseFloat(x), ny = parseFloat(y);
+      return dir * (isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny);
+    });
+    cards.forEach(function (card) { gallery.appendChild(card); });
   });
-  cards.forEach(function (card) { gallery.appendChild(card); });
-});
+  window.addEventListener('hashchange', openTarget);
+  document.querySelectorAll('.gallery').forEach(function (g) {
+    if (!g.closest('.cell')) fill(g, false);
+  });
+  openTarget();
+})();
 """
 
 
@@ -205,6 +239,8 @@ def page(title: str, body: Sequence[str]) -> str:
         f"<title>{esc(title)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
+        "<noscript><p>This page shows its images with JavaScript: allow it for this file."
+        "</p></noscript>",
         *body,
         f"<script>{SCRIPT}</script>",
         "</body></html>",
@@ -254,6 +290,15 @@ def top_k(ranked: Sequence[tuple[str, float]], expected: str, caption_html: str 
         for label, conf in ranked)
     head = f"<div>{caption_html}</div>" if caption_html else ""
     return f"{head}<ol>{items}</ol>"
+
+
+def gallery(gallery_id: str, cards: Sequence[str]) -> str:
+    """A gallery: the cards wait in an inert template and the script shows them a
+    page at a time, so a page with thousands of images opens fast."""
+    gid = esc(gallery_id)
+    return (f'<div class="gallery" id="{gid}"></div>'
+            f'<template id="{gid}-cards">{"".join(cards)}</template>'
+            f'<button type="button" class="more" data-more="{gid}" hidden>show all</button>')
 
 
 def card(body: str, caption: str, data: dict[str, str], classes: Sequence[str] = ()) -> str:

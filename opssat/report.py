@@ -403,7 +403,8 @@ def _confusion_html(index: int, result: ModeResult, cards: list[str]) -> list[st
                     f'<section class="cell" id="{anchor}"><h3>{result.mode}: expected '
                     f"{esc(label)}, predicted {esc(perf.labels[c])} ({count} images) "
                     f'<a href="#confusion-{index}">close</a></h3>'
-                    f'<div class="gallery">{"".join(cells.get((r, c), []))}</div></section>')
+                    + html_report.gallery(f"{anchor}-gallery", cells.get((r, c), []))
+                    + "</section>")
         rows.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
     table = (f'<table class="confusion" id="confusion-{index}" data-mode="{esc(result.mode)}">'
              f"<tr><th>{esc(CONFUSION_CORNER)}</th>{head}</tr>{''.join(rows)}</table>")
@@ -458,7 +459,7 @@ def render_html(model: str, results: Sequence[ModeResult], agree: metrics.Agreem
         cards = [_row_card(results[0], i, sources[0][i], pairs, page, modes[:2],
                            [(results[1], j)]) for i, j in differing]
         body += [html_report.sort_buttons("differ", _SORTS[2:]),
-                 f'<div class="gallery" id="differ">{"".join(cards)}</div>']
+                 html_report.gallery("differ", cards)]
     for index, (result, mode) in enumerate(zip(results, modes, strict=True)):
         perf = result.performance
         body += [f'<h2 id="mode-{index}">{esc(_mode_title(result))}</h2>',
@@ -489,8 +490,7 @@ def render_html(model: str, results: Sequence[ModeResult], agree: metrics.Agreem
         body += [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
                  f"({len(flagged)} of {perf.images})</h3>",
                  html_report.sort_buttons(gallery, _SORTS),
-                 f'<div class="gallery" id="{gallery}">'
-                 + "".join(cards[row] for row in flagged) + "</div>"]
+                 html_report.gallery(gallery, [cards[row] for row in flagged])]
     if plots:
         body.append('<h2 id="plots">Plots</h2>')
         body += [f'<img class="plot" loading="lazy" src="{esc(html_report.relative_url(p, page))}"'

@@ -171,7 +171,7 @@ def render_page(paths: ModelPaths, result: Review) -> str:
                     "errors here, so look before you move.</p>")
     body += [f'<p class="muted">cleanlab: {esc(note)}</p>' for note in result.notes]
     body += [html_report.sort_buttons("suspects", _SORTS),
-             f'<div class="gallery" id="suspects">{"".join(cards)}</div>']
+             html_report.gallery("suspects", cards)]
     return html_report.page(f"Label review of {paths.name}", body)
 
 

@@ -43,8 +43,9 @@ class PageParser(HTMLParser):
         if tag == "td" and "data-count" in a and self._mode is not None:
             self.cells[(self._mode, a["data-expected"], a["data-predicted"])] = int(
                 a["data-count"])
-        if tag in ("section", "div"):
-            self._containers.append(a.get("id"))
+        if tag in ("section", "div", "template"):
+            # A gallery's cards wait in the template "<gallery id>-cards".
+            self._containers.append((a.get("id") or "").removesuffix("-cards") or None)
         if tag == "figure" and "card" in (a.get("class") or "").split():
             container = next(c for c in reversed(self._containers) if c)
             self.cards[container].append(a)
@@ -58,7 +59,7 @@ class PageParser(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag == "table":
             self._mode = None
-        if tag in ("section", "div"):
+        if tag in ("section", "div", "template"):
             self._containers.pop()
 
 
@@ -98,7 +99,8 @@ def test_page_matches_the_csvs(page) -> None:
         for expected in LABELS:
             for predicted in LABELS:
                 assert parsed.cells[(mode, expected, predicted)] == counted[(expected, predicted)]
-                cell = f"cell-{index}-{LABELS.index(expected)}-{LABELS.index(predicted)}"
+                cell = (f"cell-{index}-{LABELS.index(expected)}-{LABELS.index(predicted)}"
+                        "-gallery")
                 names = sorted(c["data-name"] for c in parsed.cards.get(cell, []))
                 assert names == sorted(n for n, e, t in zip(conf.filenames, conf.expected,
                                                             conf.top1, strict=True)
@@ -166,25 +168,35 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 CHECK_SCRIPT = """
 <script>
 window.addEventListener('load', function () {
-  var broken = Array.prototype.filter.call(document.images, function (img) {
-    return !(img.complete && img.naturalWidth > 0);
-  }).map(function (img) { return img.getAttribute('src'); });
-  var cells = Array.prototype.map.call(
-    document.querySelectorAll('table.confusion td[data-count]'), function (td) {
-      var link = td.querySelector('a');
-      var panel = link ? document.querySelector(link.getAttribute('href')) : null;
-      return {mode: td.closest('table').dataset.mode, expected: td.dataset.expected,
-              predicted: td.dataset.predicted, shown: Number(td.textContent.trim()),
-              cards: panel ? panel.querySelectorAll('.card').length : 0};
+  var shownFirst = document.images.length;
+  window.opssatShowAll();
+  var images = Array.prototype.slice.call(document.images);
+  Promise.all(images.map(function (img) {
+    return img.complete ? null : new Promise(function (done) {
+      img.addEventListener('load', done);
+      img.addEventListener('error', done);
     });
-  document.querySelector('button[data-target="gallery-0"][data-dir="-1"]').click();
-  var order = Array.prototype.map.call(document.getElementById('gallery-0').children,
-                                       function (card) { return Number(card.dataset.conf); });
-  var out = document.createElement('pre');
-  out.id = 'check-result';
-  out.textContent = JSON.stringify({images: document.images.length, broken: broken,
-                                    cells: cells, order: order});
-  document.body.appendChild(out);
+  })).then(function () {
+    var broken = images.filter(function (img) {
+      return !(img.complete && img.naturalWidth > 0);
+    }).map(function (img) { return img.getAttribute('src'); });
+    var cells = Array.prototype.map.call(
+      document.querySelectorAll('table.confusion td[data-count]'), function (td) {
+        var link = td.querySelector('a');
+        var panel = link ? document.querySelector(link.getAttribute('href')) : null;
+        return {mode: td.closest('table').dataset.mode, expected: td.dataset.expected,
+                predicted: td.dataset.predicted, shown: Number(td.textContent.trim()),
+                cards: panel ? panel.querySelectorAll('.card').length : 0};
+      });
+    document.querySelector('button[data-target="gallery-0"][data-dir="-1"]').click();
+    var order = Array.prototype.map.call(document.getElementById('gallery-0').children,
+                                         function (card) { return Number(card.dataset.conf); });
+    var out = document.createElement('pre');
+    out.id = 'check-result';
+    out.textContent = JSON.stringify({shown_first: shownFirst, images: images.length,
+                                      broken: broken, cells: cells, order: order});
+    document.body.appendChild(out);
+  });
 });
 </script>
 """
@@ -219,6 +231,7 @@ def test_page_in_headless_chromium(page, tmp_path: Path) -> None:
     assert found, f"no result from the page: {run.stderr[-2000:]}"
     result = json.loads(html.unescape(found.group(1)))
     assert result["images"] > 50
+    assert 0 < result["shown_first"] < result["images"]  # cells wait until opened
     assert result["broken"] == []
     for index, mode in enumerate(images.PREPROCESS_MODES):
         conf = metrics.load_confidences(paths.confidences_csv(mode))
