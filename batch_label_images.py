@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Classify every image of repo/<model>/data/test/<label>/ in one process.
+"""Classify every image of repo/<model>/data/test/<label>/ in one process:
+batch_label_images.py <model> [labels_to_skip], as the original toolkit.
 
 Writes data/classification/confidences.csv (confidences_<mode>.csv for
 --preprocess onboard) and copies each image to classified/<label>/ or, below
@@ -19,6 +20,9 @@ from opssat.paths import model_paths
 def parse_args() -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("labels_to_skip", nargs="?", default="",
+                        help="comma-separated test label folders to leave out, as the "
+                        "original toolkit took them (e.g. bad,edge)")
     parser.add_argument("--model_file", type=Path, default=None,
                         help=".tflite model (default: repo/<model>/tflite_model.tflite)")
     parser.add_argument("--label_file", type=Path, default=None,
@@ -40,10 +44,10 @@ def main() -> int:
         model_file=args.model_file,
         label_file=args.label_file,
         threshold=args.threshold,
-        preprocess=args.preprocess,
-        onboard_channels=args.onboard_channels,
+        preprocessing=images.preprocessing_from_args(args),
         num_threads=args.num_threads,
         progress=False if args.no_progress else None,
+        skip_labels=[label.strip() for label in args.labels_to_skip.split(",") if label.strip()],
     )
     if result.unreadable:
         cli.warn(f"{len(result.unreadable)} file(s) could not be read and were skipped:")

@@ -18,7 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import cli, images, report, smartcam
+from opssat import atomic, cli, images, report, smartcam
+from opssat.confidences import check_threshold
 from opssat.paths import model_paths
 
 
@@ -26,7 +27,7 @@ def parse_args() -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
-    parser.add_argument("--target_accuracy", type=float, default=0.95,
+    parser.add_argument("--target_accuracy", type=float, default=smartcam.DEFAULT_TARGET_ACCURACY,
                         help="find the lowest threshold whose kept images reach this accuracy "
                         "(default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
@@ -40,10 +41,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    for name in ("target_accuracy", "threshold"):
-        value = getattr(args, name)
-        if not 0.0 <= value <= 1.0:
-            raise cli.UserError(f"--{name} must be between 0 and 1, not {value}")
+    check_threshold(args.target_accuracy, "--target_accuracy")
+    check_threshold(args.threshold)
     paths = model_paths(args.model).require_model_dir()
     if args.csv is not None:
         if not args.csv.is_file():
@@ -56,6 +55,8 @@ def main() -> int:
         if not csvs:
             raise cli.UserError(f"{paths.confidences_csv()} not found: run "
                                 f"batch_label_images.py {args.model} first")
+    atomic.check_writable(paths.report_md, paths.plot_png("threshold_curve"),
+                          *report.html_outputs(paths))
     results = report.evaluate_csvs(csvs, args.threshold, args.target_accuracy)
     agreement = report.mode_agreement(results)
     plots = report.write_plots(paths, results)

@@ -14,28 +14,12 @@ fail() {
 [ "$#" -eq 1 ] || fail "usage: ./create_dirs.sh <model> (one model name, e.g. ./create_dirs.sh opssat_v1)"
 name=$1
 
-# What Python's \s matches: ASCII whitespace, \x1c-\x1f, and Unicode spaces (UTF-8).
-spaces=$' \t\n\v\f\r\x1c\x1d\x1e\x1f'
-unicode_spaces=($'\xc2\x85' $'\xc2\xa0' $'\xe1\x9a\x80' $'\xe2\x80\x80' $'\xe2\x80\x81'
-    $'\xe2\x80\x82' $'\xe2\x80\x83' $'\xe2\x80\x84' $'\xe2\x80\x85' $'\xe2\x80\x86'
-    $'\xe2\x80\x87' $'\xe2\x80\x88' $'\xe2\x80\x89' $'\xe2\x80\x8a' $'\xe2\x80\xa8'
-    $'\xe2\x80\xa9' $'\xe2\x80\xaf' $'\xe2\x81\x9f' $'\xe3\x80\x80')
-
-# The same rule as opssat.paths.check_model_name; the tests check that both agree.
-bad_name() {
-    [ -z "$1" ] || [[ $1 == [-.]* ]] || [[ $1 == */* ]] || [[ $1 == *..* ]] ||
-        [[ $1 == *["$spaces"]* ]] && return 0
-    local space
-    for space in "${unicode_spaces[@]}"; do
-        [[ $1 == *"$space"* ]] && return 0
-    done
-    return 1
-}
-
-if bad_name "$name"; then
+# The same rule as opssat.paths.check_model_name; the tests check that both agree:
+# ASCII letters, digits, '_' and '-' (bytes, whatever the locale), not starting with '-'.
+if ! [[ $name =~ ^[A-Za-z0-9_][A-Za-z0-9_-]*$ ]]; then
     shown=${name//$'\n'/\\n}
     shown=${shown//$'\r'/\\r}
-    fail "invalid model name '$shown': use letters, digits, '_' or '-', not starting with '-' or '.', without '/', spaces or '..'"
+    fail "invalid model name '$shown': use ASCII letters, digits, '_' or '-', not starting with '-'"
 fi
 
 repo=${OPSSAT_REPO:-"$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/repo"}
@@ -49,4 +33,4 @@ done
 
 echo "model folder: $model"
 echo "put your images in $model/data/all/<label>/ (one folder per label, e.g. bad/, earth/, edge/)"
-echo "then run: ./split_data.py $name 20"
+echo "then run: ./split_data.py '$name' 20"

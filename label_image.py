@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Classify one image with a TFLite model: flags as TensorFlow's label_image example.
+"""Classify one image with a TFLite model: flags as TensorFlow's label_image example
+and the original OPS-SAT toolkit (-i, -m, -l, -t, -n, -e).
+
+With -n/--model_name it also does what the original did: it appends the image's
+row to repo/<model>/data/classification/confidences.csv and copies the image to
+classified/<label>/ or, below the threshold, to unclassified/.
 
 Runs on LiteRT alone (no TensorFlow import), so it starts in well under a second.
 """
@@ -10,17 +15,29 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import cli, images, smartcam
-from opssat.infer import Classifier, ranked
+from opssat import cli, confidences, images, smartcam
+from opssat.infer import Classifier, predicted_label, ranked, record_image
+from opssat.paths import model_paths
 
 
 def parse_args() -> argparse.Namespace:
-    parser = cli.ArgumentParser(description=__doc__)
-    parser.add_argument("--image", required=True, type=Path, help="image to classify")
-    parser.add_argument("--model_file", type=Path, default=Path("tflite_model.tflite"),
-                        help=".tflite model (default: %(default)s)")
-    parser.add_argument("--label_file", type=Path, default=Path("labels.txt"),
-                        help="labels, one per line in output order (default: %(default)s)")
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-i", "--image", required=True, type=Path, help="image to classify")
+    parser.add_argument("-m", "--model_file", type=Path, default=None,
+                        help=".tflite model (default: repo/<model>/tflite_model.tflite with -n, "
+                        "else tflite_model.tflite)")
+    parser.add_argument("-l", "--label_file", type=Path, default=None,
+                        help="labels, one per line in output order (default: "
+                        "repo/<model>/labels.txt with -n, else labels.txt)")
+    parser.add_argument("-t", "--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
+                        help="below this top-1 confidence the image is unclassified "
+                        "(default: %(default)s, as on SmartCam)")
+    parser.add_argument("-n", "--model_name", default=None,
+                        help="record the result in repo/<model>/data/classification/: a row of "
+                        "confidences.csv and a copy in classified/<label>/ or unclassified/")
+    parser.add_argument("-e", "--expected_label", default=None,
+                        help="the image's true label, for the CSV row (needed with -n)")
     parser.add_argument("--input_mean", type=float, default=smartcam.INPUT_MEAN,
                         help="input = (pixel - mean) / std (default: %(default)s)")
     parser.add_argument("--input_std", type=float, default=smartcam.INPUT_STD,
@@ -37,17 +54,42 @@ def main() -> int:
     args = parse_args()
     if args.top_k is not None and args.top_k < 1:
         raise cli.UserError(f"--top_k must be 1 or more, not {args.top_k}")
+    confidences.check_threshold(args.threshold, "-t/--threshold")
+    preprocessing = images.preprocessing_from_args(args)
     if not args.image.is_file():
         raise cli.UserError(f"image {args.image} not found: pass an existing file to --image")
-    classifier = Classifier(args.model_file, args.label_file, num_threads=args.num_threads)
-    probabilities, elapsed_ms = classifier.classify_file(
-        args.image, args.preprocess, args.onboard_channels, args.input_mean, args.input_std)
+    paths = None
+    if args.model_name is not None:
+        paths = model_paths(args.model_name).require_model_dir()
+        if args.expected_label is None:
+            raise cli.UserError("-n/--model_name records the image for calc_perf.py, which "
+                                "needs its true label: pass -e/--expected_label <label>")
+        model_file = args.model_file or paths.tflite_model
+        label_file = args.label_file or paths.labels_file
+    elif args.expected_label is not None:
+        raise cli.UserError("-e/--expected_label is recorded only with -n/--model_name <model>")
+    else:
+        model_file = args.model_file or Path("tflite_model.tflite")
+        label_file = args.label_file or Path("labels.txt")
+    classifier = Classifier(model_file, label_file, num_threads=args.num_threads,
+                            preprocessing=preprocessing)
+    probabilities, elapsed_ms = classifier.classify_file(args.image)
+    recorded = None
+    if paths is not None:
+        recorded = record_image(paths, args.image, args.expected_label, probabilities,
+                                elapsed_ms, classifier.labels, args.threshold, preprocessing.mode)
     results = ranked(probabilities, classifier.labels, args.top_k)
     if args.json:
-        print(json.dumps({"predictions": dict(results), "time_ms": round(elapsed_ms, 3)}))
-    else:
-        for label, confidence in results:
-            print(f"{label}: {confidence:.6f}")
+        out = {"predictions": dict(results), "time_ms": round(elapsed_ms, 3),
+               "predicted": predicted_label(probabilities, classifier.labels, args.threshold)}
+        if recorded is not None:
+            out.update(csv=str(recorded.csv_path), copy=str(recorded.copy))
+        print(json.dumps(out))
+        return 0
+    for label, confidence in results:
+        print(f"{label}: {confidence:.6f}")
+    if recorded is not None:
+        print(f"recorded: {recorded.predicted} -> {recorded.copy}; row in {recorded.csv_path}")
     return 0
 
 

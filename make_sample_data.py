@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, sample
+from opssat import atomic, cli, images, sample
 from opssat.paths import model_paths
 
 
@@ -32,6 +32,8 @@ def main() -> int:
     paths = model_paths(args.model)
     if not args.force:
         sample.refuse_non_empty(paths.all_dir)
+    existing = images.label_folders(paths.all_dir) if paths.all_dir.is_dir() else []
+    atomic.check_writable(paths.all_dir, *existing)
     counts = sample.generate(paths.all_dir, args.count, args.seed)
     for label, n in counts.items():
         print(f"{label:<6} {n:>5} images in {paths.all_dir / label}")

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, smartcam
+from opssat import cli, contract, package, smartcam
 from opssat.paths import ModelPaths, model_paths
 
 
@@ -62,7 +62,7 @@ def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
                             "package_smartcam.py --check_only model.tflite")
     default_labels = paths.labels_file if paths is not None else model_file.parent / "labels.txt"
     label_file = resolve(paths, args.label_file, default_labels)
-    report = smartcam.check_contract(model_file, label_file)
+    report = contract.check_contract(model_file, label_file)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -75,29 +75,29 @@ def main() -> int:
     if paths is None:
         raise cli.UserError("no model given: package_smartcam.py <model> "
                             "(or --check_only FILE to only check a .tflite)")
-    name = smartcam.check_package_name(args.name if args.name is not None else paths.name)
+    name = package.package_name(args.name, paths.name)
     model_file = resolve(paths, args.model_file, paths.tflite_model)
     label_file = resolve(paths, args.label_file, paths.labels_file)
     try:
-        package = smartcam.build_package(paths, name, model_file, label_file,
+        built = package.build_package(paths, name, model_file, label_file,
                                          args.threshold, args.target_accuracy)
-    except smartcam.ContractError as err:
+    except contract.ContractError as err:
         print(err.report.format())
         raise
-    print(package.report.format())
-    advice = package.advice
+    print(built.report.format())
+    advice = built.advice
     for warning in advice.warnings:
         cli.warn(warning)
     print(f"\nconfidence_threshold {advice.threshold:.2f}: {advice.reason}")
     if advice.row is not None:
-        print(f"  at {advice.threshold:.2f} the evaluation {smartcam.describe_row(advice.row)}")
-    print(f"\npackaged {package.folder}/ (verify: cd {package.folder} && "
-          f"sha256sum -c {smartcam.CHECKSUMS_FILE})")
+        print(f"  at {advice.threshold:.2f} the evaluation {package.describe_row(advice.row)}")
+    print(f"\npackaged {built.folder}/ (verify: cd {built.folder} && "
+          f"sha256sum -c {package.CHECKSUMS_FILE})")
     print("copy to the spacecraft:")
-    for here, there in package.copies:
+    for here, there in built.copies:
         print(f"  {here} -> {there}")
-    print(f"\nconfig snippet ({smartcam.CONFIG_SNIPPET_FILE}) for /home/exp1000/config.ini:")
-    print(package.config_text, end="")
+    print(f"\nconfig snippet ({package.CONFIG_SNIPPET_FILE}) for /home/exp1000/config.ini:")
+    print(built.config_text, end="")
     return 0
 
 

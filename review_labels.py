@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, review
+from opssat import atomic, cli, review
 from opssat.paths import model_paths
 
 #: Suspects printed on the terminal (the CSV and the page have all).
@@ -31,6 +31,7 @@ def main() -> int:
     args = parse_args()
     paths = model_paths(args.model).require_model_dir()
     source = review.find_source(paths)
+    atomic.check_writable(*review.outputs(paths))
     print(f"probabilities: {source.csv_path} ({source.kind}, {source.preprocess} preprocessing)")
     result = review.review(paths, source)
     for note in result.notes:

@@ -20,7 +20,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", default=str(split.DEFAULT_SEED),
                         help="random seed: the same seed gives the same split "
                              "(default: %(default)s)")
-    parser.add_argument("--group-seconds", default=f"{split.DEFAULT_GROUP_SECONDS:g}",
+    parser.add_argument("--group_seconds", "--group-seconds",
+                        default=f"{split.DEFAULT_GROUP_SECONDS:g}",
                         help="images taken within this many seconds of each other stay on one "
                              "side (default: %(default)s)")
     parser.add_argument("--force", action="store_true",

@@ -13,8 +13,13 @@ fi
 model=$1
 shift
 epochs=()
-if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
-    epochs=(--train_epochs "$1")
+# The second argument is the epochs unless it is a --flag: a positive whole number.
+if [ $# -gt 0 ] && [[ $1 != --* ]]; then
+    if ! [[ $1 =~ ^[0-9]{1,6}$ ]] || [ "$((10#$1))" -eq 0 ]; then
+        echo "error: epochs must be a whole number from 1 to 999999, not '$1' (usage: ./train.sh <model> [epochs] [make_image_classifier flags])" >&2
+        exit 2
+    fi
+    epochs=(--train_epochs "$((10#$1))")
     shift
 fi
 python=.venv/bin/python

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opssat import export, labels, smartcam  # noqa: E402
+from opssat import contract, export, labels, smartcam  # noqa: E402
 from opssat.backbones import load_backbone  # noqa: E402
 from opssat.infer import Classifier  # noqa: E402
 from opssat.train import TrainOptions, build_classifier, build_head  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
         model = build_classifier(backbone, build_head(len(LABELS), TrainOptions(image_dir="")))
         path = work / f"{backbone.name}.tflite"
         path.write_bytes(export.tflite_bytes(model))
-        report = smartcam.check_contract(path, labels_file)
+        report = contract.check_contract(path, labels_file)
         classifier = Classifier(path, labels_file, num_threads=args.threads)
         classifier.classify(image)
         times = [classifier.classify(image)[1] for _ in range(args.invokes)]

@@ -50,7 +50,7 @@ def measure(count: int, work: Path) -> dict:
     files = list_labelled_files(data / "all")
     backbone = load_backbone("efficientnet_lite0")
     check_feature_extractor(backbone)
-    preprocessing = Preprocessing(backbone.image_size)
+    preprocessing = Preprocessing(size=(backbone.image_size, backbone.image_size))
 
     started = time.perf_counter()
     for _ in image_dataset(files, preprocessing, BATCH):

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, images, smartcam
-from opssat.infer import Classifier
-from opssat.paths import model_paths
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# This project's opssat, not whichever checkout the virtualenv was installed from.
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import opssat  # noqa: E402, F401  (selects tf_keras before TensorFlow loads)
+from opssat import cli, images, package, smartcam  # noqa: E402
+from opssat.confidences import check_threshold  # noqa: E402
+from opssat.infer import Classifier  # noqa: E402
+from opssat.paths import model_paths  # noqa: E402
+
 DEFAULT_REAL_DIR = PROJECT_ROOT.parent / "shared" / "opssat_real"
 MODES = images.PREPROCESS_MODES
 
@@ -57,13 +61,13 @@ def model_files(args: argparse.Namespace) -> tuple[Path, Path, float | None]:
     if not args.model:
         raise cli.UserError("give --model NAME (its SmartCam package) or --model_file FILE")
     paths = model_paths(args.model).require_model_dir()
-    name = smartcam.check_package_name(args.package or paths.name)
+    name = package.check_package_name(args.package or paths.name)
     folder = paths.smartcam_dir(name)
     if not folder.is_dir():
         raise cli.UserError(f"no SmartCam package {folder}: run package_smartcam.py "
                             f"{paths.name} --name {name} first")
     label_file = Path(args.label_file) if args.label_file else folder / smartcam.LABELS_FILE
-    return folder / smartcam.MODEL_FILE, label_file, smartcam.package_threshold(folder)
+    return folder / smartcam.MODEL_FILE, label_file, package.package_threshold(folder)
 
 
 def real_images(real_dir: Path) -> list[tuple[str, Path]]:
@@ -77,16 +81,17 @@ def evaluate(classifier: Classifier, files: list[tuple[str, Path]], threshold: f
     """Every figure, JSON-ready: per mode accuracy, recall per label and kept
     share at the threshold; top-1 agreement between modes; input difference."""
     labels = classifier.labels
+    preprocessing = {mode: images.Preprocessing(mode, onboard_channels, classifier.input_size)
+                     for mode in MODES}
     rows, skipped = [], []
     for expected, path in files:
         try:
-            results = {mode: classifier.classify_file(path, mode, onboard_channels)[0]
-                       for mode in MODES}
-            inputs = [images.load_input(path, classifier.input_size, mode, onboard_channels)
-                      for mode in MODES]
+            inputs = [images.load_input(path, preprocessing[mode]) for mode in MODES]
         except images.UnreadableImageError as err:
             skipped.append(str(err))
             continue
+        results = {mode: classifier.classify(model_input)[0]
+                   for mode, model_input in zip(MODES, inputs, strict=True)}
         row = {"file": f"{expected}/{path.name}", "expected": expected,
                "input_mad": float(np.mean(np.abs(inputs[0] - inputs[1])))}
         for mode, probabilities in results.items():
@@ -189,8 +194,7 @@ def main() -> int:
     model_file, label_file, package_threshold = model_files(args)
     threshold = args.threshold if args.threshold is not None else (
         package_threshold if package_threshold is not None else smartcam.CONFIDENCE_THRESHOLD)
-    if not 0.0 <= threshold <= 1.0:
-        raise cli.UserError(f"--threshold {threshold} is outside 0..1: e.g. 0.7")
+    check_threshold(threshold)
     files = real_images(real_dir)
     if not files:
         raise cli.UserError(f"no images in {real_dir}/<label>/: put thumbnails in label folders")

@@ -10,12 +10,37 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from opssat.cli import UserError
+
 
 def _umask_mode(base: int) -> int:
     """``base`` less the process umask: what open() and mkdir() would have given."""
     umask = os.umask(0)
     os.umask(umask)
     return base & ~umask
+
+
+def check_writable(*targets: Path | str | None) -> None:
+    """Refuse outputs that cannot be written, before any long work starts.
+
+    Each target is written beside itself and renamed into place, and an old
+    folder is emptied, so its folder (the nearest one that exists, since missing
+    ones are created) and an existing target folder itself must be writable.
+    """
+    for target in targets:
+        if not target:
+            continue
+        target = Path(target)
+        folders = [target] if target.is_dir() and not target.is_symlink() else []
+        parent = target.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UserError(f"cannot write {target}: {parent} is not a folder; move it away")
+        for folder in [parent, *folders]:
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise UserError(f"cannot write {target}: {folder} is read-only for you; make it "
+                                f"writable (chmod u+w '{folder}') or use another folder")
 
 
 def write_bytes(path: Path, data: bytes) -> None:

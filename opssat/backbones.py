@@ -13,7 +13,7 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
-from opssat.cli import UserError
+from opssat.cli import UserError, first_line
 from opssat.tf_setup import tf, tf_keras
 
 #: The backbone of the original toolkit's train_model.sh.
@@ -158,9 +158,8 @@ def check_feature_extractor(backbone: Backbone) -> None:
 
 
 def _size_refused(name: str, size: int, err: Exception) -> UserError:
-    first_line = str(err).strip().splitlines()[0][:120]
     return UserError(f"backbone {name} refuses {size}x{size} images; pick another "
-                     f"--image_size ({first_line})")
+                     f"--image_size ({first_line(err)[:120]})")
 
 
 def _folder_fingerprint(folder: Path) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -35,6 +36,24 @@ def run(main: Callable[[], int | None]) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     sys.exit(code or 0)
+
+
+def on_interrupt(message: str) -> None:
+    """From now on, Ctrl-C says ``message`` and exits 130 at once: for when the work
+    is done and committed and only reporting (or library teardown) is left."""
+
+    def handler(signum: int, frame: object) -> None:
+        print(f"interrupted: {message}", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, handler)
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first message line (its type when it has no message): native
+    libraries put pages of detail after the line a user needs."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def warn(message: str) -> None:

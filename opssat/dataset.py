@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from opssat import atomic, images, split
 from opssat.cli import UserError, warn
+from opssat.images import Preprocessing
 from opssat.tf_setup import tf, tf_keras
 
 
@@ -41,7 +42,8 @@ class LabelledFiles:
         digest = hashlib.sha256()
         for path, target in zip(self.paths, self.targets, strict=True):
             stat = path.stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode())
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode(
+                "utf-8", "surrogateescape"))
         return digest.hexdigest()
 
 
@@ -98,27 +100,15 @@ def stratified_split(
 # --- tf.data ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a file becomes model input (one of images.PREPROCESS_MODES)."""
-
-    image_size: int
-    mode: str = "ground"
-    onboard_channels: int = 1
-
-    def load(self, path: str | bytes) -> np.ndarray:
-        """A float32 (size, size, 3) input in [0, 1]; zeros with a warning if undecodable."""
-        name = path.decode() if isinstance(path, bytes) else path
-        size = (self.image_size, self.image_size)
-        try:
-            return images.load_input(name, size, self.mode, self.onboard_channels)
-        except images.UnreadableImageError as err:
-            warn(f"{err}; using a black image")
-            return np.zeros((*size, 3), np.float32)
-
-    @property
-    def identity(self) -> str:
-        return f"{self.mode}|{self.onboard_channels}|{self.image_size}"
+def load_image(path: str | bytes | Path, preprocessing: Preprocessing) -> np.ndarray:
+    """A float32 model input of ``path``; zeros with a warning if it cannot be decoded,
+    so one bad file does not stop a training run."""
+    name = path.decode() if isinstance(path, bytes) else path
+    try:
+        return images.load_input(name, preprocessing)
+    except images.UnreadableImageError as err:
+        warn(f"{err}; using a black image")
+        return np.zeros((*preprocessing.size, 3), np.float32)
 
 
 def image_dataset(
@@ -134,15 +124,13 @@ def image_dataset(
     Decoding runs in parallel (AUTOTUNE) through the toolkit's own preprocessing,
     so training sees exactly what evaluation and the on-board emulation see.
     """
-    size = preprocessing.image_size
-
     def load(path: bytes) -> np.ndarray:
-        pixels = preprocessing.load(path)
+        pixels = load_image(path, preprocessing)
         return augment(pixels) if augment else pixels
 
     def decode(path: tf.Tensor) -> tf.Tensor:
         image = tf.numpy_function(load, [path], tf.float32, stateful=augment is not None)
-        image.set_shape((size, size, 3))
+        image.set_shape((*preprocessing.size, 3))
         return image
 
     dataset = shuffled(files, np.asarray([str(p) for p in files.paths]), shuffle_seed,

@@ -231,7 +231,8 @@ def _write_thumbnail(source: Path, target: Path) -> None:
 
 def _write_input(source: Path, mode: str, onboard_channels: int, target: Path) -> None:
     """The model's input, lossless; one channel when the three are equal (gray)."""
-    pixels = images.load_pixels(source, mode=mode, onboard_channels=onboard_channels)
+    preprocessing = images.Preprocessing(mode=mode, onboard_channels=onboard_channels)
+    pixels = images.load_pixels(source, preprocessing)
     if np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0],
                                                                          pixels[..., 2]):
         Image.fromarray(pixels[..., 0], mode="L").save(target, format="PNG")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
+import os
 import re
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from opssat import smartcam
-from opssat.cli import UserError
+from opssat.cli import UserError, warn
 
 # OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -46,14 +49,49 @@ def is_image_name(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def shown(path: str | Path) -> str:
+    """``path`` as text whatever its bytes: a name that is not UTF-8 shows them as
+    ``\\xff`` escapes instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def utf8_name(path: str | Path) -> bool:
+    """True when the name is valid UTF-8, so it can go into the CSVs and logs."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_utf8_name(path: str | Path) -> None:
+    """UserError for a file whose name is not UTF-8 (the toolkit's policy: such files
+    are refused or skipped, never half-processed)."""
+    if not utf8_name(path):
+        raise UserError(f"{shown(path)}: the file name is not valid UTF-8; rename it "
+                        "(e.g. with convmv), then run again")
+
+
+def _usable(paths: list[Path]) -> list[Path]:
+    """``paths`` without those whose names are not UTF-8, each named in a warning."""
+    for path in paths:
+        if not utf8_name(path):
+            warn(f"skipped {shown(path)}: its name is not valid UTF-8; rename it to use it")
+    return [path for path in paths if utf8_name(path)]
+
+
 def list_files(folder: Path) -> list[Path]:
-    """Regular, non-hidden files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    """Regular, non-hidden files directly in ``folder``, sorted by name; a name that
+    is not UTF-8 is skipped with a warning, before anything is written."""
+    return _usable(sorted(p for p in folder.iterdir()
+                          if p.is_file() and not p.name.startswith(".")))
 
 
 def label_folders(folder: Path) -> list[Path]:
-    """The ``<label>/`` sub-folders of ``folder``, sorted by name (the label order)."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The ``<label>/`` sub-folders of ``folder``, sorted by name (the label order);
+    a name that is not UTF-8 is skipped with a warning."""
+    return _usable(sorted(p for p in folder.iterdir()
+                          if p.is_dir() and not p.name.startswith(".")))
 
 
 def open_rgb(path: str | Path) -> Image.Image:
@@ -152,35 +190,60 @@ def _jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
         return decoded.convert("RGB")
 
 
-def load_pixels(
-    path: str | Path,
-    size: tuple[int, int] = smartcam.INPUT_SIZE,
-    mode: str = "ground",
-    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
-) -> np.ndarray:
-    """Decode ``path`` into a (height, width, 3) uint8 array as the model sees it.
-
-    ``ground``: RGB, Pillow bilinear resize, as ground tools always did.
-    ``onboard``: as SmartCam does it: grayscale when ``onboard_channels`` is 1,
-    Mitchell resize, JPEG quality 90 round trip, channels replicated to RGB.
-    """
-    check_preprocessing(mode, onboard_channels)
-    img = open_rgb(path)
-    height, width = size
-    if mode == "ground":
-        return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
-    if onboard_channels == 1:
-        img = img.convert("L")
-    resized = Image.fromarray(mitchell_resize(np.asarray(img), size))
-    return np.asarray(_jpeg_round_trip(resized, smartcam.ONBOARD_JPEG_QUALITY))
-
-
 def check_preprocessing(mode: str, onboard_channels: int, flag: str = "--preprocess") -> None:
     """Refuse an unknown mode or channel count, naming the command-line ``flag``."""
     if mode not in PREPROCESS_MODES:
         raise UserError(f"unknown {flag} {mode!r}: use one of {', '.join(PREPROCESS_MODES)}")
     if onboard_channels not in ONBOARD_CHANNEL_CHOICES:
         raise UserError(f"--onboard_channels must be 1 or 3, not {onboard_channels}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a file becomes model input, as one value: the resize ``mode`` (one of
+    PREPROCESS_MODES) with its on-board channel count, the (height, width) ``size``,
+    and the input scaling (pixel - ``mean``) / ``std``. Checked when made."""
+
+    mode: str = "ground"
+    onboard_channels: int = smartcam.ONBOARD_CHANNELS
+    size: tuple[int, int] = smartcam.INPUT_SIZE
+    mean: float = smartcam.INPUT_MEAN
+    std: float = smartcam.INPUT_STD
+
+    def __post_init__(self) -> None:
+        check_preprocessing(self.mode, self.onboard_channels)
+        size = tuple(int(n) for n in self.size)
+        if len(size) != 2 or min(size) < 1:
+            raise UserError(f"image size {self.size} must be two positive numbers")
+        object.__setattr__(self, "size", size)
+        if not math.isfinite(self.mean):
+            raise UserError(f"--input_mean must be a finite number, not {self.mean}")
+        if not math.isfinite(self.std) or self.std == 0:
+            raise UserError(f"--input_std must be a finite number other than 0, not {self.std}")
+
+    def at_size(self, size: tuple[int, int] | int) -> Preprocessing:
+        """The same preprocessing at another (height, width), or a square ``size``."""
+        return replace(self, size=(size, size) if isinstance(size, int) else size)
+
+    @property
+    def identity(self) -> str:
+        """A short key that changes whenever the model input would."""
+        return f"{self.mode}|{self.onboard_channels}|{self.size[0]}x{self.size[1]}|" \
+            f"{self.mean:g}|{self.std:g}"
+
+
+#: SmartCam's input size and scaling, ground (colour, bilinear) resize.
+GROUND = Preprocessing()
+
+
+def preprocessing_from_args(args: argparse.Namespace, **overrides) -> Preprocessing:
+    """The Preprocessing of ``add_preprocess_arguments``' flags (and ``--input_mean``,
+    ``--input_std`` where a script has them)."""
+    values = {"mode": args.preprocess, "onboard_channels": args.onboard_channels}
+    for name in ("mean", "std"):
+        if getattr(args, f"input_{name}", None) is not None:
+            values[name] = getattr(args, f"input_{name}")
+    return Preprocessing(**{**values, **overrides})
 
 
 def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
@@ -193,6 +256,24 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
                         help="channels SmartCam's resizer keeps (default: %(default)s)")
 
 
+def load_pixels(path: str | Path, preprocessing: Preprocessing = GROUND) -> np.ndarray:
+    """Decode ``path`` into a (height, width, 3) uint8 array as the model sees it.
+
+    ``ground``: RGB, Pillow bilinear resize, as ground tools always did.
+    ``onboard``: as SmartCam does it: grayscale when ``onboard_channels`` is 1,
+    Mitchell resize, JPEG quality 90 round trip, channels replicated to RGB.
+    """
+    size, onboard_channels = preprocessing.size, preprocessing.onboard_channels
+    img = open_rgb(path)
+    height, width = size
+    if preprocessing.mode == "ground":
+        return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
+    if onboard_channels == 1:
+        img = img.convert("L")
+    resized = Image.fromarray(mitchell_resize(np.asarray(img), size))
+    return np.asarray(_jpeg_round_trip(resized, smartcam.ONBOARD_JPEG_QUALITY))
+
+
 def to_model_input(
     pixels: np.ndarray,
     mean: float = smartcam.INPUT_MEAN,
@@ -202,14 +283,7 @@ def to_model_input(
     return (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)
 
 
-def load_input(
-    path: str | Path,
-    size: tuple[int, int] = smartcam.INPUT_SIZE,
-    mode: str = "ground",
-    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
-    mean: float = smartcam.INPUT_MEAN,
-    std: float = smartcam.INPUT_STD,
-) -> np.ndarray:
+def load_input(path: str | Path, preprocessing: Preprocessing = GROUND) -> np.ndarray:
     """A file as one float32 (height, width, 3) model input."""
-    return to_model_input(load_pixels(path, size, mode, onboard_channels), mean, std)
-
+    return to_model_input(load_pixels(path, preprocessing), preprocessing.mean,
+                          preprocessing.std)

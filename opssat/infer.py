@@ -19,36 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 from tqdm import tqdm
 
-from opssat import atomic, images, smartcam
-from opssat.cli import UserError, quiet_native_stderr, warn
+from opssat import atomic, confidences, images, smartcam
+from opssat.cli import UserError, warn
+from opssat.confidences import NOT_CLASSIFIED
+from opssat.contract import tensor_problems
+from opssat.images import GROUND, Preprocessing
 from opssat.labels import read_labels, validate_labels
+from opssat.litert import load_interpreter
 from opssat.paths import ModelPaths
-
-#: What ``predicted_label`` says when the top-1 confidence is below the threshold.
-NOT_CLASSIFIED = "n/a"
-#: confidences.csv's fixed columns, as the original toolkit wrote them; one column
-#: per label (labels.txt order) follows.
-CSV_COLUMNS = ("filename", "time_ms", "predicted_label", "expected_label")
-
-
-def _load_interpreter(model_file: Path, num_threads: int | None) -> Interpreter:
-    if not model_file.is_file():
-        raise UserError(f"model file {model_file} not found: train a model first or pass "
-                        "--model_file with an existing .tflite file")
-    if num_threads is not None and num_threads < 1:
-        raise UserError(f"--num_threads must be 1 or more, not {num_threads}")
-    try:
-        with quiet_native_stderr():
-            interpreter = Interpreter(model_path=str(model_file), num_threads=num_threads)
-            interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"{model_file} is not a TFLite model LiteRT can run ({reason}): "
-                        "pass the .tflite file written by training") from err
-    return interpreter
 
 
 def _quantization(detail: dict) -> tuple[float, int]:
@@ -57,7 +37,8 @@ def _quantization(detail: dict) -> tuple[float, int]:
 
 
 class Classifier:
-    """One LiteRT interpreter (ai_edge_litert.interpreter.Interpreter) and its labels.
+    """One LiteRT interpreter (ai_edge_litert.interpreter.Interpreter), its labels and
+    the preprocessing of the files it classifies (at the model's input size).
 
     Built once and reused for every image: loading the model per image is what
     made the original batch labelling slow.
@@ -69,6 +50,7 @@ class Classifier:
         label_file: Path | None = None,
         labels: list[str] | None = None,
         num_threads: int | None = None,
+        preprocessing: Preprocessing = GROUND,
     ) -> None:
         model_file = Path(model_file)
         if labels is None:
@@ -77,29 +59,22 @@ class Classifier:
             labels = read_labels(Path(label_file))
             source = str(label_file)
         else:
-            source = "labels"
+            source = "the label list"
             labels = validate_labels(list(labels), source)
         self.model_file = model_file
         self.labels: list[str] = labels
-        self._interpreter = _load_interpreter(model_file, num_threads)
-
-        inputs = self._interpreter.get_input_details()
-        outputs = self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise UserError(f"{model_file} has {len(inputs)} inputs and {len(outputs)} outputs: "
-                            "an image classifier has one of each")
-        self._input, self._output = inputs[0], outputs[0]
+        self._interpreter = load_interpreter(model_file, num_threads)
+        inputs, outputs = tensor_problems(self._interpreter, len(labels), source)
+        if inputs or outputs:
+            raise UserError(f"{model_file} is not an image classifier SmartCam can feed: "
+                            f"{'; '.join(inputs + outputs)}")
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
         shape = tuple(int(x) for x in self._input["shape"])
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
-            raise UserError(f"{model_file} takes input of shape {list(shape)}: SmartCam feeds "
-                            "(1, height, width, 3); export the model with that input")
         self.input_size: tuple[int, int] = (shape[1], shape[2])
+        self.preprocessing: Preprocessing = preprocessing.at_size(self.input_size)
         self.input_dtype: np.dtype = np.dtype(self._input["dtype"])
         self.output_dtype: np.dtype = np.dtype(self._output["dtype"])
-        n_outputs = int(np.prod(self._output["shape"]))
-        if n_outputs != len(labels):
-            raise UserError(f"{source} lists {len(labels)} labels but {model_file} has "
-                            f"{n_outputs} outputs: use the labels.txt written with this model")
         self._in_scale, self._in_zero = _quantization(self._input)
         self._out_scale, self._out_zero = _quantization(self._output)
         if self._is_integer(self.input_dtype) and self._in_scale == 0:
@@ -137,28 +112,14 @@ class Classifier:
         raw = self._interpreter.get_tensor(self._output["index"]).reshape(-1)
         return self._dequantize_output(raw), elapsed_ms
 
-    def load(
-        self,
-        path: Path,
-        preprocess: str = "ground",
-        onboard_channels: int = smartcam.ONBOARD_CHANNELS,
-        mean: float = smartcam.INPUT_MEAN,
-        std: float = smartcam.INPUT_STD,
-    ) -> np.ndarray:
-        """The model input for ``path`` at this model's input size (safe to call from a
-        worker thread while another image is being classified)."""
-        return images.load_input(path, self.input_size, preprocess, onboard_channels, mean, std)
+    def load(self, path: Path) -> np.ndarray:
+        """The model input for ``path`` (safe to call from a worker thread while another
+        image is being classified)."""
+        return images.load_input(path, self.preprocessing)
 
-    def classify_file(
-        self,
-        path: Path,
-        preprocess: str = "ground",
-        onboard_channels: int = smartcam.ONBOARD_CHANNELS,
-        mean: float = smartcam.INPUT_MEAN,
-        std: float = smartcam.INPUT_STD,
-    ) -> tuple[np.ndarray, float]:
+    def classify_file(self, path: Path) -> tuple[np.ndarray, float]:
         """images.load_input(...) at the model's input size, then classify."""
-        return self.classify(self.load(path, preprocess, onboard_channels, mean, std))
+        return self.classify(self.load(path))
 
 
 def predicted_label(
@@ -202,13 +163,20 @@ class BatchResult:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def list_test_images(test_dir: Path, labels: list[str]) -> list[tuple[str, Path]]:
+def list_test_images(test_dir: Path, labels: list[str],
+                     skip_labels: Iterable[str] = ()) -> list[tuple[str, Path]]:
     """(expected label, file) for every file under ``test_dir/<label>/``, in label
-    then name order; UserError when the folder is missing, empty or has unknown labels."""
+    then name order, leaving out the folders named in ``skip_labels``; UserError when
+    the folder is missing, empty or has unknown labels."""
     if not test_dir.is_dir():
         raise UserError(f"test folder {test_dir} not found: run split_data.py <model> <test_pct> "
                         "first")
+    skip = set(skip_labels)
     folders = images.label_folders(test_dir)
+    absent = sorted(skip - {f.name for f in folders})
+    if absent:
+        warn(f"no test folder {', '.join(absent)} in {test_dir} to skip")
+    folders = [f for f in folders if f.name not in skip]
     unknown = [f.name for f in folders if f.name not in labels]
     if unknown:
         raise UserError(f"test folder(s) {', '.join(unknown)} in {test_dir} are not in the "
@@ -263,11 +231,11 @@ def label_test_set(
     model_file: Path | None = None,
     label_file: Path | None = None,
     threshold: float = smartcam.CONFIDENCE_THRESHOLD,
-    preprocess: str = "ground",
-    onboard_channels: int = smartcam.ONBOARD_CHANNELS,
+    preprocessing: Preprocessing = GROUND,
     num_threads: int | None = None,
     prefetch: int = 4,
     progress: bool | None = None,
+    skip_labels: Iterable[str] = (),
 ) -> BatchResult:
     """Classify every test image with ONE interpreter, streaming, and replace the CSV
     and the classified/unclassified copies of this preprocessing mode all at once.
@@ -275,15 +243,16 @@ def label_test_set(
     Everything is written to staged temporaries first, so an interrupted or failed
     run leaves the previous outputs as they were and two runs never mix.
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, not {threshold}")
-    images.check_preprocessing(preprocess, onboard_channels)
+    confidences.check_threshold(threshold)
+    preprocess = preprocessing.mode
     classifier = Classifier(model_file or paths.tflite_model, label_file or paths.labels_file,
-                            num_threads=num_threads)
+                            num_threads=num_threads, preprocessing=preprocessing)
     labels = classifier.labels
-    files = list_test_images(paths.test_dir, labels)
+    files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
+    atomic.check_writable(csv_path, paths.classified_dir(preprocess),
+                          paths.unclassified_dir(preprocess))
     unreadable: list[str] = []
     counts = {"classified": 0, "unclassified": 0}
     start = time.perf_counter()
@@ -294,14 +263,10 @@ def label_test_set(
         staged_csv.open("w", newline="", encoding="utf-8") as handle,
     ):
         writer = csv.writer(handle)
-        writer.writerow([*CSV_COLUMNS, *labels])
+        writer.writerow(confidences.header(labels))
         for label in labels:
             (staged_classified / label).mkdir()
-
-        def loader(path: Path) -> np.ndarray:
-            return classifier.load(path, preprocess, onboard_channels)
-
-        stream = _prefetched(loader, (path for _, path in files), prefetch)
+        stream = _prefetched(classifier.load, (path for _, path in files), prefetch)
         bar = tqdm(stream, total=len(files), unit="img", desc="classifying",
                    disable=None if progress is None else not progress)
         for path, loaded in bar:
@@ -311,10 +276,8 @@ def label_test_set(
             probabilities, elapsed_ms = classifier.classify(loaded)
             expected = path.parent.name
             predicted = predicted_label(probabilities, labels, threshold)
-            writer.writerow([
-                f"{expected}/{path.name}", f"{elapsed_ms:.3f}", predicted, expected,
-                *(repr(float(p)) for p in probabilities),
-            ])
+            writer.writerow(confidences.row(f"{expected}/{path.name}", elapsed_ms, predicted,
+                                            expected, probabilities))
             if predicted == NOT_CLASSIFIED:
                 folder, key = staged_unclassified, "unclassified"
             else:
@@ -338,3 +301,44 @@ def label_test_set(
         classified_dir=paths.classified_dir(preprocess),
         unclassified_dir=paths.unclassified_dir(preprocess),
     )
+
+
+# --- one image, recorded as the original label_image.py -n did -----------------------
+
+
+@dataclass
+class Recorded:
+    """Where one classified image went."""
+
+    predicted: str
+    csv_path: Path
+    copy: Path
+
+
+def record_image(
+    paths: ModelPaths,
+    image: Path,
+    expected: str,
+    probabilities: np.ndarray,
+    elapsed_ms: float,
+    labels: list[str],
+    threshold: float,
+    preprocess: str = "ground",
+) -> Recorded:
+    """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``), then
+    append its row to the confidences CSV, as one batch run would have written it."""
+    if expected not in labels:
+        raise UserError(f"expected label {expected!r} is not one of the model's labels "
+                        f"({', '.join(labels)}): pass one of them with -e/--expected_label")
+    images.check_utf8_name(image)
+    predicted = predicted_label(probabilities, labels, threshold)
+    folder = (paths.unclassified_dir(preprocess) if predicted == NOT_CLASSIFIED
+              else paths.classified_dir(preprocess) / predicted)
+    copy = folder / image.name
+    csv_path = paths.confidences_csv(preprocess)
+    atomic.check_writable(folder, csv_path)
+    with atomic.staged_file(copy) as staged:
+        shutil.copy2(image, staged)
+    confidences.append_row(csv_path, labels, confidences.row(
+        f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
+    return Recorded(predicted, csv_path, copy)

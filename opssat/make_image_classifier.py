@@ -135,6 +135,8 @@ def _fill_model_paths(args: dict, paths: ModelPaths) -> None:
 def main(argv: list[str] | None = None) -> int:
     options = options_from_args(argv)
     result = train(options)
+    done = options.tflite_output_file or options.saved_model_dir
+    cli.on_interrupt(f"training had finished; the new model is complete and in place ({done})")
     accuracy = result.validation_accuracy
     shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
     print(f"validation accuracy {shown} (best epoch {result.best_epoch}); wrote:")

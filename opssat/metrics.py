@@ -12,12 +12,10 @@ All scores come from scikit-learn; this module only reads the CSV and arranges t
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import (
@@ -30,90 +28,10 @@ from sklearn.metrics import (
 
 from opssat import smartcam
 from opssat.cli import UserError
-from opssat.infer import CSV_COLUMNS as FIXED_COLUMNS
-from opssat.infer import NOT_CLASSIFIED
+from opssat.confidences import NOT_CLASSIFIED, Confidences
 
 #: 0.00, 0.01, ... 0.99: the thresholds of the trade-off table.
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(100))
-
-
-@dataclass
-class Confidences:
-    """One confidences.csv: a row per image, a probability column per label."""
-
-    filenames: list[str]
-    expected: list[str]
-    predicted: list[str]  # "n/a" below threshold
-    probabilities: np.ndarray  # (n, len(labels)) float
-    labels: list[str]
-    time_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    @property
-    def top1(self) -> list[str]:
-        """The most probable label of each image, whatever its confidence."""
-        return [self.labels[i] for i in np.argmax(self.probabilities, axis=1)]
-
-    @property
-    def top1_confidence(self) -> np.ndarray:
-        return self.probabilities.max(axis=1)
-
-
-def load_confidences(csv_path: Path) -> Confidences:
-    """Read and check a CSV written by batch_label_images.py (UserError on missing
-    columns, unknown labels or non-numeric values)."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise UserError(f"{csv_path} not found: run batch_label_images.py first")
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        raise UserError(f"{csv_path} is empty: re-run batch_label_images.py")
-    header = rows[0]
-    missing = [c for c in FIXED_COLUMNS if c not in header]
-    if missing:
-        raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing)}: "
-                        "re-run batch_label_images.py to write a complete CSV")
-    labels = [c for c in header if c not in FIXED_COLUMNS]
-    if not labels:
-        raise UserError(f"{csv_path} has no label columns after {', '.join(FIXED_COLUMNS)}: "
-                        "re-run batch_label_images.py")
-    if len(set(labels)) != len(labels) or len(set(header)) != len(header):
-        raise UserError(f"{csv_path} repeats a column name: re-run batch_label_images.py")
-    body = [r for r in rows[1:] if r]
-    if not body:
-        raise UserError(f"{csv_path} has no images: put test images in data/test/<label>/ "
-                        "and re-run batch_label_images.py")
-    col = {name: i for i, name in enumerate(header)}
-    label_cols = [col[label] for label in labels]
-    known = set(labels)
-    filenames, expected, predicted = [], [], []
-    probabilities = np.zeros((len(body), len(labels)))
-    times = np.zeros(len(body))
-    for n, row in enumerate(body):
-        line = n + 2
-        if len(row) != len(header):
-            raise UserError(f"{csv_path} line {line} has {len(row)} fields, the header "
-                            f"{len(header)}: re-run batch_label_images.py")
-        exp, pred = row[col["expected_label"]], row[col["predicted_label"]]
-        if exp not in known:
-            raise UserError(f"{csv_path} line {line}: unknown expected label {exp!r} (labels: "
-                            f"{', '.join(labels)}): fix the test folder names and re-run")
-        if pred not in known and pred != NOT_CLASSIFIED:
-            raise UserError(f"{csv_path} line {line}: unknown predicted label {pred!r} "
-                            f"(labels: {', '.join(labels)}, {NOT_CLASSIFIED}): re-run "
-                            "batch_label_images.py")
-        try:
-            probabilities[n] = [float(row[i]) for i in label_cols]
-            times[n] = float(row[col["time_ms"]]) if row[col["time_ms"]] else math.nan
-        except ValueError as err:
-            raise UserError(f"{csv_path} line {line}: {err}: re-run batch_label_images.py") from err
-        if not np.all(np.isfinite(probabilities[n])):
-            raise UserError(f"{csv_path} line {line}: a confidence is not a finite number: "
-                            "re-run batch_label_images.py")
-        filenames.append(row[col["filename"]])
-        expected.append(exp)
-        predicted.append(pred)
-    return Confidences(filenames, expected, predicted, probabilities, labels, times)
 
 
 # --- threshold trade-off ------------------------------------------------------
@@ -212,7 +130,7 @@ def _finite(value):
 def evaluate(
     conf: Confidences,
     threshold: float = smartcam.CONFIDENCE_THRESHOLD,
-    target_accuracy: float = 0.95,
+    target_accuracy: float = smartcam.DEFAULT_TARGET_ACCURACY,
 ) -> Performance:
     """All figures of one CSV (see the module docstring for top-1 vs at-threshold)."""
     labels = conf.labels

@@ -14,16 +14,16 @@ from opssat.cli import UserError
 #: ``$OPSSAT_REPO`` when set (the tests point it at a temporary folder).
 REPO_ROOT = Path(os.environ.get("OPSSAT_REPO", Path(__file__).resolve().parent.parent / "repo"))
 
-_BAD_NAME = re.compile(r"(^$|^[-.]|/|\s|\.\.)")
+#: ASCII letters, digits, '_' and '-', not starting with '-': safe in a folder name,
+#: a shell command and a config key. create_dirs.sh applies the same rule.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 def check_model_name(name: str, what: str = "model name") -> str:
     """Return ``name`` if it is a safe folder name, else raise a UserError about ``what``."""
-    if _BAD_NAME.search(name):
-        raise UserError(
-            f"invalid {what} {name!r}: use letters, digits, '_' or '-', "
-            "not starting with '-' or '.', without '/', spaces or '..'"
-        )
+    if not _MODEL_NAME.fullmatch(name):
+        raise UserError(f"invalid {what} {name!r}: use ASCII letters, digits, '_' or '-', "
+                        "not starting with '-'")
     return name
 
 

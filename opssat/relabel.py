@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from opssat import images, labels, split
+from opssat import atomic, images, labels, split
 from opssat.cli import UserError
 from opssat.paths import ModelPaths
 
@@ -317,6 +317,7 @@ class Interrupted(UserError):
 def _run_moves(paths: ModelPaths, batch: str, moves: list[Move], before: str, after: str,
                what_next: str) -> None:
     """Journal ``moves`` as ``before``, then rename each and journal it as ``after``."""
+    atomic.check_writable(paths.relabel_log, *{p for m in moves for p in (m.source, m.target)})
     journal = Journal(paths.relabel_log)
     rel = [m.relative(paths.all_dir) for m in moves]
     journal.append([(_now(), batch, before, m.target.name, m.sha256, a, b)

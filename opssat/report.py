@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from opssat import atomic, html_report, images, infer, metrics
 from opssat.cli import UserError
-from opssat.infer import NOT_CLASSIFIED
+from opssat.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.paths import ModelPaths
 
 #: The rows of the threshold table printed in text and Markdown (JSON has all 100).
@@ -29,7 +29,7 @@ class ModeResult:
 
     mode: str
     csv_path: Path
-    confidences: metrics.Confidences
+    confidences: Confidences
     performance: metrics.Performance
 
 
@@ -39,7 +39,7 @@ def evaluate_csvs(
     """Load and score each (mode, CSV) pair."""
     results = []
     for mode, path in csvs:
-        conf = metrics.load_confidences(path)
+        conf = load_confidences(path)
         results.append(ModeResult(mode, path, conf,
                                   metrics.evaluate(conf, threshold, target_accuracy)))
     return results
@@ -496,6 +496,11 @@ def render_html(model: str, results: Sequence[ModeResult], agree: metrics.Agreem
         body += [f'<img class="plot" loading="lazy" src="{esc(html_report.relative_url(p, page))}"'
                  f' alt="{esc(p.stem)}">' for p in plots]
     return html_report.page(f"Performance of {model}", body)
+
+
+def html_outputs(paths: ModelPaths) -> list[Path]:
+    """What write_html replaces: the page and its image folder."""
+    return [paths.report_html, html_report.files_dir(paths.report_html)]
 
 
 def write_html(paths: ModelPaths, results: Sequence[ModeResult],

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, html_report, infer, metrics
+from opssat import atomic, html_report, infer
 from opssat.cli import UserError
+from opssat.confidences import Confidences, load_confidences
 from opssat.paths import ModelPaths
 
 ISSUE_COLUMNS = ("filename", "given_label", "suggested_label", "score")
@@ -64,7 +65,7 @@ class Suspect:
 @dataclass
 class Review:
     source: Source
-    confidences: metrics.Confidences
+    confidences: Confidences
     suspects: list[Suspect]
     notes: list[str]
 
@@ -78,7 +79,7 @@ def _normalised(probabilities: np.ndarray) -> np.ndarray:
     return clipped / sums
 
 
-def label_issues(conf: metrics.Confidences) -> tuple[list[tuple[int, float]], list[str]]:
+def label_issues(conf: Confidences) -> tuple[list[tuple[int, float]], list[str]]:
     """(row, label quality score) of each suspected label error, most suspect first,
     and cleanlab's warnings as notes."""
     from cleanlab.filter import find_label_issues
@@ -104,7 +105,7 @@ def label_issues(conf: metrics.Confidences) -> tuple[list[tuple[int, float]], li
 def review(paths: ModelPaths, source: Source | None = None) -> Review:
     """Find the suspected label errors of the model's probabilities CSV."""
     source = source or find_source(paths)
-    conf = metrics.load_confidences(source.csv_path)
+    conf = load_confidences(source.csv_path)
     found, notes = label_issues(conf)
     suspects = []
     for row, score in found:
@@ -173,6 +174,11 @@ def render_page(paths: ModelPaths, result: Review) -> str:
     body += [html_report.sort_buttons("suspects", _SORTS),
              html_report.gallery("suspects", cards)]
     return html_report.page(f"Label review of {paths.name}", body)
+
+
+def outputs(paths: ModelPaths) -> list[Path]:
+    """What write_review replaces (checked writable before the work)."""
+    return [paths.label_issues_csv, paths.review_html, html_report.files_dir(paths.review_html)]
 
 
 def write_review(paths: ModelPaths, result: Review) -> tuple[Path, Path]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import shutil
 import tempfile
 import zlib
@@ -94,7 +95,7 @@ def parse_group_seconds(text: str) -> float:
         seconds = math.nan
     if not 0 <= seconds < math.inf:
         raise UserError(
-            f"--group-seconds {text!r} is not a number >= 0: give e.g. 60 "
+            f"--group_seconds {text!r} is not a number >= 0: give e.g. 60 "
             "(0 groups only identical timestamps)"
         )
     return seconds
@@ -284,7 +285,11 @@ def check_outputs_empty(paths: ModelPaths, force: bool) -> None:
 def quarantine(
     unreadable: Iterable[tuple[Path, str, str]], paths: ModelPaths
 ) -> list[tuple[Path, Path]]:
-    """Move unreadable files to ``data/quarantine/<label>/``; never overwrite."""
+    """Move unreadable files to ``data/quarantine/<label>/``; never overwrite.
+
+    A rename (both folders are under ``data/``), so a file is either moved or left
+    where it was, never copied half-way.
+    """
     moved = []
     for path, label, _ in unreadable:
         folder = paths.quarantine_dir / label
@@ -294,7 +299,11 @@ def quarantine(
         while target.exists():
             target = folder / f"{path.stem}-{n}{path.suffix}"
             n += 1
-        shutil.move(path, target)
+        try:
+            os.rename(path, target)
+        except OSError as err:
+            raise UserError(f"cannot move {path} to {target} ({err.strerror}): check the "
+                            "folders' permissions") from err
         moved.append((path, target))
     return moved
 
@@ -342,6 +351,10 @@ def split_model(
     found = scan(paths)
     check_outputs_empty(paths, force)
     plan = plan_split(found.readable, test_pct, seed, group_seconds)
+    atomic.check_writable(paths.training_dir, paths.test_dir, paths.split_csv)
+    if move_unreadable:
+        atomic.check_writable(*(path for path, _, _ in found.unreadable),
+                              *(paths.quarantine_dir / label for _, label, _ in found.unreadable))
     moved = quarantine(found.unreadable, paths) if move_unreadable else []
     apply_split(plan, paths)
     return SplitResult(plan, found, moved, write_csv(plan, paths))

@@ -33,6 +33,7 @@ from opssat.dataset import (
     feature_dataset,
     image_dataset,
     list_labelled_files,
+    load_image,
     shuffled,
     stratified_split,
 )
@@ -115,6 +116,7 @@ class TrainOptions:
         if not any(outputs):
             raise UserError("nothing to write: give --tflite_output_file and/or "
                             "--saved_model_dir and --labels_output_file")
+        atomic.check_writable(*outputs, self.record_file, self.summaries_dir, self.cache_dir)
 
     @property
     def uses_feature_cache(self) -> bool:
@@ -160,8 +162,8 @@ def train(options: TrainOptions) -> TrainResult:
             classifier = build_classifier(backbone, head)
             compile_model(classifier, options)
             compile_model(head, options)
-        preprocessing = Preprocessing(backbone.image_size, options.train_preprocess,
-                                      options.onboard_channels)
+        preprocessing = Preprocessing(options.train_preprocess, options.onboard_channels,
+                                      (backbone.image_size, backbone.image_size))
         batch_size = options.batch_size * strategy.num_replicas_in_sync
         fit = _fit_on_cached_features if options.uses_feature_cache else _fit_on_images
         fit_started = time.time()
@@ -279,7 +281,7 @@ def _image_batches(files: LabelledFiles, preprocessing: Preprocessing, batch_siz
         return image_dataset(files, preprocessing, batch_size, shuffle_seed, augment, weights)
     if augment is not None:
         raise UserError("--do_data_augmentation needs tf.data input (--use_tf_data_input)")
-    loaded = np.stack([preprocessing.load(str(p)) for p in files.paths])
+    loaded = np.stack([load_image(p, preprocessing) for p in files.paths])
     return shuffled(files, loaded, shuffle_seed, weights).batch(batch_size)
 
 
@@ -400,7 +402,7 @@ def _calibration(files: LabelledFiles, preprocessing: Preprocessing):
 
     def batches():
         for index in chosen:
-            yield preprocessing.load(str(files.paths[index]))[np.newaxis]
+            yield load_image(files.paths[index], preprocessing)[np.newaxis]
 
     return batches
 
@@ -418,7 +420,7 @@ def evaluate_tflite(model_files: dict[str, Path], label_list: list[str],
     classifiers = {name: Classifier(path, labels=label_list) for name, path in model_files.items()}
     correct = dict.fromkeys(model_files, 0)
     for path, target in zip(files.paths, files.targets, strict=True):
-        model_input = preprocessing.load(str(path))
+        model_input = load_image(path, preprocessing)
         for name, classifier in classifiers.items():
             probabilities, _ = classifier.classify(model_input)
             correct[name] += int(np.argmax(probabilities) == target)

@@ -8,7 +8,7 @@ import pytest
 import tf_keras
 from conftest import write_image
 
-from opssat import smartcam
+from opssat import contract
 from opssat.backbones import load_backbone
 from opssat.cli import UserError
 from opssat.make_image_classifier import options_from_args
@@ -36,7 +36,7 @@ def _train(images: Path, out: Path, *flags: str) -> None:
 def test_fine_tuned_efficientnet_lite0_classifier_meets_the_contract(few_images, tmp_path):
     out = tmp_path / "lite0"
     _train(few_images, out, "--backbone", "efficientnet_lite0", "--do_fine_tuning")
-    report = smartcam.check_contract(out / "model.tflite", out / "labels.txt")
+    report = contract.check_contract(out / "model.tflite", out / "labels.txt")
     assert report.ok, report.problems
 
 
@@ -48,7 +48,7 @@ def test_mobilenet_v2_from_a_weights_file(few_images, tmp_path):
     out = tmp_path / "mnv2"
     _train(few_images, out, "--backbone", "mobilenet_v2", "--backbone_weights", str(weights),
            "--image_size", "96")
-    report = smartcam.check_contract(out / "model.tflite", out / "labels.txt", input_size=(96, 96))
+    report = contract.check_contract(out / "model.tflite", out / "labels.txt", input_size=(96, 96))
     assert report.ok, report.problems
 
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from opssat import metrics
 from opssat.cli import UserError
+from opssat.confidences import load_confidences
 from opssat.paths import ModelPaths
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -191,7 +192,7 @@ def test_csv_option_reads_that_file(model: ModelPaths, tmp_path: Path):
 
 
 def test_metrics_api_threshold_helpers(model: ModelPaths):
-    conf = metrics.load_confidences(model.confidences_csv())
+    conf = load_confidences(model.confidences_csv())
     assert conf.labels == LABELS and len(conf.filenames) == 10
     assert conf.predicted[2] == "n/a" and conf.top1[2] == "earth"
     rows = metrics.threshold_table(conf, [0.0, 0.5, 0.7, 0.99])
@@ -205,7 +206,8 @@ def test_metrics_api_threshold_helpers(model: ModelPaths):
 
 @pytest.mark.parametrize("case", ["missing_csv", "missing_column", "unknown_expected",
                                   "unknown_predicted", "not_a_number", "no_rows",
-                                  "bad_target", "missing_model_dir"])
+                                  "bad_target", "missing_model_dir", "not_utf8", "above_one",
+                                  "below_zero", "nan"])
 def test_bad_input_is_one_line(model: ModelPaths, case: str):
     csv_path = model.confidences_csv()
     args = ["m"]
@@ -227,6 +229,14 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
         args += ["--target_accuracy", "95"]
     elif case == "missing_model_dir":
         args = ["other"]
+    elif case == "not_utf8":
+        csv_path.write_bytes(text.replace("bad/1.jpg", "bad/\xe9t\xe9.jpg").encode("latin-1"))
+    elif case == "above_one":
+        csv_path.write_text(text.replace("0.9,0.05,0.05", "1.7,0.05,0.05"))
+    elif case == "below_zero":
+        csv_path.write_text(text.replace("0.8,0.1,0.1", "0.8,-0.1,0.1"))
+    elif case == "nan":
+        csv_path.write_text(text.replace("0.8,0.1,0.1", "0.8,nan,0.1"))
     proc = run_perf(model.root, *args)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
@@ -236,7 +246,10 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
         "missing_csv": "run batch_label_images.py", "missing_column": "predicted_label",
         "unknown_expected": "purple", "unknown_predicted": "purple",
         "not_a_number": "high", "no_rows": "no images", "bad_target": "--target_accuracy",
-        "missing_model_dir": "create_dirs",
+        "missing_model_dir": "create_dirs", "not_utf8": "not UTF-8",
+        "above_one": "line 2: a confidence is not a number from 0 to 1",
+        "below_zero": "line 3: a confidence is not a number from 0 to 1",
+        "nan": "line 3: a confidence is not a number from 0 to 1",
     }[case]
     assert expected in lines[0]
     assert not model.report_md.exists()
@@ -244,8 +257,18 @@ def test_bad_input_is_one_line(model: ModelPaths, case: str):
 
 def test_load_confidences_errors_are_user_errors(tmp_path: Path):
     with pytest.raises(UserError, match="batch_label_images.py first"):
-        metrics.load_confidences(tmp_path / "none.csv")
+        load_confidences(tmp_path / "none.csv")
     only_fixed = tmp_path / "fixed.csv"
     only_fixed.write_text("filename,time_ms,predicted_label,expected_label\na.jpg,1,n/a,x\n")
     with pytest.raises(UserError, match="no label columns"):
-        metrics.load_confidences(only_fixed)
+        load_confidences(only_fixed)
+
+
+def test_a_utf8_bom_is_read_like_plain_utf8(model: ModelPaths):
+    plain = load_confidences(model.confidences_csv())
+    model.confidences_csv().write_bytes(b"\xef\xbb\xbf" + csv_text().encode("utf-8"))
+    with_bom = load_confidences(model.confidences_csv())
+    assert with_bom.filenames == plain.filenames and with_bom.labels == LABELS
+    proc = run_perf(model.root, "m", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["modes"]["ground"]["accuracy"] == pytest.approx(0.7)

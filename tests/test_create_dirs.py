@@ -20,8 +20,9 @@ FOLDERS = ["all", "classification", "test", "training"]
 #: Every character Python's ``\s`` matches, so the bash rule can be held to it.
 PY_SPACES = [c for c in map(chr, range(0x3001)) if re.fullmatch(r"\s", c)]
 NAMES = [
-    "opssat_v1", "demo", "a.b", "x-", "_a", "été", "model2.", "a\u200bb",
-    "", "-x", ".hidden", "..", "a/b", "/abs", "a..b", "a b", " lead", "trail ",
+    "opssat_v1", "demo", "x-", "_a", "A9", "a.b", "été", "model2.", "a\u200bb", "x;rm",
+    "modèle", "モデル", "a$b", "a'b", "ok\n", "", "-x", ".hidden", "..", "a/b", "/abs", "a..b",
+    "a b", " lead", "trail ",
 ] + [f"a{c}b" for c in PY_SPACES]
 
 
@@ -96,7 +97,21 @@ def test_same_rule_as_check_model_name(repo_root: Path) -> None:
             disagreements.append((name, python_ok, done.returncode))
     assert disagreements == []
     accepted = {p.name for p in repo_root.iterdir()}
-    assert {"opssat_v1", "a.b", "été"} <= accepted
+    assert accepted == {"opssat_v1", "demo", "x-", "_a", "A9"}
+
+
+@pytest.mark.parametrize("name", ["x;rm", "modèle", "モデル"])
+def test_message_states_the_rule_it_applies(repo_root: Path, name: str) -> None:
+    done = _run([name], repo_root)
+    assert done.returncode == 2 and _tree(repo_root) == []
+    line = done.stderr.decode()
+    assert f"'{name}'" in line and "ASCII letters, digits, '_' or '-'" in line
+
+
+def test_printed_hint_is_quoted(repo_root: Path) -> None:
+    done = _run(["my-model_2"], repo_root)
+    assert done.returncode == 0
+    assert b"./split_data.py 'my-model_2' 20" in done.stdout
 
 
 def test_path_in_the_way_is_reported(repo_root: Path) -> None:

@@ -16,7 +16,8 @@ from PIL import Image
 
 from opssat import images
 from opssat.cli import UserError
-from opssat.infer import NOT_CLASSIFIED, Classifier, predicted_label, ranked
+from opssat.confidences import NOT_CLASSIFIED
+from opssat.infer import Classifier, predicted_label, ranked
 
 PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["red", "green", "blue"]
@@ -120,9 +121,14 @@ def test_images_in_unexpected_mode_or_size_classify(make_tflite, tmp_path, kind)
 
 
 def test_onboard_preprocessing_runs(make_tflite, colour_images):
-    clf = Classifier(make_tflite(), labels=LABELS)
-    grey, _ = clf.classify_file(colour_images["red"], preprocess="onboard", onboard_channels=1)
-    colour, _ = clf.classify_file(colour_images["red"], preprocess="onboard", onboard_channels=3)
+    model = make_tflite()
+
+    def onboard(channels: int) -> Classifier:
+        return Classifier(model, labels=LABELS,
+                          preprocessing=images.Preprocessing("onboard", channels))
+
+    grey, _ = onboard(1).classify_file(colour_images["red"])
+    colour, _ = onboard(3).classify_file(colour_images["red"])
     assert LABELS[int(np.argmax(colour))] == "red"
     assert not np.allclose(grey, colour)
 
@@ -139,7 +145,7 @@ def test_constructor_errors(make_tflite, tmp_path):
         Classifier(tmp_path / "missing.tflite", labels=LABELS)
     with pytest.raises(UserError, match="not found"):
         Classifier(model, tmp_path / "missing.txt")
-    with pytest.raises(UserError, match="2 labels but .* 3 outputs"):
+    with pytest.raises(UserError, match="3 values per image but 2 labels"):
         Classifier(model, labels=["a", "b"])
     text = tmp_path / "notes.tflite"
     text.write_text("this is not a flatbuffer\n" * 20)
@@ -268,4 +274,5 @@ def test_load_uses_model_input_size(make_tflite, colour_images):
     clf = Classifier(make_tflite(size=24), labels=LABELS)
     x = clf.load(colour_images["red"])
     assert x.shape == (24, 24, 3)
-    np.testing.assert_array_equal(x, images.load_input(colour_images["red"], (24, 24)))
+    at_24 = images.Preprocessing(size=(24, 24))
+    np.testing.assert_array_equal(x, images.load_input(colour_images["red"], at_24))

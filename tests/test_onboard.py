@@ -32,7 +32,7 @@ def _thumbnail(tmp_path: Path, colour=(200, 40, 30), suffix: str = ".png",
 
 
 def test_onboard_input_is_grayscale_replicated_224(tmp_path):
-    model_input = images.load_input(_thumbnail(tmp_path), mode="onboard")
+    model_input = images.load_input(_thumbnail(tmp_path), images.Preprocessing("onboard"))
     assert model_input.shape == (*smartcam.INPUT_SIZE, 3)
     assert model_input.dtype == np.float32
     assert np.array_equal(model_input[..., 0], model_input[..., 1])
@@ -43,7 +43,7 @@ def test_onboard_input_is_grayscale_replicated_224(tmp_path):
 
 
 def test_ground_input_keeps_colour(tmp_path):
-    model_input = images.load_input(_thumbnail(tmp_path), mode="ground")
+    model_input = images.load_input(_thumbnail(tmp_path), images.Preprocessing("ground"))
     assert model_input.shape == (*smartcam.INPUT_SIZE, 3)
     red, green, blue = (model_input[..., c].mean() * 255 for c in range(3))
     assert red == pytest.approx(200, abs=3) and green == pytest.approx(40, abs=3)
@@ -51,7 +51,7 @@ def test_ground_input_keeps_colour(tmp_path):
 
 
 def test_onboard_with_three_channels_keeps_colour(tmp_path):
-    pixels = images.load_pixels(_thumbnail(tmp_path), mode="onboard", onboard_channels=3)
+    pixels = images.load_pixels(_thumbnail(tmp_path), images.Preprocessing("onboard", 3))
     assert pixels[..., 0].mean() > pixels[..., 1].mean() + 100
 
 
@@ -77,7 +77,7 @@ def test_mitchell_resize_keeps_a_ramp_linear(n_in, n_out):
 
 def test_onboard_does_a_jpeg_round_trip(tmp_path):
     path = _thumbnail(tmp_path)
-    onboard = images.load_pixels(path, mode="onboard")
+    onboard = images.load_pixels(path, images.Preprocessing("onboard"))
     gray = np.asarray(Image.open(path).convert("L"))
     resized = images.mitchell_resize(gray, smartcam.INPUT_SIZE)
     difference = np.abs(onboard[..., 0].astype(int) - resized.astype(int))
@@ -94,8 +94,8 @@ def test_real_thumbnails_become_grayscale_224_inputs():
     assert files
     for path in files[:3]:
         assert images.open_rgb(path).size == (614, 583)
-        onboard = images.load_input(path, mode="onboard")
-        ground = images.load_input(path, mode="ground")
+        onboard = images.load_input(path, images.Preprocessing("onboard"))
+        ground = images.load_input(path, images.Preprocessing("ground"))
         assert onboard.shape == ground.shape == (224, 224, 3)
         assert np.array_equal(onboard[..., 0], onboard[..., 2])
         assert 0.0 <= onboard.min() and onboard.max() <= 1.0
@@ -107,7 +107,7 @@ def test_real_thumbnails_become_grayscale_224_inputs():
 
 
 def _eval(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
+    env = {**os.environ, "OPSSAT_REPO": str(repo_root), "PYTHONPATH": str(PROJECT)}
     return subprocess.run([sys.executable, "bench/eval_real.py", *args], cwd=PROJECT, env=env,
                           capture_output=True, text=True, timeout=120)
 

@@ -18,7 +18,8 @@ import pytest
 from page_fixture import LABELS, make_model
 from PIL import Image
 
-from opssat import images, metrics, report
+from opssat import images, report
+from opssat.confidences import load_confidences
 from opssat.paths import ModelPaths
 
 
@@ -93,7 +94,7 @@ def test_page_matches_the_csvs(page) -> None:
     assert html_path == paths.report_html
     parsed = parse(html_path)
     for index, mode in enumerate(images.PREPROCESS_MODES):
-        conf = metrics.load_confidences(paths.confidences_csv(mode))
+        conf = load_confidences(paths.confidences_csv(mode))
         # The confusion matrix, counted here from the CSV rows themselves.
         counted = collections.Counter(zip(conf.expected, conf.top1, strict=True))
         for expected in LABELS:
@@ -116,7 +117,7 @@ def test_page_matches_the_csvs(page) -> None:
             row = conf.filenames.index(card["data-name"])
             assert float(card["data-conf"]) == pytest.approx(conf.top1_confidence[row], abs=1e-6)
     # Side by side: the images whose top-1 differs between the modes.
-    ground, onboard = (metrics.load_confidences(paths.confidences_csv(m))
+    ground, onboard = (load_confidences(paths.confidences_csv(m))
                        for m in images.PREPROCESS_MODES)
     top = dict(zip(onboard.filenames, onboard.top1, strict=True))
     differ = {n for n, t in zip(ground.filenames, ground.top1, strict=True) if top[n] != t}
@@ -138,11 +139,11 @@ def test_page_is_offline_and_shows_the_model_input(page) -> None:
     inputs = {m: [u for u in parsed.images if u.endswith(f"_{m}.png") or
                   u.endswith(f"_{m}1.png")] for m in images.PREPROCESS_MODES}
     for mode, urls in inputs.items():
-        expected = images.load_pixels(source, mode=mode)
+        expected = images.load_pixels(source, images.Preprocessing(mode=mode))
         shown = [np.asarray(Image.open(html_path.parent / u).convert("RGB")) for u in urls]
         assert any(np.array_equal(s, expected) for s in shown), mode
-    assert not np.array_equal(images.load_pixels(source, mode="ground"),
-                              images.load_pixels(source, mode="onboard"))
+    assert not np.array_equal(images.load_pixels(source, images.Preprocessing(mode="ground")),
+                              images.load_pixels(source, images.Preprocessing(mode="onboard")))
 
 
 def test_rerun_reuses_the_image_files(repo_root: Path) -> None:
@@ -234,7 +235,7 @@ def test_page_in_headless_chromium(page, tmp_path: Path) -> None:
     assert 0 < result["shown_first"] < result["images"]  # cells wait until opened
     assert result["broken"] == []
     for index, mode in enumerate(images.PREPROCESS_MODES):
-        conf = metrics.load_confidences(paths.confidences_csv(mode))
+        conf = load_confidences(paths.confidences_csv(mode))
         counted = collections.Counter(zip(conf.expected, conf.top1, strict=True))
         cells = [c for c in result["cells"] if c["mode"] == mode]
         assert len(cells) == len(LABELS) ** 2

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from page_fixture import LABELS, make_model, probabilities, write_csv, write_oof
 
-from opssat import metrics, review
+from opssat import review
 from opssat.cli import UserError
+from opssat.confidences import load_confidences
 
 PROJECT = Path(__file__).resolve().parent.parent
 PLANTED = "img_msec_1700000100000_1.png"  # the second bad image
@@ -75,7 +76,7 @@ def test_falls_back_to_the_test_csv_onboard_then_ground(repo_root: Path) -> None
                 top, conf = i, 0.6 if file.endswith("_3.png") else 0.9
             rows.append((f"{label}/{file}", label, probabilities(rng, top, conf)))
     write_csv(paths.confidences_csv("onboard"), rows)
-    assert "n/a" in metrics.load_confidences(paths.confidences_csv("onboard")).predicted
+    assert "n/a" in load_confidences(paths.confidences_csv("onboard")).predicted
     result = review.review(paths)
     assert result.source.csv_path == paths.confidences_csv("onboard")
     assert result.source.kind == "test set"

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from conftest import tiny_classifier
 
-from opssat import metrics, smartcam
+from opssat import contract, metrics, package, smartcam
 from opssat.cli import UserError
+from opssat.confidences import load_confidences
 from opssat.paths import model_paths
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -103,7 +104,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def test_good_model_passes_every_check(models, tmp_path):
-    report = smartcam.check_contract(models("good"), _labels_file(tmp_path, LABELS))
+    report = contract.check_contract(models("good"), _labels_file(tmp_path, LABELS))
     assert report.ok, report.format()
     assert [c.name for c in report.checks] == ["file", "labels", "ops", "input", "output",
                                                "softmax"]
@@ -131,7 +132,7 @@ def test_good_model_passes_every_check(models, tmp_path):
 )
 def test_each_violation_is_refused_with_its_reason(models, tmp_path, kind, labels, failed,
                                                    reason):
-    report = smartcam.check_contract(models(kind), _labels_file(tmp_path, labels))
+    report = contract.check_contract(models(kind), _labels_file(tmp_path, labels))
     assert not report.ok
     assert {c.name for c in report.checks if c.passed is False} == failed, report.format()
     assert any(reason in problem for problem in report.problems), report.problems
@@ -145,7 +146,7 @@ def test_a_non_tflite_file_is_refused_not_a_traceback(tmp_path):
     labels = _labels_file(tmp_path, LABELS)
     for path, reason in [(text, "not a TFLite model"), (truncated, "LiteRT cannot load it"),
                          (tmp_path / "missing.tflite", "not found")]:
-        report = smartcam.check_contract(path, labels)
+        report = contract.check_contract(path, labels)
         assert not report.ok
         assert report.problems[0].startswith("file: ") and reason in report.problems[0]
         assert {c.name for c in report.checks if c.passed is None} == {
@@ -153,8 +154,8 @@ def test_a_non_tflite_file_is_refused_not_a_traceback(tmp_path):
 
 
 def test_model_ops_reads_builtin_and_flex_codes(models):
-    assert "FlexCumprod" in smartcam.model_ops(models("flex").read_bytes())
-    ops = smartcam.model_ops(models("good").read_bytes())
+    assert "FlexCumprod" in contract.model_ops(models("flex").read_bytes())
+    ops = contract.model_ops(models("good").read_bytes())
     assert {"MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
 
 
@@ -181,24 +182,24 @@ def test_good_model_packages_with_checksums_and_config(repo_root, models):
     folder = _model_dir(repo_root, models)
     result = _run(repo_root, "demo")
     assert result.returncode == 0, result.stderr
-    package = folder / "smartcam" / "demo"
-    assert sorted(p.name for p in package.iterdir()) == sorted(
+    written = folder / "smartcam" / "demo"
+    assert sorted(p.name for p in written.iterdir()) == sorted(
         ["model.tflite", "labels.txt", "config_snippet.ini", "SHA256SUMS", "README.txt"])
-    assert (package / "model.tflite").read_bytes() == models("good").read_bytes()
-    assert (package / "labels.txt").read_text().splitlines() == LABELS
+    assert (written / "model.tflite").read_bytes() == models("good").read_bytes()
+    assert (written / "labels.txt").read_text().splitlines() == LABELS
 
-    sums = (package / "SHA256SUMS").read_text().splitlines()
+    sums = (written / "SHA256SUMS").read_text().splitlines()
     assert len(sums) == 4
     for line in sums:
         digest, name = line.split("  ")
-        assert hashlib.sha256((package / name).read_bytes()).hexdigest() == digest
+        assert hashlib.sha256((written / name).read_bytes()).hexdigest() == digest
     if shutil.which("sha256sum"):
-        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=package,
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=written,
                                capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
 
     config = configparser.ConfigParser()  # read as SmartCam reads its config.ini
-    config.read(package / "config_snippet.ini")
+    config.read(written / "config_snippet.ini")
     section = "model_demo"
     assert config.sections() == [section]
     assert config.get(section, "demo.tflite_model") == "/home/exp1000/models/demo/model.tflite"
@@ -211,11 +212,11 @@ def test_good_model_packages_with_checksums_and_config(repo_root, models):
     assert config.getfloat(section, "demo.confidence_threshold") == pytest.approx(0.70)
     assert len(config[section]) == 8
 
-    assert f"{package / 'model.tflite'} -> /home/exp1000/models/demo/model.tflite" in result.stdout
-    assert f"{package / 'labels.txt'} -> /home/exp1000/models/demo/labels.txt" in result.stdout
+    assert f"{written / 'model.tflite'} -> /home/exp1000/models/demo/model.tflite" in result.stdout
+    assert f"{written / 'labels.txt'} -> /home/exp1000/models/demo/labels.txt" in result.stdout
     assert "[model_demo]" in result.stdout
     assert "no evaluation found" in result.stdout
-    readme = (package / "README.txt").read_text()
+    readme = (written / "README.txt").read_text()
     assert "/home/exp1000/models/demo/model.tflite" in readme and "0.70" in readme
     assert [p.name for p in (folder / "smartcam").iterdir()] == ["demo"]
 
@@ -226,20 +227,20 @@ def test_package_name_and_other_model_file(repo_root, models):
     result = _run(repo_root, "demo", "--name", "cloud_v2", "--model_file",
                   "tflite_model_float16.tflite", "--threshold", "0.8")
     assert result.returncode == 0, result.stderr
-    package = folder / "smartcam" / "cloud_v2"
+    written = folder / "smartcam" / "cloud_v2"
     config = configparser.ConfigParser()
-    config.read(package / "config_snippet.ini")
+    config.read(written / "config_snippet.ini")
     assert config.get("model_cloud_v2", "cloud_v2.tflite_model") == (
         "/home/exp1000/models/cloud_v2/model.tflite")
     assert config.getfloat("model_cloud_v2", "cloud_v2.confidence_threshold") == 0.8
     assert "given with --threshold" in result.stdout
-    assert smartcam.package_threshold(package) == 0.8
+    assert package.package_threshold(written) == 0.8
 
 
 @pytest.mark.parametrize("name", ["a/b", "a b", "", "-x", ".x", "a:b", "../up", "a%b"])
 def test_bad_package_names_are_refused(name):
     with pytest.raises(UserError, match="invalid"):
-        smartcam.check_package_name(name)
+        package.check_package_name(name)
 
 
 @pytest.mark.parametrize("name", ["a/b", "a b"])
@@ -253,7 +254,7 @@ def test_bad_package_name_on_the_command_line(repo_root, models, name):
 
 @pytest.mark.parametrize("name", ["demo", "cloud_detection", "v1.2-gray"])
 def test_good_package_names_pass(name):
-    assert smartcam.check_package_name(name) == name
+    assert package.check_package_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -269,7 +270,7 @@ def test_good_package_names_pass(name):
 def test_refused_model_keeps_the_previous_package(repo_root, models, kind, labels, reason):
     folder = _model_dir(repo_root, models)
     paths = model_paths("demo")
-    smartcam.build_package(paths, "demo", paths.tflite_model, paths.labels_file)
+    package.build_package(paths, "demo", paths.tflite_model, paths.labels_file)
     before = _snapshot(folder / "smartcam")
     shutil.copy(models(kind), folder / "tflite_model.tflite")
     _labels_file(folder, labels)
@@ -293,15 +294,15 @@ def test_non_tflite_file_is_refused_and_nothing_written(repo_root, models):
 def test_crash_while_writing_keeps_the_previous_package(repo_root, models, monkeypatch):
     folder = _model_dir(repo_root, models)
     paths = model_paths("demo")
-    smartcam.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.9)
+    package.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.9)
     before = _snapshot(folder / "smartcam")
 
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(smartcam, "sha256sums", crash)
+    monkeypatch.setattr(package, "sha256sums", crash)
     with pytest.raises(OSError):
-        smartcam.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.5)
+        package.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.5)
     assert _snapshot(folder / "smartcam") == before
     assert [p.name for p in (folder / "smartcam").iterdir()] == ["demo"]
 
@@ -334,12 +335,12 @@ def _write_confidences(path: Path, rows: list[tuple[float, bool]]) -> Path:
 def test_threshold_suggestion_matches_the_threshold_table(repo_root, target, expected, kept):
     paths = model_paths("demo")
     csv_path = _write_confidences(paths.confidences_csv("ground"), ROWS)
-    advice = smartcam.recommend_threshold(paths, target, LABELS)
+    advice = package.recommend_threshold(paths, target, LABELS)
     assert advice.threshold == pytest.approx(expected)
     assert advice.source == csv_path
-    table = metrics.threshold_table(metrics.load_confidences(csv_path))
+    table = metrics.threshold_table(load_confidences(csv_path))
     from_table = metrics.suggest_threshold(
-        [row for row in table if row.threshold >= smartcam.MIN_SUGGESTED_THRESHOLD], target)
+        [row for row in table if row.threshold >= package.MIN_SUGGESTED_THRESHOLD], target)
     assert advice.threshold == pytest.approx(from_table.threshold)
     assert advice.row.kept == kept == from_table.kept
     assert advice.row.kept_accuracy == from_table.kept_accuracy >= target
@@ -349,16 +350,16 @@ def test_threshold_never_suggested_below_one_half(repo_root):
     paths = model_paths("demo")
     csv_path = _write_confidences(paths.confidences_csv("ground"), ROWS)
     unfloored = metrics.suggest_threshold(
-        metrics.threshold_table(metrics.load_confidences(csv_path)), 0.7)
+        metrics.threshold_table(load_confidences(csv_path)), 0.7)
     assert unfloored.threshold < 0.5
-    assert smartcam.recommend_threshold(paths, 0.7, LABELS).threshold == pytest.approx(0.5)
+    assert package.recommend_threshold(paths, 0.7, LABELS).threshold == pytest.approx(0.5)
 
 
 def test_unreachable_target_keeps_the_default(repo_root):
     paths = model_paths("demo")
     rows = [(0.985, False), *ROWS[1:]]  # the most confident image is wrong
     _write_confidences(paths.confidences_csv("ground"), rows)
-    advice = smartcam.recommend_threshold(paths, 0.95, LABELS)
+    advice = package.recommend_threshold(paths, 0.95, LABELS)
     assert advice.threshold == smartcam.CONFIDENCE_THRESHOLD
     assert "no threshold" in advice.reason
 
@@ -374,14 +375,14 @@ def test_onboard_evaluation_is_preferred_and_reported(repo_root, models):
     assert "confidence_threshold 0.81" in result.stdout
     assert str(onboard) in result.stdout
     assert "keeps 40.0% of images (4), 100.0% correct" in result.stdout
-    assert smartcam.package_threshold(paths.smartcam_dir("demo")) == pytest.approx(0.81)
+    assert package.package_threshold(paths.smartcam_dir("demo")) == pytest.approx(0.81)
     assert "warning" not in result.stderr
 
 
 def test_evaluation_of_other_labels_is_ignored(repo_root):
     paths = model_paths("demo")
     _write_confidences(paths.confidences_csv("ground"), ROWS)
-    advice = smartcam.recommend_threshold(paths, 0.95, ["cloud", "earth", "edge"])
+    advice = package.recommend_threshold(paths, 0.95, ["cloud", "earth", "edge"])
     assert advice.threshold == smartcam.CONFIDENCE_THRESHOLD
     assert advice.warnings and "ignoring" in advice.warnings[0]
 
@@ -389,5 +390,5 @@ def test_evaluation_of_other_labels_is_ignored(repo_root):
 def test_threshold_out_of_range_is_refused(repo_root, models):
     _model_dir(repo_root, models)
     result = _run(repo_root, "demo", "--threshold", "1.5")
-    assert result.returncode == 2 and "outside 0..1" in result.stderr
+    assert result.returncode == 2 and "between 0 and 1" in result.stderr
     assert not (repo_root / "demo" / "smartcam").exists()

@@ -308,3 +308,11 @@ def test_cli_bad_input(repo_root: Path, case: str, args: tuple, message: str) ->
     assert "Traceback" not in done.stderr + done.stdout
     assert (_hashes(all_dir) if all_dir.is_dir() else None) == before
     assert not (repo_root / "m" / "data" / "training").exists()
+
+
+@pytest.mark.parametrize("flag", ["--group_seconds", "--group-seconds"])
+def test_group_seconds_both_spellings(small_model: Path, repo_root: Path, flag: str) -> None:
+    done = _run(repo_root, "demo", "20", flag, "0")
+    assert done.returncode == 0, done.stderr
+    bad = _run(repo_root, "demo", "20", "--force", flag, "-1")
+    assert bad.returncode == 2 and "--group_seconds" in bad.stderr

@@ -18,7 +18,7 @@ import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 from conftest import write_image
 
-from opssat import cli, make_image_classifier, smartcam
+from opssat import cli, contract, make_image_classifier
 from opssat import train as trainer
 from opssat.cli import UserError
 from opssat.dataset import (
@@ -128,8 +128,8 @@ def test_tflite_matches_labels_and_variants_keep_float_io(tiny_hub, colour_image
         for label in labels:
             probabilities = run_tflite(out / f"{name}.tflite", colour_input(label, 64))
             assert labels[int(np.argmax(probabilities))] == label, (name, label, probabilities)
-            assert probabilities.sum() == pytest.approx(1.0, abs=smartcam.SOFTMAX_TOLERANCE)
-        report = smartcam.check_contract(out / f"{name}.tflite", out / "labels.txt",
+            assert probabilities.sum() == pytest.approx(1.0, abs=contract.SOFTMAX_TOLERANCE)
+        report = contract.check_contract(out / f"{name}.tflite", out / "labels.txt",
                                          input_size=(64, 64))
         assert report.ok, (name, report.problems)
     accuracies = result.record["tflite_validation_accuracy"]
@@ -282,7 +282,7 @@ def test_mirrored_and_mixed_precision_make_a_valid_smartcam_model(tiny_hub, colo
     trainer.train(options(colour_images, tiny_hub, out, *flags, "--train_epochs", "2"))
     if "mirrored" in flags:
         assert "1 replica(s)" in capsys.readouterr().out
-    report = smartcam.check_contract(out / "model.tflite", out / "labels.txt", input_size=(64, 64))
+    report = contract.check_contract(out / "model.tflite", out / "labels.txt", input_size=(64, 64))
     assert report.ok, report.problems
     assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
@@ -369,14 +369,14 @@ def test_train_sh_fills_the_model_folder(tiny_hub, colour_images, repo_root):
 
 def test_feature_cache_key_names_what_changed(colour_images, tmp_path):
     files = list_labelled_files(colour_images)
-    ground = Preprocessing(64)
+    ground = Preprocessing(size=(64, 64))
     built = FeatureCache(tmp_path, "backbone-a", ground, files)
     batches = image_dataset(files, ground, 8)
     built.load_or_build(lambda batch: np.asarray(batch).mean(axis=(1, 2)), batches, 3)
     assert FeatureCache(tmp_path, "backbone-a", ground, files).stale_reason() is None
     assert (FeatureCache(tmp_path, "backbone-b", ground, files).stale_reason()
             == "the backbone changed")
-    assert (FeatureCache(tmp_path, "backbone-a", Preprocessing(64, "onboard"), files)
+    assert (FeatureCache(tmp_path, "backbone-a", Preprocessing("onboard", size=(64, 64)), files)
             .stale_reason() == "the preprocessing changed")
     (tmp_path / "meta.json").write_text("{not json")
     assert "unreadable" in FeatureCache(tmp_path, "backbone-a", ground, files).stale_reason()
