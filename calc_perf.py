@@ -4,7 +4,9 @@
 Prints the per-label table and total accuracy as the original did, then
 precision/recall/F1, macro-F1, balanced accuracy, Cohen's kappa (1 - kappa is the
 ESA OPS-SAT competition score), the confusion matrices and the threshold
-trade-off; writes data/classification/report.md and PNG plots. The main figures
+trade-off; writes data/classification/report.md, PNG plots and report.html (a
+page that opens offline: the figures, a clickable confusion matrix and the
+misclassified images beside the model's input). The main figures
 use the top-1 label of every image (threshold ignored); the "at threshold" line
 shows what SmartCam would keep. When confidences_onboard.csv exists too, both
 preprocessing modes are reported side by side with their top-1 agreement.
@@ -53,17 +55,20 @@ def main() -> int:
         if not csvs:
             raise cli.UserError(f"{paths.confidences_csv()} not found: run "
                                 f"batch_label_images.py {args.model} first")
-    atomic.check_writable(paths.report_md, paths.plot_png("threshold_curve"))
+    atomic.check_writable(paths.report_md, paths.plot_png("threshold_curve"),
+                          *report.html_outputs(paths))
     results = report.evaluate_csvs(csvs, args.threshold, args.target_accuracy)
     agreement = report.mode_agreement(results)
     plots = report.write_plots(paths, results)
     report_md = report.write_report(paths, results, agreement, plots)
+    report_html = report.write_html(paths, results, agreement, plots)
     if args.json:
-        print(json.dumps(report.to_json(args.model, results, agreement, report_md, plots),
-                         indent=2))
+        figures = report.to_json(args.model, results, agreement, report_md, plots)
+        print(json.dumps({**figures, "report_html": str(report_html)}, indent=2))
         return 0
     print(report.render_text(results, agreement))
     print(f"report: {report_md}")
+    print(f"page:   {report_html} (open it in a browser; works offline)")
     print(f"plots:  {', '.join(str(p) for p in plots)}")
     return 0
 

@@ -5,24 +5,26 @@ evaluation and the on-board emulation alike."""
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageFile
 
-from opssat import smartcam
+from opssat import onboard, smartcam
 from opssat.cli import UserError, warn
 
 # OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+T = TypeVar("T")
 
 #: ``img_msec_<ms>_...`` or a bare 13-digit millisecond timestamp.
 _TIMESTAMP = re.compile(r"img_msec_(\d+)|(?<!\d)(\d{13})(?!\d)")
@@ -94,16 +96,30 @@ def label_folders(folder: Path) -> list[Path]:
                           if p.is_dir() and not p.name.startswith(".")))
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Decode any supported image (any mode, truncated JPEG included) as RGB."""
+def open_rgb(path: str | Path, target: tuple[int, int] | None = None) -> Image.Image:
+    """Decode any supported image (any mode, truncated JPEG included) as RGB.
+
+    ``target`` (height, width): the size it will be resized to; a JPEG many times
+    larger (onboard.DRAFT_FACTOR) is decoded at a reduced scale to bound memory.
+    """
+    return _decoded_rgb(path, target, Image.Image.copy)
+
+
+def _decoded_rgb(path: str | Path, target: tuple[int, int] | None,
+                 finish: Callable[[Image.Image], T]) -> T:
+    """``finish`` applied to the decoded RGB image while its file is open (an RGB JPEG
+    is then used without a copy)."""
     path = Path(path)
     if not is_image_name(path):
         raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
     try:
-        with Image.open(path) as img:
+        with onboard.opened(path) as img:
+            factor = onboard.reduction(img.size, target)
+            if factor > 1 and img.format == "JPEG":
+                img.draft("RGB", (-(-img.size[0] // factor), -(-img.size[1] // factor)))
             img.load()
             if img.mode == "RGB":
-                return img.copy()
+                return finish(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # 16-bit grayscale: scale to 8 bits rather than clipping at 255.
                 wide = np.asarray(img, dtype=np.uint32)
@@ -114,7 +130,7 @@ def open_rgb(path: str | Path) -> Image.Image:
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
                 img = Image.alpha_composite(background, rgba)
-            return img.convert("RGB")
+            return finish(img.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
 
@@ -124,7 +140,7 @@ def has_image_header(path: str | Path) -> bool:
     if not is_image_name(path):
         return False
     try:
-        with Image.open(path):
+        with onboard.opened(path):
             return True
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
@@ -140,54 +156,6 @@ def readable(path: str | Path) -> bool:
 
 
 # --- preprocessing -------------------------------------------------------------
-
-
-def _mitchell(x: np.ndarray) -> np.ndarray:
-    """Mitchell-Netravali cubic (B = C = 1/3), stb_image_resize's downsampling filter."""
-    x = np.abs(x)
-    near = (7 * x**3 - 12 * x**2 + 16 / 3) / 6
-    far = (-7 / 3 * x**3 + 12 * x**2 - 20 * x + 32 / 3) / 6
-    return np.where(x < 1, near, np.where(x < 2, far, 0.0))
-
-
-@lru_cache(maxsize=16)
-def _resize_weights(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) matrix that resamples one axis with the Mitchell filter.
-
-    As stb_image_resize does: pixel centres at +0.5, the filter widened by the
-    scale when shrinking, edge pixels clamped, each row normalised to sum 1.
-    """
-    scale = n_out / n_in
-    stretch = max(1.0, 1.0 / scale)
-    weights = np.zeros((n_out, n_in))
-    for out_index in range(n_out):
-        centre = (out_index + 0.5) / scale
-        first = int(np.floor(centre - 2 * stretch))
-        last = int(np.ceil(centre + 2 * stretch))
-        taps = np.arange(first, last + 1)
-        w = _mitchell((taps + 0.5 - centre) / stretch)
-        np.add.at(weights[out_index], np.clip(taps, 0, n_in - 1), w)
-        weights[out_index] /= weights[out_index].sum()
-    return weights
-
-
-def mitchell_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an (H, W) or (H, W, C) uint8 array to ``size`` = (height, width)."""
-    height, width = size
-    rows = _resize_weights(pixels.shape[0], height)
-    cols = _resize_weights(pixels.shape[1], width)
-    data = pixels.astype(np.float64)
-    out = np.tensordot(rows, data, axes=(1, 0))
-    out = np.moveaxis(np.tensordot(cols, out, axes=(1, 1)), 0, 1)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=quality)
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return decoded.convert("RGB")
 
 
 def check_preprocessing(mode: str, onboard_channels: int, flag: str = "--preprocess") -> None:
@@ -260,18 +228,21 @@ def load_pixels(path: str | Path, preprocessing: Preprocessing = GROUND) -> np.n
     """Decode ``path`` into a (height, width, 3) uint8 array as the model sees it.
 
     ``ground``: RGB, Pillow bilinear resize, as ground tools always did.
-    ``onboard``: as SmartCam does it: grayscale when ``onboard_channels`` is 1,
-    Mitchell resize, JPEG quality 90 round trip, channels replicated to RGB.
+    ``onboard``: SmartCam's own chain (opssat.onboard): stb's load with
+    ``onboard_channels``, its resize and JPEG encoder at quality 90, uJPEG's decode.
     """
-    size, onboard_channels = preprocessing.size, preprocessing.onboard_channels
-    img = open_rgb(path)
-    height, width = size
+    size = preprocessing.size
     if preprocessing.mode == "ground":
-        return np.asarray(img.resize((width, height), Image.Resampling.BILINEAR))
-    if onboard_channels == 1:
-        img = img.convert("L")
-    resized = Image.fromarray(mitchell_resize(np.asarray(img), size))
-    return np.asarray(_jpeg_round_trip(resized, smartcam.ONBOARD_JPEG_QUALITY))
+        height, width = size
+        return _decoded_rgb(path, size, lambda img: np.asarray(
+            img.resize((width, height), Image.Resampling.BILINEAR)))
+    if not is_image_name(path):
+        raise UnreadableImageError(f"{path}: not an image file ({', '.join(IMAGE_EXTENSIONS)})")
+    try:
+        return onboard.onboard_pixels(path, size, preprocessing.onboard_channels,
+                                      smartcam.ONBOARD_JPEG_QUALITY)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableImageError(f"{path}: cannot decode image ({err})") from err
 
 
 def to_model_input(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from opssat import atomic, metrics
+from opssat import atomic, html_report, images, infer, metrics
 from opssat.cli import UserError
 from opssat.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.paths import ModelPaths
@@ -79,22 +79,21 @@ def _compact_rows(perf: metrics.Performance) -> list[metrics.ThresholdRow]:
             if any(abs(row.threshold - w) < 1e-9 for w in wanted)]
 
 
-def _mode_section(result: ModeResult, markdown: bool) -> list[str]:
-    perf = result.performance
-    h = "### " if markdown else "== "
-    lines = [f"{h}{result.mode} preprocessing: {result.csv_path} ({perf.images} images)", ""]
-    lines += _table(
-        ["label", "correct / total", "sensitivity"],
-        [[s.label, f"{s.correct} / {s.total}", _num(s.sensitivity)] for s in perf.per_label],
-        markdown,
-    )
-    lines += ["", f"{'- ' if markdown else ''}total accuracy: {perf.correct} / {perf.images} = "
-              f"{perf.accuracy:.3f} (top-1 over all images, threshold ignored)", ""]
-    lines += _table(
-        ["label", "precision", "recall", "F1"],
-        [[s.label, _num(s.precision), _num(s.sensitivity), _num(s.f1)] for s in perf.per_label],
-        markdown,
-    )
+def _sensitivity_rows(perf: metrics.Performance) -> list[list[str]]:
+    return [[s.label, f"{s.correct} / {s.total}", _num(s.sensitivity)] for s in perf.per_label]
+
+
+def _prf_rows(perf: metrics.Performance) -> list[list[str]]:
+    return [[s.label, _num(s.precision), _num(s.sensitivity), _num(s.f1)]
+            for s in perf.per_label]
+
+
+def _accuracy_line(perf: metrics.Performance) -> str:
+    return (f"total accuracy: {perf.correct} / {perf.images} = {perf.accuracy:.3f} "
+            "(top-1 over all images, threshold ignored)")
+
+
+def _figure_lines(perf: metrics.Performance) -> list[str]:
     figures = [
         f"macro-F1: {perf.macro_f1:.3f}    balanced accuracy: {perf.balanced_accuracy:.3f}",
         f"Cohen's kappa: {_num(perf.kappa)}    1 - kappa (ESA OPS-SAT competition score, "
@@ -104,59 +103,89 @@ def _mode_section(result: ModeResult, markdown: bool) -> list[str]:
     ]
     if perf.mean_time_ms is not None:
         figures.append(f"mean invoke time: {perf.mean_time_ms:.2f} ms")
-    lines += ["", *(f"- {line}" if markdown else line for line in figures)]
+    return figures
+
+
+CONFUSION_CORNER = "expected \\ predicted"
+THRESHOLD_HEADER = ["threshold", "kept", "kept share", "kept accuracy"]
+
+
+def _confusion_rows(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> list[list[str]]:
+    return [[label, *map(str, row)] for label, row in zip(labels, matrix, strict=True)]
+
+
+def _threshold_rows(perf: metrics.Performance) -> list[list[str]]:
+    return [[f"{r.threshold:.2f}", str(r.kept), _pct(r.kept_share), _num(r.kept_accuracy)]
+            for r in _compact_rows(perf)]
+
+
+def _suggestion_line(perf: metrics.Performance) -> str:
+    best = perf.suggested
+    if best is None:
+        return f"no threshold keeps accuracy >= {perf.target_accuracy:.3f}"
+    return (f"lowest threshold with accuracy >= {perf.target_accuracy:.3f}: "
+            f"{best.threshold:.2f} (keeps {best.kept} / {perf.images}, "
+            f"{_pct(best.kept_share)}; accuracy {_num(best.kept_accuracy)})")
+
+
+def _mode_title(result: ModeResult) -> str:
+    return (f"{result.mode} preprocessing: {result.csv_path} "
+            f"({result.performance.images} images)")
+
+
+def _mode_section(result: ModeResult, markdown: bool) -> list[str]:
+    perf = result.performance
+    h = "### " if markdown else "== "
+    lines = [f"{h}{_mode_title(result)}", ""]
+    lines += _table(["label", "correct / total", "sensitivity"], _sensitivity_rows(perf),
+                    markdown)
+    lines += ["", f"{'- ' if markdown else ''}{_accuracy_line(perf)}", ""]
+    lines += _table(["label", "precision", "recall", "F1"], _prf_rows(perf), markdown)
+    lines += ["", *(f"- {line}" if markdown else line for line in _figure_lines(perf))]
     lines += ["", "confusion matrix, top-1 (rows expected, columns predicted):", ""]
-    corner = "expected \\ predicted"
-    lines += _table([corner, *perf.labels],
-                    [[label, *map(str, row)] for label, row in zip(perf.labels, perf.confusion,
-                                                                   strict=True)], markdown)
+    lines += _table([CONFUSION_CORNER, *perf.labels],
+                    _confusion_rows(perf.labels, perf.confusion), markdown)
     lines += ["", f"confusion matrix at threshold {perf.threshold:.2f} "
               f"({NOT_CLASSIFIED} = below threshold):", ""]
-    lines += _table([corner, *perf.labels, NOT_CLASSIFIED],
-                    [[label, *map(str, row)] for label, row in
-                     zip(perf.labels, perf.confusion_at_threshold, strict=True)], markdown)
+    lines += _table([CONFUSION_CORNER, *perf.labels, NOT_CLASSIFIED],
+                    _confusion_rows(perf.labels, perf.confusion_at_threshold), markdown)
     lines += ["", "threshold trade-off (kept: top-1 confidence >= threshold):", ""]
-    lines += _table(
-        ["threshold", "kept", "kept share", "kept accuracy"],
-        [[f"{r.threshold:.2f}", str(r.kept), _pct(r.kept_share), _num(r.kept_accuracy)]
-         for r in _compact_rows(perf)],
-        markdown,
-    )
-    best = perf.suggested
-    lines.append("")
-    if best is None:
-        lines.append(f"no threshold keeps accuracy >= {perf.target_accuracy:.3f}")
-    else:
-        lines.append(f"lowest threshold with accuracy >= {perf.target_accuracy:.3f}: "
-                     f"{best.threshold:.2f} (keeps {best.kept} / {perf.images}, "
-                     f"{_pct(best.kept_share)}; accuracy {_num(best.kept_accuracy)})")
-    return lines + [""]
+    lines += _table(THRESHOLD_HEADER, _threshold_rows(perf), markdown)
+    return lines + ["", _suggestion_line(perf), ""]
+
+
+_COMPARED = [
+    ("images", lambda p: str(p.images)),
+    ("accuracy", lambda p: _num(p.accuracy)),
+    ("macro-F1", lambda p: _num(p.macro_f1)),
+    ("balanced accuracy", lambda p: _num(p.balanced_accuracy)),
+    ("Cohen's kappa", lambda p: _num(p.kappa)),
+    ("1 - kappa", lambda p: _num(p.competition_score)),
+    ("kept at threshold", lambda p: _pct(p.coverage)),
+    ("accuracy of kept", lambda p: _num(p.kept_accuracy)),
+]
+
+
+def _comparison_rows(results: Sequence[ModeResult]) -> list[list[str]]:
+    return [[name, *(get(r.performance) for r in results)] for name, get in _COMPARED]
+
+
+def _agreement_line(results: Sequence[ModeResult], agree: metrics.Agreement) -> str:
+    return (f"top-1 agreement {results[0].mode} vs {results[1].mode}: "
+            f"{agree.agreeing} / {agree.matched} images ({_pct(agree.share)}), "
+            f"matched by filename; only in {results[0].mode}: {agree.only_first}, "
+            f"only in {results[1].mode}: {agree.only_second}")
 
 
 def _comparison(results: Sequence[ModeResult], agree: metrics.Agreement | None,
                 markdown: bool) -> list[str]:
     if len(results) < 2:
         return []
-    rows = [
-        ("images", lambda p: str(p.images)),
-        ("accuracy", lambda p: _num(p.accuracy)),
-        ("macro-F1", lambda p: _num(p.macro_f1)),
-        ("balanced accuracy", lambda p: _num(p.balanced_accuracy)),
-        ("Cohen's kappa", lambda p: _num(p.kappa)),
-        ("1 - kappa", lambda p: _num(p.competition_score)),
-        ("kept at threshold", lambda p: _pct(p.coverage)),
-        ("accuracy of kept", lambda p: _num(p.kept_accuracy)),
-    ]
     h = "## " if markdown else "== "
     lines = [f"{h}modes side by side", ""]
-    lines += _table(["figure", *(r.mode for r in results)],
-                    [[name, *(get(r.performance) for r in results)] for name, get in rows],
-                    markdown)
+    lines += _table(["figure", *(r.mode for r in results)], _comparison_rows(results), markdown)
     if agree is not None:
-        lines += ["", f"top-1 agreement {results[0].mode} vs {results[1].mode}: "
-                  f"{agree.agreeing} / {agree.matched} images ({_pct(agree.share)}), "
-                  f"matched by filename; only in {results[0].mode}: {agree.only_first}, "
-                  f"only in {results[1].mode}: {agree.only_second}"]
+        lines += ["", _agreement_line(results, agree)]
     return lines + [""]
 
 
@@ -299,3 +328,187 @@ def write_report(paths: ModelPaths, results: Sequence[ModeResult],
         raise UserError("nothing to report: run batch_label_images.py first")
     atomic.write_text(paths.report_md, render_markdown(paths.name, results, agree, plots))
     return paths.report_md
+
+
+# --- the HTML page -------------------------------------------------------------
+
+
+def preprocessing_of(result: ModeResult) -> str:
+    """The preprocessing a CSV was made with: confidences.csv is ground,
+    confidences_onboard.csv on-board; a CSV passed by name is judged by its name."""
+    if result.mode in images.PREPROCESS_MODES:
+        return result.mode
+    return "onboard" if "onboard" in result.csv_path.stem else "ground"
+
+
+def _row_card(result: ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
+              modes: Sequence[str], others: Sequence[tuple[ModeResult, int]] = ()) -> str:
+    """An image's card: thumbnail, model input(s), expected label and top-3 of each mode."""
+    conf = result.confidences
+    name, expected = conf.filenames[row], conf.expected[row]
+    probabilities = conf.probabilities[row]
+    top = float(probabilities.max())
+    top1 = conf.labels[int(np.argmax(probabilities))]
+    classes = []
+    if top1 != expected:
+        classes.append("wrong")
+    if top < result.performance.threshold:
+        classes.append("low")
+    original = None if source is None else html_report.relative_url(source, page)
+    body = html_report.image_pair(pairs.get(source) if source else None, original, modes)
+    rankings = [(result, row), *others]
+    lists = "".join(_ranking(r, i, expected, len(rankings) > 1) for r, i in rankings)
+    caption = (f'<span class="name">{html_report.esc(name)}</span><br>expected '
+               f"<b>{html_report.esc(expected)}</b>{lists}")
+    return html_report.card(body, caption, {"conf": f"{top:.6f}", "name": name}, classes)
+
+
+def _ranking(result: ModeResult, row: int, expected: str, named: bool) -> str:
+    """Top-3 of one mode, tagged when wrong or below the threshold."""
+    probabilities = result.confidences.probabilities[row]
+    ranked = infer.ranked(probabilities, result.confidences.labels, 3)
+    tags = ""
+    if ranked[0][0] != expected:
+        tags += '<span class="tag">misclassified</span>'
+    if ranked[0][1] < result.performance.threshold:
+        tags += '<span class="tag low">below threshold</span>'
+    title = f"{html_report.esc(result.mode)} top-3" if named else "top-3"
+    return html_report.top_k(ranked, expected, f"{title} {tags}")
+
+
+_SORTS = [("confidence ↑", "conf", 1), ("confidence ↓", "conf", -1), ("name", "name", 1)]
+
+
+def _confusion_html(index: int, result: ModeResult, cards: list[str]) -> list[str]:
+    """The top-1 confusion matrix; each cell links to a panel of its images."""
+    conf, perf = result.confidences, result.performance
+    position = {label: i for i, label in enumerate(conf.labels)}
+    cells: dict[tuple[int, int], list[str]] = {}
+    for row, card in enumerate(cards):
+        key = (position[conf.expected[row]], position[conf.top1[row]])
+        cells.setdefault(key, []).append(card)
+    esc = html_report.esc
+    head = "".join(f"<th>{esc(label)}</th>" for label in perf.labels)
+    rows, panels = [], []
+    for r, label in enumerate(perf.labels):
+        tds = []
+        for c, count in enumerate(perf.confusion[r]):
+            anchor = f"cell-{index}-{r}-{c}"
+            cls = "diag" if r == c else "off"
+            value = f'<a href="#{anchor}">{count}</a>' if count else "0"
+            tds.append(f'<td class="{cls}" data-expected="{esc(label)}" '
+                       f'data-predicted="{esc(perf.labels[c])}" data-count="{count}">{value}</td>')
+            if count:
+                panels.append(
+                    f'<section class="cell" id="{anchor}"><h3>{result.mode}: expected '
+                    f"{esc(label)}, predicted {esc(perf.labels[c])} ({count} images) "
+                    f'<a href="#confusion-{index}">close</a></h3>'
+                    + html_report.gallery(f"{anchor}-gallery", cells.get((r, c), []))
+                    + "</section>")
+        rows.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
+    table = (f'<table class="confusion" id="confusion-{index}" data-mode="{esc(result.mode)}">'
+             f"<tr><th>{esc(CONFUSION_CORNER)}</th>{head}</tr>{''.join(rows)}</table>")
+    return [table, *panels]
+
+
+def render_html(model: str, results: Sequence[ModeResult], agree: metrics.Agreement | None,
+                plots: Sequence[Path], page: Path, roots: Sequence[Path]) -> str:
+    """report.html: report.md's figures, a clickable confusion matrix, the gallery of
+    misclassified and below-threshold images, and the modes side by side."""
+    esc = html_report.esc
+    modes = [preprocessing_of(r) for r in results]
+    files = html_report.ImageFiles(page)
+    sources: list[list[Path | None]] = []
+    for result, mode in zip(results, modes, strict=True):
+        conf = result.confidences
+        found = [html_report.locate_image(n, e, roots)
+                 for n, e in zip(conf.filenames, conf.expected, strict=True)]
+        for source in found:
+            if source is not None:
+                files.want(source, [mode])
+        sources.append(found)
+    differing: list[tuple[int, int]] = []
+    if len(results) >= 2:
+        second = {name: i for i, name in enumerate(results[1].confidences.filenames)}
+        top_a, top_b = results[0].confidences.top1, results[1].confidences.top1
+        for i, name in enumerate(results[0].confidences.filenames):
+            j = second.get(name)
+            if j is not None and top_a[i] != top_b[j]:
+                differing.append((i, j))
+                if sources[0][i] is not None:
+                    files.want(sources[0][i], modes[:2])
+    pairs = files.write()
+
+    body = [f"<h1>Performance of model <code>{esc(model)}</code></h1>", "<nav>"]
+    if len(results) >= 2:
+        body.append('<a href="#compare">modes side by side</a>')
+    body += [f'<a href="#mode-{i}">{esc(r.mode)}</a>' for i, r in enumerate(results)]
+    body += ['<a href="#plots">plots</a>' if plots else "", "</nav>",
+             '<p class="muted">Main figures: the top-1 label of every test image, whatever its '
+             'confidence. The "at threshold" figures show what SmartCam keeps on board: images '
+             "whose top-1 confidence reaches the threshold. Each image is shown as a thumbnail "
+             "(click for the original) beside the model's input as its preprocessing made "
+             "it.</p>"]
+    if len(results) >= 2:
+        body += ['<h2 id="compare">Modes side by side</h2>',
+                 html_report.table(["figure", *(r.mode for r in results[:2])],
+                                   _comparison_rows(results[:2]))]
+        if agree is not None:
+            body.append(f"<p>{esc(_agreement_line(results, agree))}</p>")
+        body.append(f"<h3>Images whose top-1 differs ({len(differing)})</h3>")
+        cards = [_row_card(results[0], i, sources[0][i], pairs, page, modes[:2],
+                           [(results[1], j)]) for i, j in differing]
+        body += [html_report.sort_buttons("differ", _SORTS[2:]),
+                 html_report.gallery("differ", cards)]
+    for index, (result, mode) in enumerate(zip(results, modes, strict=True)):
+        perf = result.performance
+        body += [f'<h2 id="mode-{index}">{esc(_mode_title(result))}</h2>',
+                 html_report.table(["label", "correct / total", "sensitivity"],
+                                   _sensitivity_rows(perf)),
+                 f"<p>{esc(_accuracy_line(perf))}</p>",
+                 html_report.table(["label", "precision", "recall", "F1"], _prf_rows(perf)),
+                 '<ul class="figures">' + "".join(f"<li>{esc(line)}</li>"
+                                                  for line in _figure_lines(perf)) + "</ul>",
+                 "<h3>Confusion matrix, top-1</h3>",
+                 '<p class="muted">Rows expected, columns predicted; click a count to see its '
+                 "images.</p>"]
+        cards = [_row_card(result, row, source, pairs, page, [mode])
+                 for row, source in enumerate(sources[index])]
+        body += _confusion_html(index, result, cards)
+        body += [f"<h3>Confusion matrix at threshold {perf.threshold:.2f} ({NOT_CLASSIFIED} = "
+                 "below threshold)</h3>",
+                 html_report.table([CONFUSION_CORNER, *perf.labels, NOT_CLASSIFIED],
+                                   _confusion_rows(perf.labels, perf.confusion_at_threshold)),
+                 "<h3>Threshold trade-off</h3>",
+                 html_report.table(THRESHOLD_HEADER, _threshold_rows(perf)),
+                 f"<p>{esc(_suggestion_line(perf))}</p>"]
+        conf = result.confidences
+        flagged = [row for row in range(perf.images)
+                   if conf.top1[row] != conf.expected[row]
+                   or conf.probabilities[row].max() < perf.threshold]
+        gallery = f"gallery-{index}"
+        body += [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
+                 f"({len(flagged)} of {perf.images})</h3>",
+                 html_report.sort_buttons(gallery, _SORTS),
+                 html_report.gallery(gallery, [cards[row] for row in flagged])]
+    if plots:
+        body.append('<h2 id="plots">Plots</h2>')
+        body += [f'<img class="plot" loading="lazy" src="{esc(html_report.relative_url(p, page))}"'
+                 f' alt="{esc(p.stem)}">' for p in plots]
+    return html_report.page(f"Performance of {model}", body)
+
+
+def html_outputs(paths: ModelPaths) -> list[Path]:
+    """What write_html replaces: the page and its image folder."""
+    return [paths.report_html, html_report.files_dir(paths.report_html)]
+
+
+def write_html(paths: ModelPaths, results: Sequence[ModeResult],
+               agree: metrics.Agreement | None, plots: Sequence[Path]) -> Path:
+    """report.html beside report.md, its images in report_files/."""
+    if not results:
+        raise UserError("nothing to report: run batch_label_images.py first")
+    page = paths.report_html
+    text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir])
+    atomic.write_text(page, text)
+    return page

@@ -124,6 +124,7 @@ def test_json_figures_equal_hand_computed(model: ModelPaths):
     assert ground["suggested"]["kept"] == 5
     assert out["agreement"] is None
     assert Path(out["report"]) == model.report_md
+    assert Path(out["report_html"]) == model.report_html
 
 
 def test_text_output_has_original_table_and_figures(model: ModelPaths):
@@ -153,6 +154,15 @@ def test_report_and_plots_are_written(model: ModelPaths):
         assert f"({png.name})" in report
         with Image.open(png) as img:
             assert img.format == "PNG" and img.size[0] > 100
+    # The page beside report.md: the same figures and plots; these CSV rows name
+    # no image file, so each card says so rather than showing a broken image.
+    page = model.report_html.read_text()
+    assert f"page:   {model.report_html}" in proc.stdout
+    assert "Cohen&#x27;s kappa" in page and "3 / 4" in page
+    assert all(f'src="{model.plot_png(n).name}"' in page
+               for n in ("confusion_matrix", "threshold_curve", "confidence_histograms"))
+    assert page.count("file not found") == 10 + 5  # every row in its cell, 5 in the gallery
+    assert "<img" in page and "report_files/" not in page
 
 
 def test_both_modes_side_by_side_with_agreement(model: ModelPaths):

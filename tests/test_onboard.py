@@ -15,7 +15,7 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from opssat import images, smartcam
+from opssat import images, onboard, smartcam
 
 PROJECT = Path(__file__).resolve().parents[1]
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "opssat_real"
@@ -55,34 +55,79 @@ def test_onboard_with_three_channels_keeps_colour(tmp_path):
     assert pixels[..., 0].mean() > pixels[..., 1].mean() + 100
 
 
-@pytest.mark.parametrize("shape", [(583, 614), (583, 614, 3), (100, 50)])
-def test_mitchell_resize_keeps_a_constant_image_constant(shape):
-    out = images.mitchell_resize(np.full(shape, 77, np.uint8), (224, 224))
-    assert out.shape[:2] == (224, 224)
+@pytest.mark.parametrize("shape", [(583, 614, 1), (583, 614, 3), (100, 50, 1), (300, 100, 1)])
+def test_stb_resize_keeps_a_constant_image_constant(shape):
+    out = onboard.stb_resize(np.full(shape, 77, np.uint8), (224, 224))
+    assert out.shape == (224, 224, shape[2])
     assert np.all(out == 77)
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(614, 224), (583, 224), (100, 224)])
-def test_mitchell_resize_keeps_a_ramp_linear(n_in, n_out):
-    # Mitchell (B = C = 1/3) reproduces linear functions; only the clamped edges bend.
+def test_stb_resize_keeps_a_ramp_linear(n_in, n_out):
+    # Mitchell (shrinking) and Catmull-Rom (enlarging) reproduce linear functions; only
+    # the clamped edges bend, and the rounding of input and output adds about a level.
     ramp = np.linspace(20, 230, n_in)
-    pixels = np.tile(np.rint(ramp).astype(np.uint8), (8, 1))
-    out = images.mitchell_resize(pixels, (8, n_out))[0].astype(float)
+    pixels = np.tile(np.rint(ramp).astype(np.uint8), (8, 1))[..., None]
+    out = onboard.stb_resize(pixels, (8, n_out))[0, :, 0].astype(float)
     centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
     expected = np.interp(centres, np.arange(n_in), ramp)
     interior = slice(4, n_out - 4)
-    assert np.abs(out[interior] - expected[interior]).max() <= 1.0
+    assert np.abs(out[interior] - expected[interior]).max() <= 1.1
     assert np.all(np.diff(out) >= 0)
 
 
 def test_onboard_does_a_jpeg_round_trip(tmp_path):
     path = _thumbnail(tmp_path)
-    onboard = images.load_pixels(path, images.Preprocessing("onboard"))
-    gray = np.asarray(Image.open(path).convert("L"))
-    resized = images.mitchell_resize(gray, smartcam.INPUT_SIZE)
-    difference = np.abs(onboard[..., 0].astype(int) - resized.astype(int))
+    pixels = images.load_pixels(path, images.Preprocessing("onboard"))
+    resized = onboard.stb_resize(onboard.stb_load(path, 1), smartcam.INPUT_SIZE)[..., 0]
+    difference = np.abs(pixels[..., 0].astype(int) - resized.astype(int))
     assert difference.max() > 0  # JPEG changed some pixels...
     assert difference.mean() < 4  # ...slightly, at quality 90
+
+
+#: Loads a huge image in every mode, then prints the process's peak RSS in MiB.
+HUGE_CHILD = """
+import resource, sys
+from opssat import images
+for mode, channels in (("onboard", 3), ("onboard", 1), ("ground", 1)):
+    pixels = images.load_pixels(sys.argv[1], images.Preprocessing(mode, channels, (224, 224)))
+    assert pixels.shape == (224, 224, 3)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_huge_jpeg_is_decoded_at_reduced_size_with_a_one_line_warning(tmp_path):
+    path = tmp_path / "huge.jpeg"
+    Image.new("L", (10_000, 10_000), 90).save(path, quality=50)  # Pillow's bomb warning
+    result = subprocess.run([sys.executable, "-c", HUGE_CHILD, str(path)], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    # A full decode holds 100 MB of 8-bit pixels (300 MB as RGB) plus float copies.
+    assert int(result.stdout.split()[-1]) < 250
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(f"warning: {path}: 10000x10000") for line in lines)
+    assert "DecompressionBombWarning" not in result.stderr
+
+
+def test_a_large_colour_jpeg_keeps_its_colour_at_reduced_size(tmp_path):
+    path = write_image(tmp_path / "big.jpeg", (200, 40, 30), size=(2000, 1900), noise=5)
+    pixels = onboard.onboard_pixels(path, (224, 224), 3)
+    assert onboard.reduction((2000, 1900), (224, 224)) == 2
+    assert np.abs(pixels.reshape(-1, 3).mean(0) - (200, 40, 30)).max() < 4
+
+
+def test_a_large_png_is_box_reduced_first_and_stays_close(tmp_path):
+    ramp = np.linspace(0, 255, 1000)
+    pixels = np.rint(np.add.outer(ramp, ramp) / 2).astype(np.uint8)
+    path = tmp_path / "big.png"
+    Image.fromarray(pixels).save(path)
+    size = (32, 32)
+    assert onboard.reduction((1000, 1000), size) == 7
+    reduced = onboard.onboard_pixels(path, size, 1).astype(int)
+    exact = onboard.ujpeg_decode(onboard.stb_write_jpeg(
+        onboard.stb_resize(onboard.stb_load(path, 1), size))).astype(int)
+    assert 0 < np.abs(reduced - exact).max() <= 4
 
 
 # --- real thumbnails --------------------------------------------------------------------
