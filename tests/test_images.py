@@ -3,6 +3,7 @@ refused with the module's own error, and timestamps come from both name styles."
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
@@ -138,9 +139,12 @@ def test_timestamp_ms(name: str, expected: int | None) -> None:
 
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/opssat_real is absent")
 def test_real_thumbnails_open() -> None:
+    with (REAL / "MANIFEST.csv").open(newline="") as handle:
+        sizes = {row["filename"]: (int(row["width"]), int(row["height"]))
+                 for row in csv.DictReader(handle)}
     files = sorted(REAL.glob("*/*.jpeg"))
-    assert files
+    assert len(files) == len(sizes)
     for path in files:
         img = images.open_rgb(path)
-        assert img.mode == "RGB" and img.size == sample.THUMBNAIL_SIZE
+        assert img.mode == "RGB" and img.size == sizes[path.name]
         assert images.timestamp_ms(path) is not None
