@@ -199,7 +199,7 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
     """
     check_trainer_args(trainer_args)
     for mode in modes:
-        images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS)
+        images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS, "--modes")
     found = split.scan(paths)
     for path, label, why in found.unreadable:
         log(f"warning: skipped {label}/{path.name}: {why}")
