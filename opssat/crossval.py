@@ -198,6 +198,8 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
     (the out-of-fold CSVs, when ``write_oof``).
     """
     check_trainer_args(trainer_args)
+    if not modes:
+        raise UserError("--modes is empty: give onboard, ground or both")
     for mode in modes:
         images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS, "--modes")
     found = split.scan(paths)
