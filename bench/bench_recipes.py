@@ -47,6 +47,10 @@ RECIPES: dict[str, tuple[list[str], list[tuple[str, int]], str]] = {
                           "15 head epochs (adam 1e-3), 3 fine-tuning epochs (adam 1e-5), "
                           "augmented"),
     "fine_tune": (FINE_TUNE, [], "the same fine-tuning, no augmentation"),
+    "fine_tune_strong": ([*BASE, "--train_preprocess", "onboard", "--do_fine_tuning",
+                          "--optimizer", "adam", "--learning_rate", "0.001", "--train_epochs", "20",
+                          "--fine_tune_after_epochs", "15", "--fine_tuning_learning_rate", "1e-4"],
+                         [], "15 head epochs, then 5 fine-tuning epochs at 1e-4, no augmentation"),
 }
 
 
