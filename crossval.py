@@ -31,7 +31,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--fold_seed", type=int, default=crossval.DEFAULT_SEED,
                         help="seed of the fold assignment (default: %(default)s); --seed "
                              "goes to the trainer")
-    parser.add_argument("--group-seconds", dest="group_seconds", type=split.parse_group_seconds,
+    parser.add_argument("--group_seconds", "--group-seconds", type=split.parse_group_seconds,
                         default=split.DEFAULT_GROUP_SECONDS,
                         help="images this close in time are one burst (default: %(default)s)")
     parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
