@@ -22,9 +22,10 @@ $py make_sample_data.py "$model" --real --force
 step "2. split 80/20, grouped by acquisition burst"
 $py split_data.py "$model" 20 --force
 
-step "3. train the recommended recipe: frozen EfficientNet-Lite0 + softmax head on images prepared as on board; float and int8 TFLite"
-./train.sh "$model" 15 --backbone efficientnet_lite0 --nodo_fine_tuning --train_preprocess onboard \
-    --validation_split 0 --quantize int8
+step "3. train the recommended recipe on images prepared as on board: EfficientNet-Lite0, 15 head epochs, then 5 fine-tuning epochs; float and int8 TFLite"
+./train.sh "$model" 20 --backbone efficientnet_lite0 --do_fine_tuning --fine_tune_after_epochs 15 \
+    --optimizer adam --learning_rate 0.001 --fine_tuning_learning_rate 1e-4 \
+    --train_preprocess onboard --validation_split 0 --quantize int8
 
 step "4. classify the held-out real test images as the ground sees them, then as SmartCam sees them"
 $py batch_label_images.py "$model"
