@@ -21,12 +21,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import opssat  # noqa: E402, F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, images, package, smartcam  # noqa: E402
+from opssat import cli, images, package, sample, smartcam  # noqa: E402
 from opssat.confidences import check_threshold  # noqa: E402
 from opssat.infer import Classifier  # noqa: E402
 from opssat.paths import model_paths  # noqa: E402
 
-DEFAULT_REAL_DIR = PROJECT_ROOT.parent / "shared" / "opssat_real"
+DEFAULT_REAL_DIR = sample.REAL_SAMPLE_DIR
 MODES = images.PREPROCESS_MODES
 
 
@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label_file", help="its labels (default: labels.txt beside it)")
     parser.add_argument("--real_dir", type=Path, default=DEFAULT_REAL_DIR,
                         help="folder of <label>/ sub-folders of real thumbnails "
-                        "(default: ../shared/opssat_real beside the project)")
+                        "(default: the bundled sample_data/opssat_real)")
     parser.add_argument("--onboard_channels", type=int, default=smartcam.ONBOARD_CHANNELS,
                         choices=images.ONBOARD_CHANNEL_CHOICES,
                         help="channels of the on-board resize (default: "

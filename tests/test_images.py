@@ -13,7 +13,7 @@ from PIL import Image
 
 from opssat import images, sample
 
-REAL = Path(__file__).resolve().parent.parent.parent / "shared" / "opssat_real"
+REAL = sample.REAL_SAMPLE_DIR
 
 
 def _pattern(size: tuple[int, int] = (30, 20)) -> Image.Image:
@@ -137,7 +137,6 @@ def test_timestamp_ms(name: str, expected: int | None) -> None:
     assert images.timestamp_ms(Path("some/folder") / name) == expected
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/opssat_real is absent")
 def test_real_thumbnails_open() -> None:
     with (REAL / "MANIFEST.csv").open(newline="") as handle:
         sizes = {row["filename"]: (int(row["width"]), int(row["height"]))

@@ -15,11 +15,10 @@ import pytest
 from conftest import write_image
 from PIL import Image
 
-from opssat import images, onboard, smartcam
+from opssat import images, onboard, sample, smartcam
 
 PROJECT = Path(__file__).resolve().parents[1]
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "opssat_real"
-needs_real = pytest.mark.skipif(not REAL_DIR.is_dir(), reason=f"{REAL_DIR} is absent")
+REAL_DIR = sample.REAL_SAMPLE_DIR
 
 
 def _thumbnail(tmp_path: Path, colour=(200, 40, 30), suffix: str = ".png",
@@ -137,7 +136,6 @@ def test_a_large_png_is_box_reduced_first_and_stays_close(tmp_path):
 # --- real thumbnails --------------------------------------------------------------------
 
 
-@needs_real
 def test_real_thumbnails_become_grayscale_224_inputs():
     files = sorted(REAL_DIR.glob("*/*.jpeg"))
     assert files
@@ -219,12 +217,13 @@ def test_eval_real_without_a_package_explains(repo_root, tmp_path):
     assert "package_smartcam.py demo" in result.stderr and "Traceback" not in result.stderr
 
 
-@needs_real
-def test_eval_real_on_the_real_thumbnails(repo_root, package):
+def test_eval_real_on_the_bundled_real_sample(repo_root, package):
     result = _eval(repo_root, "--model", "demo", "--json")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert figures["images"] == 19
-    assert figures["real_labels"] == ["earth", "edge"]
-    assert figures["modes"]["ground"]["recall"]["earth"]["images"] == 15
+    manifest = sample.read_manifest()
+    assert figures["images"] == len(manifest) == 123
+    assert figures["real_labels"] == ["bad", "earth", "edge"]
+    assert figures["modes"]["ground"]["recall"]["earth"]["images"] == sum(
+        entry.label == "earth" for entry in manifest)
     assert figures["input_mad"] > 0
