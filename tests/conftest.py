@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -95,3 +97,30 @@ def shared_dir(name: str) -> Path:
     project = Path(__file__).resolve().parents[1]
     candidates = [project.parent / "shared" / name, project.parents[1] / "shared" / name]
     return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fine-tunable feature extractor saved as a TF2 SavedModel (what TF Hub serves)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(3)
+    inputs = tf_keras.Input((None, None, 3))
+    x = tf_keras.layers.Conv2D(8, 3, strides=4, activation="relu")(inputs)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    folder = tmp_path_factory.mktemp("hub") / "tiny_feature_vector"
+    tf_keras.Model(inputs, x).save(str(folder), save_format="tf")
+    return folder
+
+
+def trainer_cli_error(*args: str) -> str:
+    """The one ``error:`` line the trainer's command line prints for ``args``."""
+    from opssat import cli, make_image_classifier
+
+    capture = io.StringIO()
+    with contextlib.redirect_stderr(capture), pytest.raises(SystemExit) as exited:
+        cli.run(lambda: make_image_classifier.main(list(args)))
+    assert exited.value.code != 0
+    errors = [line for line in capture.getvalue().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, capture.getvalue()[-2000:]
+    return errors[0]

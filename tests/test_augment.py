@@ -3,16 +3,13 @@ reached, flags out of range are one line, and the feature cache holds K views.""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tf_keras
-from conftest import write_image
+from conftest import trainer_cli_error, write_image
 
-from opssat import augment, cli, make_image_classifier
+from opssat import augment
 from opssat import train as trainer
 from opssat.dataset import Preprocessing, image_dataset, list_labelled_files, load_image
 from opssat.make_image_classifier import options_from_args
@@ -29,16 +26,6 @@ def two_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         size=(48, 40), noise=40, seed=i)
     return root
 
-
-@pytest.fixture(scope="module")
-def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tf_keras.utils.set_random_seed(3)
-    inputs = tf_keras.Input((None, None, 3))
-    x = tf_keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
-    x = tf_keras.layers.GlobalAveragePooling2D()(x)
-    folder = tmp_path_factory.mktemp("hub") / "tiny"
-    tf_keras.Model(inputs, x).save(str(folder), save_format="tf")
-    return folder
 
 
 @pytest.mark.parametrize("mode", ["ground", "onboard"])
@@ -90,29 +77,20 @@ def test_training_pipeline_keeps_unit_range_with_both_augmentations(two_labels):
             assert values.min() >= 0.0 and values.max() <= 1.0
 
 
-def _cli_error(*args: str) -> str:
-    capture = io.StringIO()
-    with contextlib.redirect_stderr(capture), pytest.raises(SystemExit) as exited:
-        cli.run(lambda: make_image_classifier.main(list(args)))
-    assert exited.value.code != 0
-    errors = [line for line in capture.getvalue().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, capture.getvalue()[-2000:]
-    return errors[0]
-
 
 @pytest.mark.parametrize(("flag", "value"), [
     ("--brightness_delta", "1.5"), ("--contrast_range", "-0.1"), ("--exposure_stops", "9"),
     ("--augmented_views", "101"), ("--rotation_range", "-5"), ("--zoom_range", "2"),
 ])
 def test_augmentation_flags_out_of_range_are_one_line(two_labels, tmp_path, flag, value):
-    error = _cli_error("--image_dir", str(two_labels), "--tflite_output_file",
+    error = trainer_cli_error("--image_dir", str(two_labels), "--tflite_output_file",
                        str(tmp_path / "m.tflite"), "--orbit_augmentation", flag, value)
     assert flag in error and value in error
     assert not (tmp_path / "m.tflite").exists()
 
 
 def test_cached_views_without_augmentation_are_refused(two_labels, tmp_path):
-    error = _cli_error("--image_dir", str(two_labels), "--tflite_output_file",
+    error = trainer_cli_error("--image_dir", str(two_labels), "--tflite_output_file",
                        str(tmp_path / "m.tflite"), "--augmented_views", "4")
     assert "--augmented_views needs --orbit_augmentation" in error
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tf_keras
 from conftest import write_image
 
 from opssat import crossval, sample, split
@@ -84,16 +83,6 @@ def test_reserved_trainer_flags_are_refused() -> None:
     with pytest.raises(UserError, match="--image_dir"):
         crossval.check_trainer_args(["--train_epochs", "2", "--image_dir=/x"])
 
-
-@pytest.fixture(scope="module")
-def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tf_keras.utils.set_random_seed(3)
-    inputs = tf_keras.Input((None, None, 3))
-    x = tf_keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
-    x = tf_keras.layers.GlobalAveragePooling2D()(x)
-    folder = tmp_path_factory.mktemp("hub") / "tiny_feature_vector"
-    tf_keras.Model(inputs, x).save(str(folder), save_format="tf")
-    return folder
 
 
 def _colour_model(root: Path) -> ModelPaths:

@@ -3,9 +3,7 @@ schedule (head first, then the backbone at a low learning rate)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 from pathlib import Path
 
@@ -13,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import write_image
+from conftest import trainer_cli_error, write_image
 
-from opssat import cli, make_image_classifier
+from opssat import make_image_classifier
 from opssat import train as trainer
 from opssat.backbones import Backbone, load_backbone
 from opssat.make_image_classifier import options_from_args
@@ -145,15 +143,6 @@ def test_schedule_of_the_original_flags_is_one_stage():
     assert trainer.schedule(frozen) == [trainer.Stage("head", 0, 4, 0.005, False)]
 
 
-def _cli_error(*args: str) -> str:
-    capture = io.StringIO()
-    with contextlib.redirect_stderr(capture), pytest.raises(SystemExit) as exited:
-        cli.run(lambda: make_image_classifier.main(list(args)))
-    assert exited.value.code != 0
-    errors = [line for line in capture.getvalue().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, capture.getvalue()[-2000:]
-    return errors[0]
-
 
 @pytest.mark.parametrize(("flags", "named"), [
     (("--do_fine_tuning", "--fine_tune_after_epochs", "5"), "--fine_tune_after_epochs"),
@@ -165,7 +154,7 @@ def _cli_error(*args: str) -> str:
     (("--momentum", "1.5"), "--momentum"),
 ])
 def test_schedule_flags_out_of_range_are_one_line(grey_images, tmp_path, flags, named):
-    error = _cli_error("--image_dir", str(grey_images), "--tflite_output_file",
+    error = trainer_cli_error("--image_dir", str(grey_images), "--tflite_output_file",
                        str(tmp_path / "m.tflite"), "--train_epochs", "5", *flags)
     assert named in error
     assert not (tmp_path / "m.tflite").exists()

@@ -35,17 +35,6 @@ COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
 COUNTS = {"blue": 4, "green": 8, "red": 10}
 
 
-@pytest.fixture(scope="module")
-def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fine-tunable feature extractor saved as a TF2 SavedModel (what TF Hub serves)."""
-    tf_keras.utils.set_random_seed(3)
-    inputs = tf_keras.Input((None, None, 3))
-    x = tf_keras.layers.Conv2D(8, 3, strides=4, activation="relu")(inputs)
-    x = tf_keras.layers.GlobalAveragePooling2D()(x)
-    folder = tmp_path_factory.mktemp("hub") / "tiny_feature_vector"
-    tf_keras.Model(inputs, x).save(str(folder), save_format="tf")
-    return folder
-
 
 @pytest.fixture(scope="module")
 def colour_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
