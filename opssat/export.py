@@ -28,8 +28,8 @@ RepresentativeData = Callable[[], Iterable[np.ndarray]]
 #: layer of a fine-tuned EfficientNet-Lite0 stays under 0.6; its stem and first
 #: depthwise convolution, batch norm folded in, reach 3.5 and 4.6: their
 #: pre-activations span about +-30 and +-100 before ReLU6 clips them to [0, 6],
-#: too wide for int8 weights to resolve that output. Those two layers are 0.1 %
-#: of the weights.
+#: too wide for int8 weights to resolve that output. Those two layers hold
+#: about 1,200 weights.
 MAX_INT8_ERROR_STEPS = 1.0
 #: Calibration images on which each layer's int8 error is measured.
 INT8_CHECK_IMAGES = 16
