@@ -141,6 +141,8 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
     name_col, label_col = header.index("filename"), header.index("new_label")
     allowed = known_labels(paths)
     folders = [f.name for f in images.label_folders(all_dir)]
+    if not folders:
+        raise UserError(f"{all_dir} has no label folders: nothing to relabel; nothing moved")
     # Where earlier batches moved files: a re-run of an interrupted batch's CSV
     # names files that are already in their new folder.
     journaled = {e["from"]: e["to"] for e in read_journal(paths.relabel_log)

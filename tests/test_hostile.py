@@ -44,6 +44,9 @@ def sandbox() -> Iterator[Path]:
     """A folder outside pytest's root-only tmp tree, with home and caches for the user."""
     if os.geteuid() == 0 and not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv: cannot drop privileges")
+    if os.geteuid() == 0 and not _nobody_can_run_python():
+        pytest.skip(f"user nobody cannot run {sys.executable} in {PROJECT} "
+                    "(a parent folder is closed to other users)")
     base = Path(tempfile.mkdtemp(prefix="opssat-hostile-"))
     base.chmod(0o755)
     for sub in ("home", "cache", "repo"):
@@ -53,6 +56,13 @@ def sandbox() -> Iterator[Path]:
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o755)
     shutil.rmtree(base)
+
+
+def _nobody_can_run_python() -> bool:
+    probe = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                            "--clear-groups", sys.executable, "-c", "import opssat"],
+                           cwd=PROJECT, capture_output=True, timeout=60)
+    return probe.returncode == 0
 
 
 def run_unprivileged(base: Path, *cmd: str | Path, timeout: int = 120

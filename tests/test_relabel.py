@@ -155,6 +155,15 @@ def test_undo_without_journal_or_arguments_is_one_line(model: ModelPaths, args) 
         assert "no relabel journal" in lines[0]
 
 
+def test_no_label_folders_is_one_line(repo_root: Path, tmp_path: Path) -> None:
+    (repo_root / "empty" / "data" / "all").mkdir(parents=True)
+    proc = run(repo_root, "empty", reviewed(tmp_path, "filename,new_label\nx.jpg,earth\n"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {repo_root / 'empty' / 'data' / 'all'} has no label folders: nothing to "
+        "relabel; nothing moved"]
+
+
 # --- interruptions ------------------------------------------------------------------
 
 
