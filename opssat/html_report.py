@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -179,8 +178,9 @@ class ImageFiles:
         return hashlib.sha1(text.encode()).hexdigest()[:20]
 
     def _input_name(self, key: str, mode: str) -> str:
+        preprocessing = images.Preprocessing(mode=mode, onboard_channels=self.onboard_channels)
         channels = self.onboard_channels if mode == "onboard" else ""
-        version = hashlib.sha1(f"{key}|{_preprocessing_code()}".encode()).hexdigest()[:20]
+        version = hashlib.sha1(f"{key}|{preprocessing.identity}".encode()).hexdigest()[:20]
         return f"{version}_{mode}{channels}.png"
 
     def _make(self, staged: Path, source: Path, modes: tuple[str, ...]) -> Pair:
@@ -209,18 +209,6 @@ class ImageFiles:
         with atomic.staged_dir(self.folder) as staged, ThreadPoolExecutor(WORKERS) as pool:
             pairs = list(pool.map(lambda item: self._make(staged, *item), wanted))
         return {source: pair for (source, _), pair in zip(wanted, pairs, strict=True)}
-
-
-@lru_cache(maxsize=1)
-def _preprocessing_code() -> str:
-    """A hash of the preprocessing code, so a change to it remakes the model inputs
-    shown on the pages instead of reusing the old ones."""
-    package = Path(images.__file__).parent
-    digest = hashlib.sha1()
-    for name in ("images.py", "onboard.py"):
-        if (package / name).is_file():
-            digest.update((package / name).read_bytes())
-    return digest.hexdigest()
 
 
 def _write_thumbnail(source: Path, target: Path) -> None:

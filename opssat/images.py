@@ -5,11 +5,13 @@ evaluation and the on-board emulation alike."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -195,9 +197,20 @@ class Preprocessing:
 
     @property
     def identity(self) -> str:
-        """A short key that changes whenever the model input would."""
+        """A short key that changes whenever the model input would: the settings and
+        the code that turns a file into pixels. Caches of model inputs key on it."""
         return f"{self.mode}|{self.onboard_channels}|{self.size[0]}x{self.size[1]}|" \
-            f"{self.mean:g}|{self.std:g}"
+            f"{self.mean:g}|{self.std:g}|code {_preprocessing_code()}"
+
+
+@lru_cache(maxsize=1)
+def _preprocessing_code() -> str:
+    """A hash of this module and opssat.onboard, so that a change to how images are
+    decoded or prepared remakes cached inputs instead of reusing stale ones."""
+    digest = hashlib.sha1()
+    for module_file in (__file__, onboard.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 #: SmartCam's input size and scaling, ground (colour, bilinear) resize.
