@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opssat import cli, images, smartcam
+from opssat import cli, errors, images, smartcam
 from opssat.infer import label_test_set
 from opssat.paths import model_paths
 
@@ -50,9 +50,9 @@ def main() -> int:
         skip_labels=[label.strip() for label in args.labels_to_skip.split(",") if label.strip()],
     )
     if result.unreadable:
-        cli.warn(f"{len(result.unreadable)} file(s) could not be read and were skipped:")
+        errors.warn(f"{len(result.unreadable)} file(s) could not be read and were skipped:")
         for line in result.unreadable:
-            cli.warn(f"  {line}")
+            errors.warn(f"  {line}")
     print(f"images:       {result.images} ({result.images_per_second:.1f} images/s)")
     print(f"classified:   {result.classified} -> {result.classified_dir}")
     print(f"unclassified: {result.unclassified} (below {args.threshold:.2f}) -> "

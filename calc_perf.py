@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import atomic, cli, images, report, smartcam
+from opssat import atomic, cli, errors, images, report, smartcam
 from opssat.confidences import check_threshold
 from opssat.paths import model_paths
 
@@ -46,14 +46,14 @@ def main() -> int:
     paths = model_paths(args.model).require_model_dir()
     if args.csv is not None:
         if not args.csv.is_file():
-            raise cli.UserError(f"CSV {args.csv} not found: pass the confidences CSV that "
+            raise errors.UserError(f"CSV {args.csv} not found: pass the confidences CSV that "
                                 "batch_label_images.py wrote")
         csvs = [("ground" if args.csv == paths.confidences_csv() else args.csv.stem, args.csv)]
     else:
         csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES
                 if paths.confidences_csv(mode).is_file()]
         if not csvs:
-            raise cli.UserError(f"{paths.confidences_csv()} not found: run "
+            raise errors.UserError(f"{paths.confidences_csv()} not found: run "
                                 f"batch_label_images.py {args.model} first")
     atomic.check_writable(paths.report_md, paths.plot_png("threshold_curve"),
                           *report.html_outputs(paths))

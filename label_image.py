@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import cli, confidences, images, smartcam
+from opssat import cli, confidences, errors, images, smartcam
 from opssat.infer import Classifier, predicted_label, ranked, record_image
 from opssat.paths import model_paths
 
@@ -53,21 +53,21 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if args.top_k is not None and args.top_k < 1:
-        raise cli.UserError(f"--top_k must be 1 or more, not {args.top_k}")
+        raise errors.UserError(f"--top_k must be 1 or more, not {args.top_k}")
     confidences.check_threshold(args.threshold, "-t/--threshold")
     preprocessing = images.preprocessing_from_args(args)
     if not args.image.is_file():
-        raise cli.UserError(f"image {args.image} not found: pass an existing file to --image")
+        raise errors.UserError(f"image {args.image} not found: pass an existing file to --image")
     paths = None
     if args.model_name is not None:
         paths = model_paths(args.model_name).require_model_dir()
         if args.expected_label is None:
-            raise cli.UserError("-n/--model_name records the image for calc_perf.py, which "
+            raise errors.UserError("-n/--model_name records the image for calc_perf.py, which "
                                 "needs its true label: pass -e/--expected_label <label>")
         model_file = args.model_file or paths.tflite_model
         label_file = args.label_file or paths.labels_file
     elif args.expected_label is not None:
-        raise cli.UserError("-e/--expected_label is recorded only with -n/--model_name <model>")
+        raise errors.UserError("-e/--expected_label is recorded only with -n/--model_name <model>")
     else:
         model_file = args.model_file or Path("tflite_model.tflite")
         label_file = args.label_file or Path("labels.txt")

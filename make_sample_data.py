@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import atomic, cli, images, sample
+from opssat import atomic, cli, errors, images, sample
 from opssat.paths import model_paths
 
 
@@ -52,7 +52,7 @@ def main() -> int:
         for label, n in copied.copied.items():
             print(f"{label:<6} {n:>5} real images in {paths.all_dir / label}")
         for path, why in copied.skipped:
-            cli.warn(f"skipped {path}: {why} (left where it is)")
+            errors.warn(f"skipped {path}: {why} (left where it is)")
         print("images: ESA / OPS-SAT (see sample_data/opssat_real/README.md)")
     elif not only_top_up:
         counts = sample.generate(paths.all_dir, args.count, args.seed)

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, contract, package, smartcam
+from opssat import cli, contract, errors, package, smartcam
 from opssat.paths import ModelPaths, model_paths
 
 
@@ -58,7 +58,7 @@ def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
     elif paths is not None:
         model_file = resolve(paths, args.model_file, paths.tflite_model)
     else:
-        raise cli.UserError("--check_only needs a .tflite FILE or a model name: "
+        raise errors.UserError("--check_only needs a .tflite FILE or a model name: "
                             "package_smartcam.py --check_only model.tflite")
     default_labels = paths.labels_file if paths is not None else model_file.parent / "labels.txt"
     label_file = resolve(paths, args.label_file, default_labels)
@@ -73,7 +73,7 @@ def main() -> int:
     if args.check_only is not None:
         return check_only(args, paths)
     if paths is None:
-        raise cli.UserError("no model given: package_smartcam.py <model> "
+        raise errors.UserError("no model given: package_smartcam.py <model> "
                             "(or --check_only FILE to only check a .tflite)")
     name = package.package_name(args.name, paths.name)
     model_file = resolve(paths, args.model_file, paths.tflite_model)
@@ -87,7 +87,7 @@ def main() -> int:
     print(built.report.format())
     advice = built.advice
     for warning in advice.warnings:
-        cli.warn(warning)
+        errors.warn(warning)
     print(f"\nconfidence_threshold {advice.threshold:.2f}: {advice.reason}")
     if advice.row is not None:
         print(f"  at {advice.threshold:.2f} the evaluation {package.describe_row(advice.row)}")

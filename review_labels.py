@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import atomic, cli, review
+from opssat import atomic, cli, errors, review
 from opssat.paths import model_paths
 
 #: Suspects printed on the terminal (the CSV and the page have all).
@@ -35,7 +35,7 @@ def main() -> int:
     print(f"probabilities: {source.csv_path} ({source.kind}, {source.preprocess} preprocessing)")
     result = review.review(paths, source)
     for note in result.notes:
-        cli.warn(f"cleanlab: {note}")
+        errors.warn(f"cleanlab: {note}")
     issues, page = review.write_review(paths, result)
     print(f"{len(result.suspects)} suspected label error(s) among "
           f"{len(result.confidences.filenames)} images")

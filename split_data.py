@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, split
+from opssat import cli, errors, split
 from opssat.paths import model_paths
 
 
@@ -40,11 +40,11 @@ def main() -> int:
     result = split.split_model(paths, test_pct, seed, group_seconds, args.force, args.quarantine)
 
     for _, _, why in result.scan.unreadable:
-        cli.warn(f"skipped unreadable file {why}")
+        errors.warn(f"skipped unreadable file {why}")
     for path in result.scan.ignored:
-        cli.warn(f"ignored {path}: not in a label folder (move it to data/all/<label>/)")
+        errors.warn(f"ignored {path}: not in a label folder (move it to data/all/<label>/)")
     for note in result.plan.notes:
-        cli.warn(note)
+        errors.warn(note)
     print(split.format_table(result.plan))
     print(f"copied to {paths.training_dir} and {paths.test_dir}; list in {result.csv_path}")
     if result.scan.unreadable:

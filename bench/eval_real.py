@@ -21,7 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import opssat  # noqa: E402, F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, images, package, sample, smartcam  # noqa: E402
+from opssat import cli, errors, images, package, sample, smartcam  # noqa: E402
 from opssat.confidences import check_threshold  # noqa: E402
 from opssat.infer import Classifier  # noqa: E402
 from opssat.paths import model_paths  # noqa: E402
@@ -59,12 +59,12 @@ def model_files(args: argparse.Namespace) -> tuple[Path, Path, float | None]:
         label_file = Path(args.label_file) if args.label_file else model_file.parent / "labels.txt"
         return model_file, label_file, None
     if not args.model:
-        raise cli.UserError("give --model NAME (its SmartCam package) or --model_file FILE")
+        raise errors.UserError("give --model NAME (its SmartCam package) or --model_file FILE")
     paths = model_paths(args.model).require_model_dir()
     name = package.check_package_name(args.package or paths.name)
     folder = paths.smartcam_dir(name)
     if not folder.is_dir():
-        raise cli.UserError(f"no SmartCam package {folder}: run package_smartcam.py "
+        raise errors.UserError(f"no SmartCam package {folder}: run package_smartcam.py "
                             f"{paths.name} --name {name} first")
     label_file = Path(args.label_file) if args.label_file else folder / smartcam.LABELS_FILE
     return folder / smartcam.MODEL_FILE, label_file, package.package_threshold(folder)
@@ -179,7 +179,7 @@ def print_text(figures: dict, model_file: Path, real_dir: Path) -> None:
     for label in figures["without_real_images"]:
         print(f"note: no real {label} images: its recall is not measured here")
     for problem in figures["skipped"]:
-        cli.warn(f"skipped {problem}")
+        errors.warn(f"skipped {problem}")
 
 
 def main() -> int:
@@ -197,11 +197,11 @@ def main() -> int:
     check_threshold(threshold)
     files = real_images(real_dir)
     if not files:
-        raise cli.UserError(f"no images in {real_dir}/<label>/: put thumbnails in label folders")
+        raise errors.UserError(f"no images in {real_dir}/<label>/: put thumbnails in label folders")
     classifier = Classifier(model_file, label_file)
     figures = evaluate(classifier, files, threshold, args.onboard_channels)
     if not figures["images"]:
-        raise cli.UserError(f"none of the images in {real_dir} could be read")
+        raise errors.UserError(f"none of the images in {real_dir} could be read")
     if args.json:
         figures.update(real_dir=str(real_dir), available=True, model_file=str(model_file),
                        label_file=str(label_file))

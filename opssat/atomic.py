@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 
 def _umask_mode(base: int) -> int:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 Augment = Callable[[np.ndarray], np.ndarray]
 

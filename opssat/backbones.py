@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from opssat.cli import UserError, first_line
+from opssat.errors import UserError, first_line
 from opssat.tf_setup import tf, tf_keras
 
 #: The backbone of the original toolkit's train_model.sh.

@@ -1,5 +1,5 @@
-"""What every script shares: a user-facing error type and the guard that turns
-it into one line on stderr and a non-zero exit instead of a traceback."""
+"""What every script shares: the guard that turns a ``UserError`` into one line on
+stderr and a non-zero exit instead of a traceback, and quiet native start-up."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
-
-class UserError(Exception):
-    """A problem the user can fix; its message names the problem and the fix."""
-
+from opssat.errors import UserError
 
 EXIT_USAGE = 2
 
@@ -47,17 +44,6 @@ def on_interrupt(message: str) -> None:
         os._exit(130)
 
     signal.signal(signal.SIGINT, handler)
-
-
-def first_line(err: BaseException) -> str:
-    """An exception's first message line (its type when it has no message): native
-    libraries put pages of detail after the line a user needs."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
 
 
 #: Start-up chatter that TensorFlow and LiteRT's native code print straight to

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 #: What ``predicted_label`` says when the top-1 confidence is below the threshold.
 NOT_CLASSIFIED = "n/a"

@@ -15,7 +15,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from opssat import smartcam
-from opssat.cli import UserError, first_line
+from opssat.errors import UserError, first_line
 from opssat.images import to_model_input
 from opssat.labels import read_labels
 from opssat.litert import load_interpreter

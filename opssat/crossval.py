@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from opssat import atomic, confidences, images, metrics, sample, smartcam, split
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
 from opssat.paths import ModelPaths, tflite_variant
 

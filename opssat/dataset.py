@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from opssat import atomic, images, split
-from opssat.cli import UserError, warn
+from opssat.errors import UserError, warn
 from opssat.images import Preprocessing
 from opssat.tf_setup import tf
 

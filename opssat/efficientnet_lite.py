@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from opssat import atomic
-from opssat.cli import UserError, warn
+from opssat.errors import UserError, warn
 from opssat.tf_setup import tf_keras
 from opssat.torch_pickle import load_state_dict
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from opssat.cli import NATIVE_CHATTER, UserError, quiet_native_stderr
+from opssat.cli import NATIVE_CHATTER, quiet_native_stderr
+from opssat.errors import UserError
 from opssat.tf_setup import tf
 
 #: ``none`` is the float model; the others are extra files beside it.

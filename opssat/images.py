@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from opssat import onboard, smartcam
-from opssat.cli import UserError, warn
+from opssat.errors import UserError, warn
 
 # OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
 ImageFile.LOAD_TRUNCATED_IMAGES = True

@@ -22,9 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from opssat import atomic, confidences, images, smartcam
-from opssat.cli import UserError, warn
 from opssat.confidences import NOT_CLASSIFIED
 from opssat.contract import tensor_problems
+from opssat.errors import UserError, warn
 from opssat.images import GROUND, Preprocessing
 from opssat.labels import read_labels, validate_labels
 from opssat.litert import load_interpreter

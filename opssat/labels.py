@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from opssat import atomic
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 
 def validate_labels(labels: list[str], source: str = "labels") -> list[str]:

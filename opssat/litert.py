@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from opssat.cli import UserError, first_line, quiet_native_stderr
+from opssat.cli import quiet_native_stderr
+from opssat.errors import UserError, first_line
 
 
 def load_interpreter(

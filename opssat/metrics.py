@@ -27,8 +27,8 @@ from sklearn.metrics import (
 )
 
 from opssat import smartcam
-from opssat.cli import UserError
 from opssat.confidences import NOT_CLASSIFIED, Confidences
+from opssat.errors import UserError
 
 #: 0.00, 0.01, ... 0.99: the thresholds of the trade-off table.
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(100))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, JpegImagePlugin
 
-from opssat.cli import warn
+from opssat.errors import warn
 
 F32 = np.float32
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from opssat import atomic, metrics
-from opssat.cli import UserError
 from opssat.confidences import check_threshold, load_confidences
 from opssat.contract import ContractError, ContractReport, check_contract
+from opssat.errors import UserError
 from opssat.labels import write_labels
 from opssat.metrics import ThresholdRow
 from opssat.paths import ModelPaths

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 #: The folder that holds one sub-folder per model: the project's ``repo/``, or
 #: ``$OPSSAT_REPO`` when set (the tests point it at a temporary folder).

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opssat import atomic, images, labels, split
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 REVIEWED_COLUMNS = ("filename", "new_label")

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from opssat import atomic, html_report, images, infer, metrics
-from opssat.cli import UserError
 from opssat.confidences import NOT_CLASSIFIED, Confidences, load_confidences
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 #: The rows of the threshold table printed in text and Markdown (JSON has all 100).

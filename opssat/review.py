@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from opssat import atomic, html_report, infer
-from opssat.cli import UserError
 from opssat.confidences import Confidences, load_confidences
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 ISSUE_COLUMNS = ("filename", "given_label", "suggested_label", "score")

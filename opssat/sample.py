@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from opssat import atomic, images, smartcam
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 #: (width, height) of an OPS-SAT thumbnail.
 THUMBNAIL_SIZE = (614, 583)

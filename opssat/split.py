@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from opssat import atomic, images, sample
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 DEFAULT_SEED = 42

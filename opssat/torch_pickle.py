@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001

@@ -27,7 +27,6 @@ from opssat.backbones import (
     check_feature_extractor,
     load_backbone,
 )
-from opssat.cli import UserError, warn
 from opssat.dataset import (
     FeatureCache,
     LabelledFiles,
@@ -39,6 +38,7 @@ from opssat.dataset import (
     shuffled,
     stratified_split,
 )
+from opssat.errors import UserError, warn
 from opssat.paths import tflite_variant
 from opssat.tf_setup import tf, tf_keras
 

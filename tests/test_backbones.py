@@ -10,7 +10,7 @@ from conftest import write_image
 
 from opssat import contract
 from opssat.backbones import load_backbone
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.make_image_classifier import options_from_args
 from opssat.train import train
 

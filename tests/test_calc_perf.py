@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from opssat import metrics
-from opssat.cli import UserError
 from opssat.confidences import load_confidences
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.paths import check_model_name
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ import pytest
 from conftest import write_image
 
 from opssat import crossval, sample, split
-from opssat.cli import UserError
 from opssat.confidences import load_confidences
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 PROJECT = Path(__file__).resolve().parent.parent

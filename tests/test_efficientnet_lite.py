@@ -15,7 +15,7 @@ import tf_keras
 from PIL import Image
 
 from opssat import efficientnet_lite as el
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.torch_pickle import load_state_dict
 
 CAT_CLASSES = range(281, 286)

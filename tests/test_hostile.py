@@ -24,7 +24,7 @@ import pytest
 from conftest import write_image
 
 from opssat import cli, dataset, make_image_classifier, package
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.infer import label_test_set
 from opssat.paths import ModelPaths
 

@@ -15,8 +15,8 @@ from conftest import write_image
 from PIL import Image
 
 from opssat import images
-from opssat.cli import UserError
 from opssat.confidences import NOT_CLASSIFIED
+from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label, ranked
 
 PROJECT = Path(__file__).resolve().parent.parent

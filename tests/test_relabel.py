@@ -16,7 +16,7 @@ import pytest
 from page_fixture import make_model
 
 from opssat import relabel
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
 PROJECT = Path(__file__).resolve().parent.parent

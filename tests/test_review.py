@@ -14,8 +14,8 @@ import pytest
 from page_fixture import LABELS, make_model, probabilities, write_csv, write_oof
 
 from opssat import review
-from opssat.cli import UserError
 from opssat.confidences import load_confidences
+from opssat.errors import UserError
 
 PROJECT = Path(__file__).resolve().parent.parent
 PLANTED = "img_msec_1700000100000_1.png"  # the second bad image

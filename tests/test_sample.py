@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from opssat import images, sample
-from opssat.cli import UserError
+from opssat.errors import UserError
 
 PROJECT = Path(__file__).resolve().parent.parent
 TINY = (48, 46)

@@ -17,8 +17,8 @@ import pytest
 from conftest import tiny_classifier
 
 from opssat import contract, metrics, package, smartcam
-from opssat.cli import UserError
 from opssat.confidences import load_confidences
+from opssat.errors import UserError
 from opssat.paths import model_paths
 
 PROJECT = Path(__file__).resolve().parents[1]

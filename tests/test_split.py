@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from opssat import sample, split
-from opssat.cli import UserError
+from opssat.errors import UserError
 from opssat.paths import model_paths
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from opssat.cli import UserError
 from opssat.efficientnet_lite import imagenet_weights_file
+from opssat.errors import UserError
 from opssat.torch_pickle import TorchPickleError, load_state_dict
 
 #: torch.serialization's MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.

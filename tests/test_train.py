@@ -20,7 +20,6 @@ from conftest import write_image
 
 from opssat import cli, contract, make_image_classifier
 from opssat import train as trainer
-from opssat.cli import UserError
 from opssat.dataset import (
     FeatureCache,
     Preprocessing,
@@ -28,6 +27,7 @@ from opssat.dataset import (
     list_labelled_files,
     stratified_split,
 )
+from opssat.errors import UserError
 from opssat.make_image_classifier import options_from_args
 
 PROJECT = Path(__file__).resolve().parent.parent
