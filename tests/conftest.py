@@ -1,15 +1,14 @@
-"""Fixtures shared by the tests: a temporary repo/ root and small images."""
+"""Fixtures shared by the tests: a temporary repo/ root, tiny models, a tiny TF Hub module.
+Plain helper functions live in ``helpers.py``."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers import tiny_classifier
 
 import opssat  # noqa: F401  (selects tf_keras before any TensorFlow import)
 
@@ -27,37 +26,6 @@ def repo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("OPSSAT_REPO", str(root))
     return root
-
-
-def write_image(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (61, 58),
-                noise: int = 10, seed: int = 0) -> Path:
-    """Write a small noisy image of one colour (format from the suffix)."""
-    rng = np.random.default_rng(seed)
-    pixels = np.asarray(colour, dtype=np.int16) + rng.integers(-noise, noise + 1, (*size[::-1], 3))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
-    return path
-
-
-def tiny_classifier(labels: list[str], size: int = 32, seed: int = 0):
-    """A small Keras classifier whose top-1 follows the mean colour of the image.
-
-    Channel means feed a dense softmax whose weights pick red, green or blue for
-    the first three labels, so clear single-colour images have a known answer.
-    """
-    import tf_keras
-
-    inputs = tf_keras.Input((size, size, 3))
-    pooled = tf_keras.layers.GlobalAveragePooling2D()(inputs)
-    dense = tf_keras.layers.Dense(len(labels), activation="softmax")
-    outputs = dense(pooled)
-    model = tf_keras.Model(inputs, outputs)
-    rng = np.random.default_rng(seed)
-    kernel = rng.normal(0, 0.1, (3, len(labels))).astype(np.float32)
-    for index in range(min(3, len(labels))):
-        kernel[index, index] = 12.0
-    dense.set_weights([kernel, np.full(len(labels), -4.0, np.float32)])
-    return model
 
 
 @pytest.fixture
@@ -90,15 +58,6 @@ def make_tflite(tmp_path: Path):
     return make
 
 
-def shared_dir(name: str) -> Path:
-    """``<project>/../shared/<name>``, the team's shared folder (also found from a git
-    worktree one level deeper, ``<project>/../../shared``); the first candidate if none
-    exists, so that a skip message names the expected place."""
-    project = Path(__file__).resolve().parents[1]
-    candidates = [project.parent / "shared" / name, project.parents[1] / "shared" / name]
-    return next((path for path in candidates if path.is_dir()), candidates[0])
-
-
 @pytest.fixture(scope="session")
 def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fine-tunable feature extractor saved as a TF2 SavedModel (what TF Hub serves)."""
@@ -111,16 +70,3 @@ def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hub") / "tiny_feature_vector"
     tf_keras.Model(inputs, x).save(str(folder), save_format="tf")
     return folder
-
-
-def trainer_cli_error(*args: str) -> str:
-    """The one ``error:`` line the trainer's command line prints for ``args``."""
-    from opssat import cli, make_image_classifier
-
-    capture = io.StringIO()
-    with contextlib.redirect_stderr(capture), pytest.raises(SystemExit) as exited:
-        cli.run(lambda: make_image_classifier.main(list(args)))
-    assert exited.value.code != 0
-    errors = [line for line in capture.getvalue().splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, capture.getvalue()[-2000:]
-    return errors[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import trainer_cli_error, write_image
+from helpers import trainer_cli_error, write_image
 
 from opssat import augment
 from opssat import train as trainer

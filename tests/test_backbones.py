@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import tf_keras
-from conftest import write_image
+from helpers import write_image
 
 from opssat import contract
 from opssat.backbones import load_backbone

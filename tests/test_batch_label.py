@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from helpers import write_image
 
 from opssat.paths import ModelPaths
 

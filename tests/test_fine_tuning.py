@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
-from conftest import trainer_cli_error, write_image
+from helpers import trainer_cli_error, write_image
 
 from opssat import make_image_classifier
 from opssat import train as trainer

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from helpers import write_image
 
 from opssat import cli, dataset, make_image_classifier, package
 from opssat.errors import UserError

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_dir
+from helpers import shared_dir
 from PIL import Image
 
 from opssat import images, onboard, smartcam

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from helpers import write_image
 
 from opssat import confidences
 from opssat.confidences import load_confidences

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_classifier
+from helpers import tiny_classifier
 
 from opssat import contract, metrics, package, smartcam
 from opssat.confidences import load_confidences

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 from ai_edge_litert.interpreter import Interpreter
-from conftest import write_image
+from helpers import write_image
 
 from opssat import cli, contract, make_image_classifier
 from opssat import train as trainer
