@@ -11,7 +11,13 @@ out-of-fold probabilities go to ``crossval/oof_confidences*.csv`` in the
 confidences.csv format, for label review.
 
 Synthetic top-up images (``sample.is_synthetic`` names, or ``top_up`` made for
-the run) only ever train: they are never held out and never scored.
+the run from each fold's real training frames) only ever train: they are never
+held out and never scored.
+
+The sample has few exposure failures, so each fold is also judged on its stress
+set (``opssat.stress``): its held-out frames with exposure failures applied as
+they happen on board, labelled by a stated rule, fed through the on-board chain.
+Its scores sit beside the modes' under ``stress``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from opssat import atomic, confidences, images, metrics, sample, smartcam, split
+from opssat import atomic, confidences, images, metrics, sample, smartcam, split, stress
 from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
 from opssat.paths import ModelPaths, tflite_variant
@@ -37,6 +43,10 @@ DEFAULT_SEED = 42
 #: Judged in this order; the first is how the spacecraft sees images.
 MODES = ("onboard", "ground")
 FLOAT = "float"
+#: The stress set's scores sit beside the modes' under this name (on-board input).
+STRESS = "stress"
+STRESS_OOF_NAME = "oof_confidences_stress.csv"
+STRESS_SET_NAME = "stress_set.csv"
 #: Trainer flags crossval sets itself for every fold.
 RESERVED_FLAGS = ("--image_dir", "--model", "--tflite_output_file", "--labels_output_file",
                   "--saved_model_dir", "--summaries_dir", "--record_file", "--cache_dir")
@@ -78,6 +88,10 @@ class CrossvalResult:
     pooled: dict[str, dict[str, dict[str, float | None]]]
     oof_csvs: dict[str, Path]
     variants: list[str]
+    #: The trainer's --seed (None: as its arguments said).
+    trainer_seed: int | None = None
+    #: Stressed frames judged (0: no stress set).
+    stressed: int = 0
 
     def values(self, mode: str, variant: str, score: str) -> np.ndarray:
         found = [f.scores[mode][variant][score] for f in self.folds]
@@ -178,25 +192,51 @@ def write_oof_csv(csv_path: Path, labels: list[str], files: Sequence[Path],
     return csv_path
 
 
-def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int
-                 ) -> list[tuple[Path, str]]:
+def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int,
+                 training: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The run's top-up for one fold, ``bad`` made from that fold's real training frames."""
     made = []
     for label, count in top_up:
         # Later timestamps than make_sample_data's, so both kinds can train together.
-        made += [(p, label) for p in sample.top_up(folder, label, count, seed,
-                                                   start_ms=_RUN_TOP_UP_START_MS)]
+        made += [(p, label) for p in sample.top_up(
+            folder, label, count, seed, start_ms=_RUN_TOP_UP_START_MS,
+            sources=sample.top_up_sources(training))]
     return made
+
+
+def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int,
+                labels: list[str], log) -> list[stress.StressedFrame]:
+    """The fold's stress set: its held-out frames only, each with every exposure failure."""
+    if stress.BAD not in labels:
+        return []
+    frames = stress.build(held_out, folder, seed)
+    log(f"stress set: {len(frames)} frames from the {len(held_out)} held-out ones "
+        f"({stress.summary(frames)})")
+    return frames
 
 
 def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOLDS,
         seed: int = DEFAULT_SEED, group_seconds: float = split.DEFAULT_GROUP_SECONDS,
         top_up: Sequence[tuple[str, int]] = (), modes: Sequence[str] = MODES,
-        write_oof: bool = True, log=print) -> CrossvalResult:
+        write_oof: bool = True, log=print, with_stress: bool = True) -> CrossvalResult:
     """Cross-validate the trainer with ``trainer_args`` on ``paths``' data/all.
 
     Nothing of the model's own files changes; only ``crossval/`` is written
-    (the out-of-fold CSVs, when ``write_oof``).
+    (the out-of-fold CSVs and the stress set's, when ``write_oof``).
     """
+    return run_seeds(paths, trainer_args, [None], folds, seed, group_seconds, top_up, modes,
+                     write_oof, log, with_stress)[0]
+
+
+def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
+              trainer_seeds: Sequence[int | None], folds: int = DEFAULT_FOLDS,
+              seed: int = DEFAULT_SEED, group_seconds: float = split.DEFAULT_GROUP_SECONDS,
+              top_up: Sequence[tuple[str, int]] = (), modes: Sequence[str] = MODES,
+              write_oof: bool = True, log=print, with_stress: bool = True
+              ) -> list[CrossvalResult]:
+    """``run`` once per trainer ``--seed`` (None: as ``trainer_args`` say), over the same
+    folds, top-up and stress set; each fold's backbone features are computed once for all
+    seeds. Out-of-fold CSVs (``write_oof``) are the first seed's."""
     check_trainer_args(trainer_args)
     if not modes:
         raise UserError("--modes is empty: give onboard, ground or both")
@@ -215,58 +255,115 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
     probe.check()
     label_list = sorted(set(plan.labels))
     variants = [FLOAT, *dict.fromkeys(q for q in probe.quantize if q != "none")]
-    n = len(plan.paths)
-    probs = {(m, v): np.zeros((n, len(label_list))) for m in modes for v in variants}
-    times = {(m, v): np.zeros(n) for m in modes for v in variants}
-    results: list[FoldResult] = []
+    with_stress = with_stress and "onboard" in modes and stress.BAD in label_list
+    runs = [_SeedRun(s, len(plan.paths), len(label_list), modes, variants)
+            for s in trainer_seeds]
+    frames: list[stress.StressedFrame] = []
     with tempfile.TemporaryDirectory(prefix="opssat-crossval-") as tmp:
         work = Path(tmp)
-        extra = plan.synthetic + _make_top_up(work / "top_up", top_up, seed)
         for index in range(plan.count):
             held = np.flatnonzero(plan.fold == index)
             kept = np.flatnonzero(plan.fold != index)
             fold_dir = work / f"fold{index + 1}"
-            training = [(plan.paths[i], plan.labels[i]) for i in kept] + extra
+            real_training = [(plan.paths[i], plan.labels[i]) for i in kept]
+            extra = plan.synthetic + _make_top_up(fold_dir / "top_up", top_up, seed,
+                                                  real_training)
+            training = real_training + extra
             _link_training_set(fold_dir / "training", training)
-            model_file = fold_dir / "model.tflite"
-            label_file = fold_dir / "labels.txt"
+            held_out = [(plan.paths[i], plan.labels[i]) for i in held]
+            fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, label_list, log)
+                           if with_stress else [])
+            frames += fold_frames
             counts = ", ".join(f"{lab} {sum(plan.labels[i] == lab for i in held)}"
                                for lab in label_list)
             log(f"\n== fold {index + 1}/{plan.count}: train on {len(training)} images "
                 f"({len(extra)} synthetic), hold out {len(held)} ({counts})")
-            options = options_from_args([
-                *trainer_args, "--image_dir", str(fold_dir / "training"),
-                "--tflite_output_file", str(model_file), "--labels_output_file",
-                str(label_file), "--record_file", str(fold_dir / "train_record.json")])
-            started = time.perf_counter()
-            trained = train(options)
-            seconds = time.perf_counter() - started
-            tf_keras.backend.clear_session()
-            if trained.labels != label_list:
-                raise UserError(f"fold {index + 1} trained on labels {trained.labels}, not "
-                                f"{label_list}: every label needs images in every training fold")
-            model_files = {FLOAT: model_file,
-                           **{q: tflite_variant(model_file, q) for q in variants[1:]}}
-            held_paths = [plan.paths[i] for i in held]
-            fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
-                                            options.onboard_channels)
-            expected = [plan.labels[i] for i in held]
-            scores: dict[str, dict[str, dict[str, float | None]]] = {}
-            for (mode, variant), values in fold_probs.items():
-                probs[(mode, variant)][held] = values
-                times[(mode, variant)][held] = fold_times[(mode, variant)]
-                scores.setdefault(mode, {})[variant] = _scores(expected, values, label_list)
-            result = FoldResult(index + 1, len(held), len(training), seconds, scores)
-            results.append(result)
-            log(format_fold(result, variants))
-    pooled = {mode: {v: _scores(plan.labels, probs[(mode, v)], label_list) for v in variants}
-              for mode in modes}
-    oof = {}
-    if write_oof:
-        for mode in modes:
-            oof[mode] = write_oof_csv(paths.oof_csv(mode), label_list, plan.paths, plan.labels,
-                                      probs[(mode, FLOAT)], times[(mode, FLOAT)])
-    return CrossvalResult(label_list, results, pooled, oof, variants)
+            for one in runs:
+                seed_flags = [] if one.seed is None else ["--seed", str(one.seed)]
+                model_file = fold_dir / f"model{one.tag}.tflite"
+                label_file = fold_dir / f"labels{one.tag}.txt"
+                options = options_from_args([
+                    *trainer_args, *seed_flags, "--image_dir", str(fold_dir / "training"),
+                    "--tflite_output_file", str(model_file), "--labels_output_file",
+                    str(label_file), "--record_file", str(fold_dir / f"record{one.tag}.json"),
+                    "--cache_dir", str(fold_dir / "cache")])
+                started = time.perf_counter()
+                trained = train(options)
+                seconds = time.perf_counter() - started
+                tf_keras.backend.clear_session()
+                if trained.labels != label_list:
+                    raise UserError(f"fold {index + 1} trained on labels {trained.labels}, "
+                                    f"not {label_list}: every label needs images in every "
+                                    "training fold")
+                model_files = {FLOAT: model_file,
+                               **{q: tflite_variant(model_file, q) for q in variants[1:]}}
+                fold_probs, fold_times = _judge(model_files, label_file,
+                                                [p for p, _ in held_out], modes,
+                                                options.onboard_channels)
+                expected = [label for _, label in held_out]
+                scores: dict[str, dict[str, dict[str, float | None]]] = {}
+                for (mode, variant), values in fold_probs.items():
+                    one.probs[(mode, variant)][held] = values
+                    one.times[(mode, variant)][held] = fold_times[(mode, variant)]
+                    scores.setdefault(mode, {})[variant] = _scores(expected, values, label_list)
+                if fold_frames:
+                    stressed, _ = _judge(model_files, label_file, [f.path for f in fold_frames],
+                                         ["onboard"], options.onboard_channels)
+                    for variant in variants:
+                        values = stressed[("onboard", variant)]
+                        one.stress_probs.setdefault(variant, []).append(values)
+                        scores.setdefault(STRESS, {})[variant] = _scores(
+                            [f.label for f in fold_frames], values, label_list)
+                result = FoldResult(index + 1, len(held), len(training), seconds, scores)
+                one.folds.append(result)
+                log((f"seed {one.seed}: " if one.seed is not None else "")
+                    + format_fold(result, variants))
+    results = []
+    for number, one in enumerate(runs):
+        pooled = {mode: {v: _scores(plan.labels, one.probs[(mode, v)], label_list)
+                         for v in variants} for mode in modes}
+        if frames:
+            pooled[STRESS] = {v: _scores([f.label for f in frames],
+                                         np.concatenate(one.stress_probs[v]), label_list)
+                              for v in variants}
+        oof = {}
+        if write_oof and number == 0:
+            for mode in modes:
+                oof[mode] = write_oof_csv(paths.oof_csv(mode), label_list, plan.paths,
+                                          plan.labels, one.probs[(mode, FLOAT)],
+                                          one.times[(mode, FLOAT)])
+            if frames:
+                oof[STRESS] = write_oof_csv(
+                    paths.crossval_dir / STRESS_OOF_NAME, label_list,
+                    [f.path for f in frames], [f.label for f in frames],
+                    np.concatenate(one.stress_probs[FLOAT]), np.zeros(len(frames)))
+                stress.write_csv(paths.crossval_dir / STRESS_SET_NAME, frames)
+        results.append(CrossvalResult(label_list, one.folds, pooled, oof, variants, one.seed,
+                                      len(frames)))
+    return results
+
+
+@dataclass
+class _SeedRun:
+    """What one trainer seed gathers over the folds."""
+
+    seed: int | None
+    n_images: int
+    n_labels: int
+    modes: Sequence[str]
+    variants: Sequence[str]
+    folds: list[FoldResult] = field(default_factory=list)
+    stress_probs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = (self.n_images, self.n_labels)
+        self.probs = {(m, v): np.zeros(shape) for m in self.modes for v in self.variants}
+        self.times = {(m, v): np.zeros(self.n_images) for m in self.modes
+                      for v in self.variants}
+
+    @property
+    def tag(self) -> str:
+        return "" if self.seed is None else f"_seed{self.seed}"
 
 
 # --- text ---------------------------------------------------------------------------
@@ -312,5 +409,8 @@ def format_summary(result: CrossvalResult) -> str:
                     f"{mode:<8} {variant:<8} {names[score]:<7}"
                     + "".join(f"{_fmt(None if np.isnan(v) else v):>8}" for v in values)
                     + f"  {mean_sd(values):>15}  {_fmt(result.pooled[mode][variant][score]):>7}")
+    if result.stressed:
+        lines.append(f"{STRESS}: {result.stressed} stressed held-out frames (exposure failures "
+                     "of opssat.stress, labelled by its rule), on-board input")
     lines.append(f"training time per fold: {mean_sd(result.train_seconds)} s")
     return "\n".join(lines)

@@ -18,14 +18,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from opssat import atomic, images, smartcam
+from opssat import atomic, images, smartcam, stress
 from opssat.errors import UserError
 
 #: (width, height) of an OPS-SAT thumbnail.
@@ -409,12 +409,60 @@ def is_synthetic(path: str | Path) -> bool:
 
 def top_up_thumbnail(label: str, rng: np.random.Generator, size: Size = THUMBNAIL_SIZE
                      ) -> Image.Image:
-    """One synthetic thumbnail for topping up ``label``: for ``bad``, an exposure failure."""
+    """One synthetic thumbnail for topping up ``label``: for ``bad``, an exposure failure
+    drawn from scratch (``top_up`` prefers ones made from real frames)."""
     if label != "bad":
         return make_thumbnail(label, rng, size)
     kinds = list(TOP_UP_BAD_KINDS)
     kind = kinds[rng.choice(len(kinds), p=list(TOP_UP_BAD_KINDS.values()))]
     return _to_image(_TOP_UP_BAD[kind](rng, size))
+
+
+#: Share of saturated pixels (luma >= 250) and the floor (1st-percentile luma) of the
+#: bundled sample's five over-exposed ``bad`` frames (two bursts: 1609233349321 to
+#: 1609233377561, 1609402442350 and 1609402462591): 0.28 to 0.81, and 37 to 121 (stray
+#: light lifts even their darkest parts). Top-up exposure failures are drawn in these ranges.
+OVEREXPOSED_SATURATED = (0.28, 0.81)
+OVEREXPOSED_FLOOR = (37.0, 121.0)
+#: Labels whose real frames the ``bad`` top-up over-exposes.
+TOP_UP_SOURCE_LABELS = ("earth", "edge")
+_SATURATED = 250
+
+
+def top_up_sources(items: Sequence[tuple[Path, str]]) -> list[Path]:
+    """The real ``earth`` and ``edge`` frames of (path, label) pairs: what ``top_up``
+    over-exposes. Give it the training side only, never images that will be judged."""
+    return [Path(p) for p, label in items
+            if label in TOP_UP_SOURCE_LABELS and not is_synthetic(p)]
+
+
+def _saturated_share(pixels: np.ndarray) -> float:
+    gray = pixels[::4, ::4].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return float(np.mean(gray >= _SATURATED))
+
+
+def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(H, W, 3) uint8: a real frame over-exposed until the share of saturated pixels and
+    the floor match the sample's over-exposed frames (OVEREXPOSED_*): the whole frame
+    (``stress.expose``) or, half the time, washed out across part of it (``stress.ramp``)."""
+    target = rng.uniform(*OVEREXPOSED_SATURATED)
+    floor = rng.uniform(*OVEREXPOSED_FLOOR)
+    climb = stress.ramp(rng, pixels.shape[:2]) if rng.random() < 0.5 else None
+
+    def exposed(stops: float) -> np.ndarray:
+        if climb is None:
+            lift = max(0.0, floor - stress.BLACK_LEVEL)
+            return stress.expose(pixels, stops, lift)
+        return stress.expose(pixels, stops * climb, floor * climb)
+
+    low, high = 0.0, 16.0  # stops: bisect to the target share of saturated pixels
+    for _ in range(12):
+        middle = (low + high) / 2
+        if _saturated_share(exposed(middle)) < target:
+            low = middle
+        else:
+            high = middle
+    return np.round(exposed(high)).astype(np.uint8)
 
 
 def parse_top_up(text: str) -> tuple[str, int]:
@@ -431,8 +479,13 @@ def parse_top_up(text: str) -> tuple[str, int]:
 
 
 def top_up(all_dir: Path, label: str, count: int, seed: int = DEFAULT_SEED,
-           size: Size = THUMBNAIL_SIZE, start_ms: int = TOP_UP_START_MS) -> list[Path]:
+           size: Size = THUMBNAIL_SIZE, start_ms: int = TOP_UP_START_MS,
+           sources: Sequence[Path] = ()) -> list[Path]:
     """Write ``count`` synthetic ``label`` images into ``all_dir/<label>/``; return them.
+
+    ``bad`` images are real ``sources`` frames over-exposed as the sample's real
+    over-exposed frames are (``overexposed_from_real``), each source in turn in a
+    seeded order; without sources, exposure failures drawn from scratch.
 
     Names start with ``SYNTHETIC_PREFIX`` and carry timestamps from ``start_ms``
     (2031), so they never join a real burst and replace nothing real. The same
@@ -441,11 +494,17 @@ def top_up(all_dir: Path, label: str, count: int, seed: int = DEFAULT_SEED,
     if count < 1:
         raise UserError(f"top-up count {count}: use 1 or more")
     rng = np.random.default_rng([seed, len(label), *label.encode("utf-8")])
+    order = [sources[i] for i in rng.permutation(len(sources))] if sources else []
     written = []
     for n in range(count):
         ms = start_ms + n * _TOP_UP_GAP_MS
         path = all_dir / label / f"{SYNTHETIC_PREFIX}{file_name(ms)}"
-        atomic.write_bytes(path, _jpeg_bytes(top_up_thumbnail(label, rng, size)))
+        if label == "bad" and sources:
+            source = order[n % len(order)]
+            image = _to_image(overexposed_from_real(stress.read_rgb(source), rng))
+        else:
+            image = top_up_thumbnail(label, rng, size)
+        atomic.write_bytes(path, _jpeg_bytes(image))
         written.append(path)
     return written
 

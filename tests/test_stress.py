@@ -1,0 +1,128 @@
+"""The stress set: exposure failures as on board, labelled by the stated rule, made
+from held-out frames only and judged beside the plain folds; and the ``bad`` top-up
+made from real frames."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_image
+from PIL import Image
+
+from opssat import crossval, sample, stress
+from opssat.paths import ModelPaths
+
+
+def _scene(seed: int = 0, size: tuple[int, int] = (120, 100), level: float = 110,
+           contrast: float = 45) -> np.ndarray:
+    """(H, W, 3) uint8 with smooth structure around ``level``: a stand-in Earth frame."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((6, 6)).astype(np.float32)
+    smooth = np.asarray(Image.fromarray(coarse, mode="F").resize(size, Image.Resampling.BICUBIC))
+    gray = np.clip(level + contrast * smooth / smooth.std(), 0, 255)
+    return np.repeat(gray[..., None], 3, axis=2).astype(np.uint8)
+
+
+def test_exposure_saturates_to_white_and_darkens_to_the_black_level() -> None:
+    frame = _scene()
+    white = stress.stress_pixels(frame, "saturated", 8.0, np.random.default_rng(0))
+    assert np.mean(white >= 250) > 0.9
+    dark = stress.stress_pixels(frame, "dark", -12.0, np.random.default_rng(0))
+    assert dark.min() >= stress.BLACK_LEVEL and dark.max() <= stress.BLACK_LEVEL + 6
+    washed = stress.stress_pixels(frame, "washed_out", 9.0, np.random.default_rng(1))
+    assert 0.05 < np.mean(washed >= 250) < 1.0  # part of the frame only
+    noisy = stress.stress_pixels(frame, "noisy", 40.0, np.random.default_rng(0))
+    assert 20 < np.std(noisy.astype(float) - frame) < 60
+    with pytest.raises(ValueError, match="unknown stress kind"):
+        stress.stress_pixels(frame, "blurred", 1.0, np.random.default_rng(0))
+
+
+def test_the_rule_destroyed_frames_are_bad_mild_ones_keep_their_label() -> None:
+    frame = _scene()
+    rng = np.random.default_rng(0)
+    mild = stress.stress_pixels(frame, "saturated", 1.0, rng)
+    r2 = stress.scene_r2(frame, mild)
+    assert r2 is not None and r2 > 0.9
+    assert stress.stressed_label("earth", r2, stress.too_dark(mild)) == "earth"
+    blown = stress.stress_pixels(frame, "saturated", 8.0, rng)
+    assert stress.stressed_label("earth", stress.scene_r2(frame, blown)) == "bad"
+    swamped = stress.stress_pixels(frame, "noisy", 60.0, np.random.default_rng(2))
+    assert stress.scene_r2(frame, swamped) < stress.MIN_SCENE_R2
+    # Darkening keeps the scene's shape but leaves it darker than any real earth frame.
+    dim = stress.stress_pixels(frame, "dark", -7.0, rng)
+    assert stress.scene_r2(frame, dim) > stress.MIN_SCENE_R2 and stress.too_dark(dim)
+    assert stress.stressed_label("edge", 0.9, dark=True) == "bad"
+    # bad stays bad; a uniform frame has no scene to lose.
+    assert stress.stressed_label("bad", 1.0) == "bad"
+    flat = np.full((50, 60, 3), 10, np.uint8)
+    assert stress.scene_r2(flat, flat) is None
+    assert stress.stressed_label("earth", None) == "earth"
+
+
+def test_build_is_deterministic_and_writes_each_kind_under_its_rule_label(tmp_path: Path
+                                                                           ) -> None:
+    source = tmp_path / "earth" / "img_msec_1600000000000_2_thumbnail.jpeg"
+    source.parent.mkdir()
+    Image.fromarray(_scene()).save(source, quality=95)
+    first = stress.build([(source, "earth")], tmp_path / "one", seed=3)
+    again = stress.build([(source, "earth")], tmp_path / "two", seed=3)
+    assert [f.kind for f in first] == list(stress.KINDS)
+    for a, b in zip(first, again, strict=True):
+        assert a.path.read_bytes() == b.path.read_bytes() and a.label == b.label
+        assert a.path.parent.name == a.label
+        assert a.label == stress.stressed_label("earth", a.scene_r2,
+                                                stress.too_dark(stress.read_rgb(a.path)))
+    written = stress.write_csv(tmp_path / "stress.csv", first)
+    rows = list(csv.DictReader(written.open()))
+    assert [r["kind"] for r in rows] == list(stress.KINDS)
+    assert {r["source"] for r in rows} == {source.name}
+
+
+def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: Path) -> None:
+    sources = []
+    for n in range(3):
+        path = tmp_path / "src" / f"img_msec_{1_600_000_000_000 + n}_2_thumbnail.jpeg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(_scene(seed=n, size=(90, 80))).save(path, quality=95)
+        sources.append(path)
+    items = [(p, "earth") for p in sources] + [(tmp_path / "b.jpeg", "bad"),
+                                               (tmp_path / "synthetic_x.jpeg", "edge")]
+    assert sample.top_up_sources(items) == sources
+    made = sample.top_up(tmp_path / "all", "bad", 4, seed=1, sources=sources)
+    low, high = sample.OVEREXPOSED_SATURATED
+    for path in made:
+        assert sample.is_synthetic(path)
+        pixels = np.asarray(Image.open(path).convert("L"), np.float32)
+        assert pixels.shape == (80, 90)  # the source frame's size: made from it
+        assert low - 0.1 < np.mean(pixels >= 250) < high + 0.1
+    again = sample.top_up(tmp_path / "again", "bad", 4, seed=1, sources=sources)
+    assert [p.read_bytes() for p in made] == [p.read_bytes() for p in again]
+
+
+@pytest.mark.slow
+def test_crossval_judges_each_folds_held_out_frames_under_stress(tiny_hub: Path,
+                                                                  tmp_path: Path) -> None:
+    paths = ModelPaths("cv", tmp_path / "repo")
+    colours = {"bad": (240, 240, 240), "earth": (30, 160, 60), "edge": (20, 20, 200)}
+    ms = 1_600_000_000_000
+    for label, colour in colours.items():
+        for i in range(4):
+            ms += 3_600_000
+            write_image(paths.all_dir / label / sample.file_name(ms), colour, size=(40, 36),
+                        noise=40, seed=i)
+    result = crossval.run(
+        paths, ["--tfhub_module", str(tiny_hub), "--image_size", "32", "--train_epochs", "1",
+                "--batch_size", "4", "--validation_split", "0"],
+        folds=2, top_up=[("bad", 2)], modes=["onboard"], log=lambda text: None)
+    assert result.stressed == 12 * len(stress.KINDS)
+    assert all(crossval.STRESS in f.scores for f in result.folds)
+    assert crossval.STRESS in result.pooled
+    assert "stressed held-out frames" in crossval.format_summary(result)
+    rows = list(csv.DictReader((paths.crossval_dir / crossval.STRESS_SET_NAME).open()))
+    assert len(rows) == result.stressed
+    assert {r["source"] for r in rows} == {p.name for p in paths.all_dir.rglob("*.jpeg")}
+    stressed = result.oof_csvs[crossval.STRESS]
+    assert sum(1 for _ in stressed.open()) == result.stressed + 1
