@@ -7,8 +7,9 @@ that exercise image hygiene (the same seed gives byte-identical files).
 --real copies the bundled real sample instead: 123 OPS-SAT thumbnails
 (credit ESA / OPS-SAT), each checked against sample_data/opssat_real/MANIFEST.csv.
 --top_up LABEL=N adds N synthetic images of LABEL (for bad: exposure failures made
-by over-exposing data/all's earth and edge frames), named synthetic_*, beside
-whatever data/all holds.
+by over-exposing data/all's earth and edge frames, never those of the test split),
+named synthetic_*, beside whatever data/all holds; split_data.py puts them in
+training.
 """
 
 from __future__ import annotations
@@ -61,12 +62,11 @@ def main() -> int:
             print(f"{label:<6} {n:>5} images in {paths.all_dir / label}")
         print(f"plus one truncated JPEG ({sample.TRUNCATED_LABEL}/) and one non-image file "
               f"({sample.NON_IMAGE_LABEL}/{sample.NON_IMAGE_NAME}) to exercise image hygiene")
-    sources = sample.top_up_sources(
-        [(p, folder.name) for folder in images.label_folders(paths.all_dir)
-         for p in images.list_files(folder) if images.readable(p)]) if top_ups else []
+    sources = sample.data_top_up_sources(paths.all_dir, paths.test_dir) if top_ups else []
     for label, n in top_ups:
         sample.top_up(paths.all_dir, label, n, args.seed, sources=sources)
-        made = (f"over-exposed from the {len(sources)} earth and edge frames of data/all"
+        made = (f"over-exposed from {len(sources)} earth and edge frames of data/all, none "
+                "of the test split"
                 if label == "bad" and sources else "drawn from scratch")
         print(f"{label:<6} {n:>5} synthetic top-up images ({sample.SYNTHETIC_PREFIX}*, {made}) "
               f"in {paths.all_dir / label}")

@@ -436,6 +436,17 @@ def top_up_sources(items: Sequence[tuple[Path, str]]) -> list[Path]:
             if label in TOP_UP_SOURCE_LABELS and not is_synthetic(p)]
 
 
+def data_top_up_sources(all_dir: Path, test_dir: Path | None = None) -> list[Path]:
+    """``all_dir``'s readable earth and edge frames but those also in ``test_dir`` (a test
+    split): a test image must not reach training, even over-exposed."""
+    tested = ({(p.parent.name, p.name) for p in test_dir.rglob("*") if p.is_file()}
+              if test_dir is not None and test_dir.is_dir() else set())
+    return top_up_sources(
+        [(p, folder.name) for folder in images.label_folders(all_dir)
+         for p in images.list_files(folder)
+         if (folder.name, p.name) not in tested and images.readable(p)])
+
+
 def _saturated_share(pixels: np.ndarray) -> float:
     gray = pixels[::4, ::4].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     return float(np.mean(gray >= _SATURATED))

@@ -1,6 +1,5 @@
 """The stress set: exposure failures as on board, labelled by the stated rule, made
-from held-out frames only and judged beside the plain folds; and the ``bad`` top-up
-made from real frames."""
+from held-out frames only and judged beside the plain folds."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from opssat import crossval, sample, stress
 from opssat.paths import ModelPaths
 
 
-def _scene(seed: int = 0, size: tuple[int, int] = (120, 100), level: float = 110,
+def scene(seed: int = 0, size: tuple[int, int] = (120, 100), level: float = 110,
            contrast: float = 45) -> np.ndarray:
     """(H, W, 3) uint8 with smooth structure around ``level``: a stand-in Earth frame."""
     rng = np.random.default_rng(seed)
@@ -27,7 +26,7 @@ def _scene(seed: int = 0, size: tuple[int, int] = (120, 100), level: float = 110
 
 
 def test_exposure_saturates_to_white_and_darkens_to_the_black_level() -> None:
-    frame = _scene()
+    frame = scene()
     white = stress.stress_pixels(frame, "saturated", 8.0, np.random.default_rng(0))
     assert np.mean(white >= 250) > 0.9
     dark = stress.stress_pixels(frame, "dark", -12.0, np.random.default_rng(0))
@@ -41,7 +40,7 @@ def test_exposure_saturates_to_white_and_darkens_to_the_black_level() -> None:
 
 
 def test_the_rule_destroyed_frames_are_bad_mild_ones_keep_their_label() -> None:
-    frame = _scene()
+    frame = scene()
     rng = np.random.default_rng(0)
     mild = stress.stress_pixels(frame, "saturated", 1.0, rng)
     r2 = stress.scene_r2(frame, mild)
@@ -66,7 +65,7 @@ def test_build_is_deterministic_and_writes_each_kind_under_its_rule_label(tmp_pa
                                                                            ) -> None:
     source = tmp_path / "earth" / "img_msec_1600000000000_2_thumbnail.jpeg"
     source.parent.mkdir()
-    Image.fromarray(_scene()).save(source, quality=95)
+    Image.fromarray(scene()).save(source, quality=95)
     first = stress.build([(source, "earth")], tmp_path / "one", seed=3)
     again = stress.build([(source, "earth")], tmp_path / "two", seed=3)
     assert [f.kind for f in first] == list(stress.KINDS)
@@ -79,27 +78,6 @@ def test_build_is_deterministic_and_writes_each_kind_under_its_rule_label(tmp_pa
     rows = list(csv.DictReader(written.open()))
     assert [r["kind"] for r in rows] == list(stress.KINDS)
     assert {r["source"] for r in rows} == {source.name}
-
-
-def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: Path) -> None:
-    sources = []
-    for n in range(3):
-        path = tmp_path / "src" / f"img_msec_{1_600_000_000_000 + n}_2_thumbnail.jpeg"
-        path.parent.mkdir(exist_ok=True)
-        Image.fromarray(_scene(seed=n, size=(90, 80))).save(path, quality=95)
-        sources.append(path)
-    items = [(p, "earth") for p in sources] + [(tmp_path / "b.jpeg", "bad"),
-                                               (tmp_path / "synthetic_x.jpeg", "edge")]
-    assert sample.top_up_sources(items) == sources
-    made = sample.top_up(tmp_path / "all", "bad", 4, seed=1, sources=sources)
-    low, high = sample.OVEREXPOSED_SATURATED
-    for path in made:
-        assert sample.is_synthetic(path)
-        pixels = np.asarray(Image.open(path).convert("L"), np.float32)
-        assert pixels.shape == (80, 90)  # the source frame's size: made from it
-        assert low - 0.1 < np.mean(pixels >= 250) < high + 0.1
-    again = sample.top_up(tmp_path / "again", "bad", 4, seed=1, sources=sources)
-    assert [p.read_bytes() for p in made] == [p.read_bytes() for p in again]
 
 
 @pytest.mark.slow
