@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -247,14 +247,14 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
         log(f"warning: skipped {label}/{path.name}: {why}")
     plan = plan_folds(found.readable, folds, seed, group_seconds)
     # Imported here: TensorFlow loads only once the data has passed its checks.
-    from opssat.make_image_classifier import options_from_args
     from opssat.tf_setup import tf_keras
     from opssat.train import train
+    from opssat.train_options import parse_flags
 
-    probe = options_from_args([*trainer_args, "--image_dir", "-", "--tflite_output_file", "-"])
-    probe.check()
+    template = parse_flags(trainer_args)
+    template.check_settings()
     label_list = sorted(set(plan.labels))
-    variants = [FLOAT, *dict.fromkeys(q for q in probe.quantize if q != "none")]
+    variants = [FLOAT, *dict.fromkeys(q for q in template.recipe.quantize if q != "none")]
     with_stress = with_stress and "onboard" in modes and stress.BAD in label_list
     runs = [_SeedRun(s, len(plan.paths), len(label_list), modes, variants)
             for s in trainer_seeds]
@@ -279,14 +279,15 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
             log(f"\n== fold {index + 1}/{plan.count}: train on {len(training)} images "
                 f"({len(extra)} synthetic), hold out {len(held)} ({counts})")
             for one in runs:
-                seed_flags = [] if one.seed is None else ["--seed", str(one.seed)]
                 model_file = fold_dir / f"model{one.tag}.tflite"
                 label_file = fold_dir / f"labels{one.tag}.txt"
-                options = options_from_args([
-                    *trainer_args, *seed_flags, "--image_dir", str(fold_dir / "training"),
-                    "--tflite_output_file", str(model_file), "--labels_output_file",
-                    str(label_file), "--record_file", str(fold_dir / f"record{one.tag}.json"),
-                    "--cache_dir", str(fold_dir / "cache")])
+                options = template.with_paths(
+                    image_dir=str(fold_dir / "training"), tflite_output_file=str(model_file),
+                    labels_output_file=str(label_file),
+                    record_file=str(fold_dir / f"train_record{one.tag}.json"),
+                    cache_dir=str(fold_dir / "cache"))
+                if one.seed is not None:
+                    options = replace(options, recipe=replace(options.recipe, seed=one.seed))
                 started = time.perf_counter()
                 trained = train(options)
                 seconds = time.perf_counter() - started
@@ -299,7 +300,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                                **{q: tflite_variant(model_file, q) for q in variants[1:]}}
                 fold_probs, fold_times = _judge(model_files, label_file,
                                                 [p for p, _ in held_out], modes,
-                                                options.onboard_channels)
+                                                options.recipe.onboard_channels)
                 expected = [label for _, label in held_out]
                 scores: dict[str, dict[str, dict[str, float | None]]] = {}
                 for (mode, variant), values in fold_probs.items():
@@ -308,7 +309,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                     scores.setdefault(mode, {})[variant] = _scores(expected, values, label_list)
                 if fold_frames:
                     stressed, _ = _judge(model_files, label_file, [f.path for f in fold_frames],
-                                         ["onboard"], options.onboard_channels)
+                                         ["onboard"], options.recipe.onboard_channels)
                     for variant in variants:
                         values = stressed[("onboard", variant)]
                         one.stress_probs.setdefault(variant, []).append(values)
