@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, augment, export, labels
+from opssat import atomic, augment, averaging, export, labels
 from opssat.backbones import (
     Backbone,
     check_feature_extractor,
@@ -242,8 +242,13 @@ def compile_model(model: tf_keras.Model, options: TrainOptions,
     )
 
 
-def _callbacks(options: TrainOptions, has_validation: bool) -> list[tf_keras.callbacks.Callback]:
+def _callbacks(options: TrainOptions, has_validation: bool, stage: Stage
+               ) -> list[tf_keras.callbacks.Callback]:
     callbacks: list[tf_keras.callbacks.Callback] = []
+    schedule = options.schedule
+    if schedule.average_last_epochs and stage.end_epoch == schedule.train_epochs:
+        first = max(stage.first_epoch, stage.end_epoch - schedule.average_last_epochs)
+        callbacks.append(averaging.LastEpochsAverage(first))
     if options.paths.summaries_dir:
         run_dir = Path(options.paths.summaries_dir) / time.strftime("%Y%m%d-%H%M%S")
         callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=str(run_dir)))
@@ -310,7 +315,8 @@ def _fit_on_images(run: PreparedRun, stage: Stage) -> dict[str, list[float]]:
     val_data = _image_batches(run, run.val_files) if len(run.val_idx) else None
     fitted = run.classifier.fit(
         train_data, validation_data=val_data, initial_epoch=stage.first_epoch,
-        epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None), verbose=2)
+        epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None, stage),
+        verbose=2)
     return _history(fitted)
 
 
@@ -363,7 +369,8 @@ def _fit_head(run: PreparedRun, stage: Stage, folder: Path) -> tuple[dict, dict]
         compile_model(run.head, options, stage.learning_rate)
     fitted = run.head.fit(
         train_data, validation_data=val_data, initial_epoch=stage.first_epoch,
-        epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None), verbose=2)
+        epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None, stage),
+        verbose=2)
     return _history(fitted), info
 
 

@@ -150,9 +150,16 @@ class ScheduleOptions:
     early_stopping_patience: int = option(
         0, "stop after N epochs without a better validation loss and keep the best epoch's "
         "weights (0: off; counted per stage)", limits=Limits(0))
+    average_last_epochs: int = option(
+        0, "export the mean of the weights after each of the last N epochs of the final "
+        "stage instead of the last epoch's (0: off): less spread from seed to seed",
+        limits=Limits(0))
 
     def check(self) -> None:
         flags.check_values(self)
+        if self.average_last_epochs and self.early_stopping_patience:
+            raise UserError("--average_last_epochs and --early_stopping_patience exclude each "
+                            "other: early stopping keeps one epoch's weights")
         after = self.fine_tune_after_epochs
         if after and not self.do_fine_tuning:
             raise UserError("--fine_tune_after_epochs needs --do_fine_tuning")
