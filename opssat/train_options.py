@@ -26,6 +26,9 @@ DISTRIBUTION_STRATEGIES = ("none", "mirrored")
 CLASS_WEIGHTS = ("balanced", "none")
 OPTIMIZERS = ("sgd", "adam")
 
+#: Fine-tuning after a head-only stage runs at --learning_rate divided by this by default
+#: (Keras' transfer learning guide: 1e-5 after 1e-3); cross-validated in docs/results.md.
+FINE_TUNING_RATE_DIVISOR = 100
 _FRACTION = Limits(0, 1, high_open=True)
 _POSITIVE = Limits(0, low_open=True)
 _ORBIT = augment.OrbitAugmentation()
@@ -141,12 +144,14 @@ class ScheduleOptions:
     do_fine_tuning: bool = option(
         False, "train the backbone too; its batch-norm layers stay in inference mode (moving "
         "statistics frozen), as small data needs", tfhub=True)
-    fine_tune_after_epochs: int = option(
-        0, "with --do_fine_tuning, train the head alone for this many of the --train_epochs "
-        "first, then unfreeze the backbone (0: fine-tune from the start, as the original)")
+    fine_tune_after_epochs: int | None = option(
+        None, "with --do_fine_tuning, train the (untrained) head alone for this many of the "
+        "--train_epochs first, then unfreeze the backbone (default: half of them, rounded "
+        "down; 0: fine-tune from the start, TF Hub's one-stage schedule)")
     fine_tuning_learning_rate: float | None = option(
-        None, "learning rate once the backbone is unfrozen (default: --learning_rate); small "
-        "data wants it low, e.g. 1e-5 with adam", limits=_POSITIVE)
+        None, "learning rate once the backbone is unfrozen (default: --learning_rate / "
+        f"{FINE_TUNING_RATE_DIVISOR:g} after a head-only stage, --learning_rate in one stage "
+        "as TF Hub's)", limits=_POSITIVE)
     early_stopping_patience: int = option(
         0, "stop after N epochs without a better validation loss and keep the best epoch's "
         "weights (0: off; counted per stage)", limits=Limits(0))
@@ -160,9 +165,9 @@ class ScheduleOptions:
         if self.average_last_epochs and self.early_stopping_patience:
             raise UserError("--average_last_epochs and --early_stopping_patience exclude each "
                             "other: early stopping keeps one epoch's weights")
-        after = self.fine_tune_after_epochs
-        if after and not self.do_fine_tuning:
+        if self.fine_tune_after_epochs and not self.do_fine_tuning:
             raise UserError("--fine_tune_after_epochs needs --do_fine_tuning")
+        after = self.head_epochs
         if not 0 <= after < self.train_epochs:
             raise UserError(f"--fine_tune_after_epochs must be in [0, --train_epochs "
                             f"{self.train_epochs}), not {after}: the rest are fine-tuning")
@@ -171,10 +176,23 @@ class ScheduleOptions:
         """Head-only epochs, then fine-tuning epochs (either may be absent)."""
         if not self.do_fine_tuning:
             return [Stage("head", 0, self.train_epochs, self.learning_rate, False)]
-        after = self.fine_tune_after_epochs
-        rate = self.fine_tuning_learning_rate or self.learning_rate
+        after = self.head_epochs
+        rate = self.fine_tuning_learning_rate or (
+            self.learning_rate / FINE_TUNING_RATE_DIVISOR if after else self.learning_rate)
         head = [Stage("head", 0, after, self.learning_rate, False)] if after else []
         return [*head, Stage("fine-tuning", after, self.train_epochs, rate, True)]
+
+    @property
+    def head_epochs(self) -> int:
+        """Head-only epochs of a fine-tuning run: --fine_tune_after_epochs, by default half
+        of --train_epochs. A head that starts untrained and is unfrozen with the backbone
+        at once sends large, random gradients into it: with SGD at 0.005 and momentum 0.9
+        that wrecked Lite0 (every image called ``earth``)."""
+        if not self.do_fine_tuning:
+            return 0
+        if self.fine_tune_after_epochs is None:
+            return self.train_epochs // 2
+        return self.fine_tune_after_epochs
 
 
 @dataclass

@@ -136,9 +136,17 @@ def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
     np.testing.assert_array_equal(trained["kernel"], original["kernel"])
 
 
-def test_schedule_of_the_original_flags_is_one_stage():
-    options = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=4)
-    assert options.schedule.stages() == [Stage("fine-tuning", 0, 4, 0.005, True)]
+def test_fine_tuning_warms_the_head_up_first_unless_told_tf_hubs_one_stage():
+    options = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=10)
+    assert options.schedule.stages() == [Stage("head", 0, 5, 0.005, False),
+                                         Stage("fine-tuning", 5, 10, 0.00005, True)]
+    one_stage = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=4,
+                                        fine_tune_after_epochs=0)
+    assert one_stage.schedule.stages() == [Stage("fine-tuning", 0, 4, 0.005, True)]
+    told = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=4, fine_tune_after_epochs=3,
+                                   fine_tuning_learning_rate=0.001)
+    assert told.schedule.stages() == [Stage("head", 0, 3, 0.005, False),
+                                      Stage("fine-tuning", 3, 4, 0.001, True)]
     frozen = TrainOptions.from_flags(train_epochs=4)
     assert frozen.schedule.stages() == [Stage("head", 0, 4, 0.005, False)]
 
