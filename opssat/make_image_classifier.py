@@ -9,6 +9,7 @@ The flags are generated from the option declarations in ``opssat.train_options``
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from opssat import cli, train_options
 from opssat.paths import ModelPaths, model_paths
@@ -25,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="a repo/<model>/ folder: its data/training is the "
                         "image dir and every output goes to its usual place there (train.sh "
                         "uses it)")
+    parser.add_argument("--all_data", action="store_true",
+                        help="with --model: train on all of its data/all (top-up included), "
+                        "not data/training, and write every output to repo/<model>/all_data/: "
+                        "the model to uplink once cross-validation has chosen the recipe; the "
+                        "test split's model and its figures stay as they are")
     train_options.add_flags(parser)
     return parser
 
@@ -32,17 +38,25 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from_args(argv: list[str] | None = None) -> TrainOptions:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.all_data and not args.model:
+        parser.error("--all_data needs --model (train.sh gives it)")
     if args.model:
-        _fill_model_paths(args, model_paths(args.model).require_model_dir())
+        paths = model_paths(args.model).require_model_dir()
+        if args.all_data:
+            _fill_model_paths(args, paths.all_data, image_dir=paths.all_dir)
+        else:
+            _fill_model_paths(args, paths)
     if not args.image_dir:
         parser.error("--image_dir (or --model) is required")
     return train_options.from_namespace(args)
 
 
-def _fill_model_paths(args: argparse.Namespace, paths: ModelPaths) -> None:
-    """Default every input and output to its place in ``repo/<model>/``."""
+def _fill_model_paths(args: argparse.Namespace, paths: ModelPaths,
+                      image_dir: Path | None = None) -> None:
+    """Default every input and output to its place in ``repo/<model>/`` (``paths``),
+    images from ``image_dir`` (default: its data/training)."""
     defaults = {
-        "image_dir": paths.training_dir,
+        "image_dir": image_dir or paths.training_dir,
         "saved_model_dir": paths.saved_model_dir,
         "tflite_output_file": paths.tflite_model,
         "labels_output_file": paths.labels_file,

@@ -30,6 +30,10 @@ def check_model_name(name: str, what: str = "model name") -> str:
     return name
 
 
+#: Sub-folder of a model folder for the model trained on all of data/all.
+ALL_DATA = "all_data"
+
+
 @dataclass(frozen=True)
 class ModelPaths:
     """All paths of one model folder, ``<root>/<name>/``."""
@@ -40,6 +44,12 @@ class ModelPaths:
     @property
     def model_dir(self) -> Path:
         return self.root / self.name
+
+    @property
+    def all_data(self) -> ModelPaths:
+        """``<model>/all_data/``: the model trained on all of data/all, the one to uplink
+        once cross-validation has chosen the recipe (``--all_data``)."""
+        return ModelPaths(ALL_DATA, self.model_dir)
 
     # data/
     @property

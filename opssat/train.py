@@ -475,6 +475,9 @@ def _record(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
                          "training": run.train_files.class_counts(),
                          "validation": run.val_files.class_counts()},
         "class_weights": dict(zip(files.labels, map(float, run.weights), strict=True)),
+        "image_dir": run.options.paths.image_dir,
+        # Which images trained the model and which only validated it (label/name).
+        "files": {"training": _names(run.train_files), "validation": _names(run.val_files)},
         "training_files_sha256": files.fingerprint(),
         "skipped_files": [str(p) for p in files.skipped],
         "stages": fitted.stages,
@@ -490,6 +493,11 @@ def _record(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
         "wall_time_s": round(time.time() - run.started, 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _names(files: LabelledFiles) -> list[str]:
+    return sorted(f"{files.labels[target]}/{path.name}"
+                  for path, target in zip(files.paths, files.targets, strict=True))
 
 
 def _versions() -> dict[str, str]:
