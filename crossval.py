@@ -6,9 +6,13 @@ groups them; each fold trains with the toolkit's trainer (every flag after the
 model name that is not crossval's own goes to it, as for train.sh) into a
 temporary folder, and is judged through its TFLite files on the images it did
 not see, as the spacecraft sees them (onboard) and as the ground does.
-Prints per-fold and mean ± sd accuracy, macro-F1 and Cohen's kappa, and writes
-every image's out-of-fold confidences to repo/<model>/crossval/. The model's
-own files are left as they are.
+Each fold is also judged on its stress set: its held-out frames with exposure
+failures applied as on board (saturated, washed out, dark, noisy), labelled bad
+when their scene is destroyed (rule in opssat/stress.py), through the on-board
+chain. Prints per-fold and mean ± sd accuracy, macro-F1 and Cohen's kappa (the
+stress set's beside the plain folds), and writes every image's out-of-fold
+confidences and the stress set's to repo/<model>/crossval/. The model's own
+files are left as they are.
 
   python crossval.py mymodel --folds 5 --backbone efficientnet_lite0 \\
       --train_epochs 15 --train_preprocess onboard --quantize int8
@@ -36,7 +40,11 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
                         help="images this close in time are one burst (default: %(default)s)")
     parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
                         help="add N synthetic LABEL images to every training fold (never held "
-                             "out), e.g. bad=20")
+                             "out; bad ones over-exposed from that fold's real training frames), "
+                             "e.g. bad=20")
+    parser.add_argument("--nostress", dest="stress", action="store_false",
+                        help="skip the stress set (on by default when judging onboard input "
+                             "and a bad label exists)")
     parser.add_argument("--modes", default=",".join(crossval.MODES),
                         help="preprocessing modes to judge (default: %(default)s)")
     return parser.parse_known_args()
@@ -48,11 +56,14 @@ def main() -> int:
     top_up = [sample.parse_top_up(text) for text in args.top_up]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     result = crossval.run(paths, trainer_args, args.folds, args.fold_seed, args.group_seconds,
-                          top_up, modes)
+                          top_up, modes, with_stress=args.stress)
     print()
     print(crossval.format_summary(result))
     for mode, path in result.oof_csvs.items():
         print(f"out-of-fold confidences ({mode}): {path}")
+    if crossval.STRESS in result.oof_csvs:
+        print(f"stress set (each frame's source, kind, severity, scene r², label): "
+              f"{paths.crossval_dir / crossval.STRESS_SET_NAME}")
     return 0
 
 
