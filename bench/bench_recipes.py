@@ -53,6 +53,8 @@ RECIPES: dict[str, tuple[list[str], list[tuple[str, int]], str]] = {
     "frozen_ground": ([*BASE, "--train_epochs", "15", "--train_preprocess", "ground"], [],
                       "the same, trained on ground (colour) input"),
     "frozen_top_up": (FROZEN, TOP_UP, "frozen + 20 bad over-exposed from real frames"),
+    "frozen_top_up_average": ([*FROZEN, "--average_last_epochs", "3"], TOP_UP,
+                              "frozen_top_up, exporting the mean weights of its last 3 epochs"),
     "frozen_augment": ([*FROZEN, *AUGMENT], [], "frozen + orbit augmentation, 4 cached views"),
     "fine_tune_augment": ([*FINE_TUNE, *AUGMENT], [],
                           "15 head epochs (adam 1e-3), 3 fine-tuning epochs (adam 1e-5), "
