@@ -60,10 +60,10 @@ print("held-out real test split, on-board input (the model trained on the traini
       % (s["correct"], s["images"], s["accuracy"], s["macro_f1"], s["kappa"]))'
 $py -c '
 import json, sys
-record = json.load(open(sys.argv[1]))
-files = record["files"]["training"]
-synthetic = sum("/synthetic_" in f for f in files)
-print("packaged: the model trained on all of data/all, %d images (%d real, %d synthetic top-up; '
-      'listed in %s)" % (len(files), len(files) - synthetic, synthetic, sys.argv[1]))
+files = json.load(open(sys.argv[1]))["files"]["training"]
+synthetic = sum("/synthetic_" in name for name in files)
+print("packaged for SmartCam: the same recipe trained on all of data/all, %d images (%d real, "
+      "%d synthetic top-up), listed in %s" % (len(files), len(files) - synthetic, synthetic,
+                                             sys.argv[1]))
 ' "$repo/$model/all_data/train_record.json"
 echo "demo took $((SECONDS - started)) s (pip install aside)"
