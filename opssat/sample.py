@@ -426,7 +426,7 @@ OVEREXPOSED_SATURATED = (0.28, 0.81)
 OVEREXPOSED_FLOOR = (37.0, 121.0)
 #: Labels whose real frames the ``bad`` top-up over-exposes.
 TOP_UP_SOURCE_LABELS = ("earth", "edge")
-_SATURATED = 250
+
 
 
 def top_up_sources(items: Sequence[tuple[Path, str]]) -> list[Path]:
@@ -449,7 +449,7 @@ def data_top_up_sources(all_dir: Path, test_dir: Path | None = None) -> list[Pat
 
 def _saturated_share(pixels: np.ndarray) -> float:
     gray = pixels[::4, ::4].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return float(np.mean(gray >= _SATURATED))
+    return float(np.mean(gray >= stress.SATURATED))
 
 
 def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -16,14 +16,21 @@ judged through SmartCam's own chain (``onboard`` preprocessing), as SmartCam
 would judge it.
 
 **The labelling rule** (``stressed_label``): a stressed frame becomes ``bad``
-when its scene explains less than ``MIN_SCENE_R2`` (half) of its luma variance
-as the classifier sees it (the squared Pearson correlation between the original
-and the stressed luma, both box-resized to the model input size: below that,
-more of the frame is saturation, stray light or noise than scene), or when it is
-darker than any real ``earth`` or ``edge`` frame of the bundled sample (99th
-percentile of its luma below ``DARK_P99``: the sample's are 37 and up, its dim
-``bad`` frames 10 to 55). Milder stresses keep the frame's label; a ``bad``
-frame stays ``bad``.
+when any of these holds, each threshold measured on the bundled sample:
+
+- a quarter or more of it is saturated (luma >= 250, ``SATURATED_SHARE``): every
+  real ``earth`` and ``edge`` frame of the sample has 15 % or less, every real
+  over-exposed ``bad`` one 28 % to 81 % (its labellers called a limb whose Earth
+  side is blown out ``bad``, however clear the limb);
+- its scene explains less than half of its luma variance as the classifier sees
+  it (``MIN_SCENE_R2``: squared Pearson correlation between the original and the
+  stressed luma, both box-resized to the model input size): more of the frame is
+  stray light or noise than scene;
+- it is darker than any real ``earth`` or ``edge`` frame of the sample (99th
+  percentile of its luma below ``DARK_P99``: theirs are 37 and up, the dim ``bad``
+  frames' 10 to 55).
+
+Milder stresses keep the frame's label; a ``bad`` frame stays ``bad``.
 
 The same primitives make the ``bad`` top-up (``opssat.sample.top_up``) from
 real frames.
@@ -51,6 +58,9 @@ BLACK_LEVEL = 10.0
 MIN_SCENE_R2 = 0.5
 #: Below this luma standard deviation a frame has no scene to lose (black frames: 0.3).
 MIN_SCENE_STD = 1.0
+#: A frame with this share of saturated pixels (luma >= SATURATED) or more is ``bad``.
+SATURATED_SHARE = 0.25
+SATURATED = 250
 #: A frame whose 99th-percentile luma is below this is too dark to be ``earth`` or ``edge``:
 #: every one of the 97 in the bundled sample reaches 37 or more.
 DARK_P99 = 36.0
@@ -140,7 +150,7 @@ def draw_severity(kind: str, rng: np.random.Generator) -> float:
 
 def luma(pixels: np.ndarray, size: tuple[int, int] = smartcam.INPUT_SIZE) -> np.ndarray:
     """Luma (ITU-R 601) box-resized to ``size`` (height, width): what the classifier sees."""
-    gray = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gray = _gray(pixels)
     height, width = size
     return np.asarray(Image.fromarray(gray, mode="F").resize((width, height),
                                                               Image.Resampling.BOX))
@@ -158,15 +168,25 @@ def scene_r2(original: np.ndarray, stressed: np.ndarray,
     return float(np.corrcoef(a, b)[0, 1] ** 2)
 
 
+def _gray(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def too_dark(pixels: np.ndarray) -> bool:
     """Darker than any real earth or edge frame: 99th-percentile luma below DARK_P99."""
-    gray = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return float(np.percentile(gray, 99)) < DARK_P99
+    return float(np.percentile(_gray(pixels), 99)) < DARK_P99
 
 
-def stressed_label(label: str, r2: float | None, dark: bool = False) -> str:
-    """The rule: ``bad`` below MIN_SCENE_R2 or when too dark; otherwise the frame's label."""
-    if dark or (r2 is not None and r2 < MIN_SCENE_R2):
+def too_bright(pixels: np.ndarray) -> bool:
+    """Saturated over SATURATED_SHARE of the frame, as no real earth or edge frame is."""
+    return float(np.mean(_gray(pixels) >= SATURATED)) >= SATURATED_SHARE
+
+
+def stressed_label(label: str, r2: float | None, dark: bool = False,
+                   bright: bool = False) -> str:
+    """The rule: ``bad`` when too bright, below MIN_SCENE_R2 or too dark; otherwise the
+    frame's label."""
+    if dark or bright or (r2 is not None and r2 < MIN_SCENE_R2):
         return BAD
     return label
 
@@ -215,7 +235,7 @@ def build(items: Sequence[tuple[Path, str]], folder: Path, seed: int = 0,
             severity = draw_severity(kind, rng)
             stressed = stress_pixels(original, kind, severity, rng)
             r2 = scene_r2(original, stressed, size)
-            new_label = stressed_label(label, r2, too_dark(stressed))
+            new_label = stressed_label(label, r2, too_dark(stressed), too_bright(stressed))
             target = folder / new_label / f"{kind}_{Path(path).stem}.jpeg"
             atomic.write_bytes(target, jpeg_bytes(stressed))
             frames.append(StressedFrame(target, Path(path), label, kind, severity, r2,

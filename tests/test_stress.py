@@ -54,6 +54,12 @@ def test_the_rule_destroyed_frames_are_bad_mild_ones_keep_their_label() -> None:
     dim = stress.stress_pixels(frame, "dark", -7.0, rng)
     assert stress.scene_r2(frame, dim) > stress.MIN_SCENE_R2 and stress.too_dark(dim)
     assert stress.stressed_label("edge", 0.9, dark=True) == "bad"
+    # A limb whose Earth side is blown out keeps its shape, but the sample's labellers
+    # call such frames bad: a quarter of the frame saturated is bad whatever its r².
+    limb = np.zeros((100, 120, 3), np.uint8)
+    limb[:, 60:] = 255
+    assert stress.too_bright(limb) and not stress.too_bright(frame)
+    assert stress.stressed_label("edge", 0.99, bright=True) == "bad"
     # bad stays bad; a uniform frame has no scene to lose.
     assert stress.stressed_label("bad", 1.0) == "bad"
     flat = np.full((50, 60, 3), 10, np.uint8)
@@ -72,8 +78,9 @@ def test_build_is_deterministic_and_writes_each_kind_under_its_rule_label(tmp_pa
     for a, b in zip(first, again, strict=True):
         assert a.path.read_bytes() == b.path.read_bytes() and a.label == b.label
         assert a.path.parent.name == a.label
-        assert a.label == stress.stressed_label("earth", a.scene_r2,
-                                                stress.too_dark(stress.read_rgb(a.path)))
+        written = stress.read_rgb(a.path)
+        assert a.label == stress.stressed_label("earth", a.scene_r2, stress.too_dark(written),
+                                                stress.too_bright(written))
     written = stress.write_csv(tmp_path / "stress.csv", first)
     rows = list(csv.DictReader(written.open()))
     assert [r["kind"] for r in rows] == list(stress.KINDS)
