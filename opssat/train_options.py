@@ -337,6 +337,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def from_namespace(args: argparse.Namespace) -> TrainOptions:
+    """Options from a namespace parsed with ``add_flags``' flags (other names ignored)."""
     values = vars(args)
     return TrainOptions(*(flags.from_values(group, values) for group in GROUPS))
 
