@@ -3,6 +3,7 @@ rename over it. A crash leaves either the old file or the new one."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -43,6 +44,40 @@ def check_writable(*targets: Path | str | None) -> None:
                                 f"writable (chmod u+w '{folder}') or use another folder")
 
 
+def check_appendable(*files: Path | str | None) -> None:
+    """Refuse existing files that are appended to in place (a journal, a CSV) but are
+    read-only, before any work; a missing file only needs a writable folder."""
+    for file in files:
+        if file and Path(file).is_file() and not os.access(file, os.W_OK):
+            raise UserError(f"cannot append to {file}: the file is read-only for you; make it "
+                            f"writable (chmod u+w '{file}') or move it away")
+
+
+#: Errors of a write that the user fixes outside the toolkit, and what to do.
+_WRITE_FAILURES = {
+    errno.ENOSPC: "no space left on the device: free some space, then run again",
+    errno.EDQUOT: "disk quota exceeded: free some space, then run again",
+    errno.EACCES: "permission denied: make it writable for you or use another folder",
+    errno.EPERM: "operation not permitted: make it writable for you or use another folder",
+    errno.EROFS: "the file system is read-only: use another folder",
+    errno.ENAMETOOLONG: "the name is too long for the file system: use a shorter one",
+    errno.EXDEV: "it is on another device than its target: keep both on one file system",
+    errno.EISDIR: "a folder is in the way: move it away",
+    errno.ENOTDIR: "a file is in the way where a folder is needed: move it away",
+}
+
+
+def write_failure(err: OSError) -> str | None:
+    """One line for an OSError the user can fix (full disk, read-only, ...), naming the
+    file; None for any other error (a bug, shown as a traceback)."""
+    advice = _WRITE_FAILURES.get(err.errno)
+    if advice is None:
+        return None
+    names = [str(n) for n in (err.filename, err.filename2) if n is not None]
+    where = " -> ".join(names) if names else "a file"
+    return f"{where}: {advice}"
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with staged_file(path) as tmp:
@@ -54,11 +89,50 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale(folder: Path, prefix: str, suffix: str = ".tmp") -> list[Path]:
+    """Remove ``<prefix><pid>.<random><suffix>`` staging that a run killed before its
+    clean-up left in ``folder`` (its process is gone); a live run's is kept."""
+    try:
+        found = [p for p in folder.iterdir()
+                 if p.name.startswith(prefix) and p.name.endswith(suffix)]
+    except OSError:
+        return []
+    removed = []
+    for path in found:
+        pid = path.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
+            continue
+        try:
+            _remove(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _staging_prefix(path: Path) -> str:
+    """Staging beside ``path`` is ``.<name>.<pid>.<random>.tmp``: the pid tells a
+    later run whether its writer is still alive."""
+    return f".{path.name}."
+
+
 @contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale(path.parent, _staging_prefix(path))
+    fd, name = tempfile.mkstemp(prefix=f"{_staging_prefix(path)}{os.getpid()}.", suffix=".tmp",
+                                dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -76,7 +150,9 @@ def staged_dir(path: Path) -> Iterator[Path]:
     The old folder is moved aside first and removed only after the new one is in place.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale(path.parent, _staging_prefix(path))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(path)}{os.getpid()}.", suffix=".tmp",
+                                dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, _umask_mode(0o777))  # mkdtemp makes it owner-only

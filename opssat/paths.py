@@ -178,3 +178,18 @@ def model_paths(name: str, root: Path | None = None) -> ModelPaths:
     if root is None:
         root = Path(os.environ.get("OPSSAT_REPO", REPO_ROOT))
     return ModelPaths(check_model_name(name), root)
+
+
+def check_inside(root: Path, *targets: Path | str | None, what: str = "target") -> None:
+    """Refuse any target that leaves ``root`` once symlinks are resolved (in the target,
+    its folders or ``root`` itself): one rule for every path a script writes or moves,
+    checked before anything changes. ``root`` is ``repo/<model>/``, or ``data/all``
+    for relabelling."""
+    base = Path(root).resolve()
+    for target in targets:
+        if not target:
+            continue
+        resolved = Path(target).resolve()  # a missing tail is kept as it is
+        if resolved != base and base not in resolved.parents:
+            raise UserError(f"{what} {target} leads outside {root} (to {resolved}): a symlink or "
+                            "a '..' in a name; nothing was changed")
