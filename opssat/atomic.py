@@ -78,6 +78,20 @@ def write_failure(err: OSError) -> str | None:
     return f"{where}: {advice}"
 
 
+def append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to the open file ``fd`` (opened for appending) and fsync it; on a
+    full disk cut the file back to its old end, so no half row is ever left."""
+    size = os.fstat(fd).st_size
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with staged_file(path) as tmp:

@@ -28,7 +28,7 @@ from opssat.errors import UserError, warn
 from opssat.images import GROUND, Preprocessing
 from opssat.labels import read_labels, validate_labels
 from opssat.litert import load_interpreter
-from opssat.paths import ModelPaths
+from opssat.paths import ModelPaths, check_inside
 
 
 def _quantization(detail: dict) -> tuple[float, int]:
@@ -251,8 +251,10 @@ def label_test_set(
     files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
-    atomic.check_writable(csv_path, paths.classified_dir(preprocess),
-                          paths.unclassified_dir(preprocess))
+    outputs = [csv_path, paths.classified_dir(preprocess), paths.unclassified_dir(preprocess)]
+    check_inside(paths.model_dir, *outputs, *(paths.classified_dir(preprocess) / label
+                                              for label in labels), what="output")
+    atomic.check_writable(*outputs)
     unreadable: list[str] = []
     counts = {"classified": 0, "unclassified": 0}
     start = time.perf_counter()
@@ -336,7 +338,9 @@ def record_image(
               else paths.classified_dir(preprocess) / predicted)
     copy = folder / image.name
     csv_path = paths.confidences_csv(preprocess)
+    check_inside(paths.model_dir, copy, csv_path, what="output")
     atomic.check_writable(folder, csv_path)
+    atomic.check_appendable(csv_path)
     with atomic.staged_file(copy) as staged:
         shutil.copy2(image, staged)
     confidences.append_row(csv_path, labels, confidences.row(

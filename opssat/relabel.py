@@ -266,15 +266,11 @@ class Journal:
         if new:
             writer.writerow(JOURNAL_COLUMNS)
         writer.writerows(rows)
-        with self.path.open("a", encoding="utf-8", newline="") as handle:
-            size = handle.tell()
-            try:
-                handle.write(buffer.getvalue())
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError:
-                handle.truncate(size)  # a full disk: no half-written row
-                raise
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            atomic.append_whole(fd, buffer.getvalue().encode("utf-8"))
+        finally:
+            os.close(fd)
 
     def _drop_torn_line(self) -> None:
         """Cut a last line left half-written by a crash, so rows stay whole."""
