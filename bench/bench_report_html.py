@@ -26,7 +26,7 @@ from PIL import Image
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from opssat import images, report  # noqa: E402
+from opssat import images, report, report_page  # noqa: E402
 from opssat.paths import ModelPaths  # noqa: E402
 
 LABELS = ["bad", "earth", "edge"]
@@ -76,7 +76,7 @@ def write_page(paths: ModelPaths) -> float:
     start = time.perf_counter()
     csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES]
     results = report.evaluate_csvs(csvs, 0.7, 0.95)
-    report.write_html(paths, results, report.mode_agreement(results), [])
+    report_page.write_html(paths, results, report.mode_agreement(results), [])
     return time.perf_counter() - start
 
 

@@ -201,7 +201,8 @@ class OutputSet:
     def stage(self, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         staged = target.with_name(f".{target.name}.staging")
-        _remove(staged)
+        _remove(staged)  # left by a killed run
+        remove_stale(target.parent, _staging_prefix(target))
         self._staged[target] = staged
         return staged
 

@@ -102,6 +102,15 @@ def _end_last_line(csv_path: Path, fields: int) -> None:
          "writing it)")
 
 
+def ranked(probabilities: np.ndarray, labels: list[str],
+           top_k: int | None = None) -> list[tuple[str, float]]:
+    """(label, confidence) pairs, most confident first; ties keep labels.txt order."""
+    order = np.argsort(-probabilities, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    return [(labels[i], float(probabilities[i])) for i in order]
+
+
 @dataclass
 class Confidences:
     """One confidences.csv: a row per image, a probability column per label."""

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from opssat import atomic, confidences, images, smartcam
-from opssat.confidences import NOT_CLASSIFIED
+from opssat.confidences import NOT_CLASSIFIED, ranked  # noqa: F401  (its old home)
 from opssat.contract import tensor_problems
 from opssat.errors import UserError, warn
 from opssat.images import GROUND, Preprocessing
@@ -131,15 +131,6 @@ def predicted_label(
     (what SmartCam does with an image it is unsure about)."""
     best = int(np.argmax(probabilities))
     return labels[best] if probabilities[best] >= threshold else NOT_CLASSIFIED
-
-
-def ranked(probabilities: np.ndarray, labels: list[str],
-           top_k: int | None = None) -> list[tuple[str, float]]:
-    """(label, confidence) pairs, most confident first; ties keep labels.txt order."""
-    order = np.argsort(-probabilities, kind="stable")
-    if top_k is not None:
-        order = order[:top_k]
-    return [(labels[i], float(probabilities[i])) for i in order]
 
 
 # --- batch labelling ------------------------------------------------------------

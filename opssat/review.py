@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, html_report, infer
-from opssat.confidences import Confidences, load_confidences
+from opssat import atomic, html_report
+from opssat.confidences import Confidences, load_confidences, ranked
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
@@ -148,10 +148,10 @@ def render_page(paths: ModelPaths, result: Review) -> str:
         original = None if s.path is None else html_report.relative_url(s.path, page)
         body = html_report.image_pair(pairs.get(s.path) if s.path else None, original,
                                       [source.preprocess])
-        ranked = infer.ranked(conf.probabilities[s.row], conf.labels, 3)
+        top = ranked(conf.probabilities[s.row], conf.labels, 3)
         caption = (f'<span class="name">{esc(s.filename)}</span><br>given <b>{esc(s.given)}'
                    f"</b>, suggested <b>{esc(s.suggested)}</b><br>score {s.score:.3f}"
-                   + html_report.top_k(ranked, s.given, "top-3"))
+                   + html_report.top_k(top, s.given, "top-3"))
         cards.append(html_report.card(body, caption, {"score": f"{s.score:.6f}",
                                                       "name": s.filename}, ["wrong"]))
     issues = html_report.relative_url(paths.label_issues_csv, page)
