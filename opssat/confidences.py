@@ -54,6 +54,7 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
     """
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     wanted = header(labels)
+    existed = csv_path.exists()
     with csv_path.open("a+", newline="", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -75,7 +76,12 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
             else:
                 _end_last_line(csv_path, len(wanted))
             writer.writerow(values)
-            atomic.append_whole(handle.fileno(), text.getvalue().encode("utf-8"))
+            try:
+                atomic.append_whole(handle.fileno(), text.getvalue().encode("utf-8"))
+            except OSError:
+                if not existed:
+                    csv_path.unlink(missing_ok=True)  # leave no empty CSV behind
+                raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 

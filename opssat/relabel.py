@@ -269,6 +269,10 @@ class Journal:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
             atomic.append_whole(fd, buffer.getvalue().encode("utf-8"))
+        except OSError:
+            if new:
+                self.path.unlink(missing_ok=True)  # leave no empty journal behind
+            raise
         finally:
             os.close(fd)
 

@@ -349,8 +349,6 @@ def check_targets(paths: ModelPaths) -> None:
     """Refuse, before anything is replaced, outputs the split cannot replace whole:
     data/training and data/test must be real folders (or missing) and split.csv a file,
     all inside the model folder."""
-    check_inside(paths.model_dir, paths.training_dir, paths.test_dir, paths.split_csv,
-                 what="split output")
     for target, kind in ((paths.training_dir, "folder"), (paths.test_dir, "folder"),
                          (paths.split_csv, "file")):
         wrong = (target.is_symlink() or (kind == "folder" and target.exists()
@@ -409,9 +407,9 @@ def split_model(
 ) -> SplitResult:
     """Check ``data/all``, plan, then (only when every check passed) quarantine and copy."""
     found = scan(paths)
+    check_targets(paths)
     check_outputs_empty(paths, force)
     plan = plan_split(found.readable, test_pct, seed, group_seconds)
-    check_targets(paths)
     if move_unreadable:
         check_inside(paths.model_dir, paths.quarantine_dir, what="quarantine folder")
         atomic.check_writable(*(path for path, _, _ in found.unreadable),
