@@ -103,6 +103,32 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _make_folders(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; return the folders it created, outermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made: list[Path] = []
+    try:
+        for new in reversed(missing):
+            new.mkdir(exist_ok=True)
+            made.append(new)
+    except OSError:
+        _remove_empty(made)
+        raise
+    return made
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Undo ``_make_folders`` after a failure, so a failed write leaves no new folder."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -143,16 +169,24 @@ def _staging_prefix(path: Path) -> str:
 @contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_folders(path.parent)
     remove_stale(path.parent, _staging_prefix(path))
-    fd, name = tempfile.mkstemp(prefix=f"{_staging_prefix(path)}{os.getpid()}.", suffix=".tmp",
-                                dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f"{_staging_prefix(path)}{os.getpid()}.",
+                                    suffix=".tmp", dir=path.parent)
+    except OSError:
+        _remove_empty(created)
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, _umask_mode(0o666))  # mkstemp makes it owner-only
         os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        _remove_empty(created)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

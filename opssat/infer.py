@@ -318,8 +318,9 @@ def record_image(
     threshold: float,
     preprocess: str = "ground",
 ) -> Recorded:
-    """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``), then
-    append its row to the confidences CSV, as one batch run would have written it."""
+    """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``) and
+    append its row to the confidences CSV, as one batch run would have written it;
+    both or neither."""
     if expected not in labels:
         raise UserError(f"expected label {expected!r} is not one of the model's labels "
                         f"({', '.join(labels)}): pass one of them with -e/--expected_label")
@@ -332,8 +333,10 @@ def record_image(
     check_inside(paths.model_dir, copy, csv_path, what="output")
     atomic.check_writable(folder, csv_path)
     atomic.check_appendable(csv_path)
+    # The row is appended while the copy is staged: a failed append (a full disk)
+    # leaves no copy, and the rename that follows it does not fail.
     with atomic.staged_file(copy) as staged:
         shutil.copy2(image, staged)
-    confidences.append_row(csv_path, labels, confidences.row(
-        f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
+        confidences.append_row(csv_path, labels, confidences.row(
+            f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
     return Recorded(predicted, csv_path, copy)

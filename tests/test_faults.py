@@ -361,3 +361,25 @@ def test_train_sh_takes_a_relative_opssat_repo_from_where_it_runs(tmp_path: Path
     error = one_error_line(proc)
     assert "run ./create_dirs.sh" not in error, error
     assert str(tmp_path / "myrepo" / "m") in error, error
+
+
+def test_a_failed_append_leaves_no_image_copy(model: ModelPaths, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(csv_path: Path, *_: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(csv_path))
+
+    monkeypatch.setattr(confidences, "append_row", full)
+    before = listing(tmp_path)
+    with pytest.raises(OSError):
+        _record(model)
+    assert listing(tmp_path) == before
+
+
+def test_full_disk_single_image_labelling(small_disk: Path, make_tflite) -> None:
+    model = _full_disk_model(small_disk, make_tflite(labels=tuple(LABELS)))
+    image = sorted((model.test_dir / "bad").iterdir())[0]
+    fill(small_disk)
+    before = listing(small_disk)
+    _no_space(run_script("label_image.py", "-i", image, "-n", "m", "-e", "bad",
+                         repo=model.root))
+    assert listing(small_disk) == before
