@@ -279,3 +279,19 @@ def test_no_injected_markup_is_live_in_chromium(tmp_path: Path) -> None:
         # The page's own script ran (allowed by its hash): it moved cards into galleries.
         assert re.search(r'<div class="gallery" id="[^"]+"><figure class="card', dom), page
         assert "&lt;img src=x onerror" in dom  # the planted text is shown as text
+
+
+@pytest.mark.parametrize("folder", ["classification", "review"])
+def test_outputs_through_a_symlinked_folder_are_refused(model: ModelPaths, tmp_path: Path,
+                                                        folder: str) -> None:
+    outside = tmp_path / "outside"
+    if folder == "classification":  # the CSVs stay readable through the link
+        shutil.move(model.data_dir / folder, outside)
+    else:
+        outside.mkdir()
+    (model.data_dir / folder).symlink_to(outside)
+    script = "calc_perf.py" if folder == "classification" else "review_labels.py"
+    before = listing(tmp_path)
+    error = one_error_line(run_script(script, "m", repo=model.root, timeout=300))
+    assert "leads outside" in error, error
+    assert listing(tmp_path) == before
