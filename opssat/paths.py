@@ -15,6 +15,9 @@ from opssat.errors import UserError
 #: An empty value counts as unset, as in the shell scripts (``${OPSSAT_REPO:-...}``).
 REPO_ROOT = Path(os.environ.get("OPSSAT_REPO") or Path(__file__).resolve().parent.parent / "repo")
 
+#: The training record's file name (train.py writes it beside the TFLite model).
+TRAIN_RECORD = "train_record.json"
+
 #: ASCII letters, digits, '_' and '-', not starting with '-', at most 100 characters
 #: (a file system allows 255 bytes per name): safe in a folder name, a shell command
 #: and a config key. create_dirs.sh applies the same rule.
@@ -91,7 +94,7 @@ class ModelPaths:
 
     @property
     def train_record(self) -> Path:
-        return self.model_dir / "train_record.json"
+        return self.model_dir / TRAIN_RECORD
 
     @property
     def cache_dir(self) -> Path:
