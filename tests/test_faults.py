@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PROJECT, one_error_line, run_script
+from helpers import PROJECT, one_error_line, run_script, trainer_cli_error
 from page_fixture import LABELS, make_model
 from test_hostile import (
     give_to_user,
@@ -383,3 +383,9 @@ def test_full_disk_single_image_labelling(small_disk: Path, make_tflite) -> None
     _no_space(run_script("label_image.py", "-i", image, "-n", "m", "-e", "bad",
                          repo=model.root))
     assert listing(small_disk) == before
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
+def test_assert_accuracy_at_least_is_bounded_before_training(tmp_path: Path, value: str) -> None:
+    error = trainer_cli_error("--image_dir", str(tmp_path), "--assert_accuracy_at_least", value)
+    assert "--assert_accuracy_at_least must be in [0, 1]" in error, error
