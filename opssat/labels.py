@@ -32,8 +32,8 @@ def check_label(label: str, source: str = "label") -> str:
     problem = label_problem(label)
     if problem:
         raise UserError(f"{source}: label {label!r} {problem}: a label is one folder name "
-                        f"without / {' '.join(SMARTCAM_FORBIDDEN)} or control characters; "
-                        "rename it")
+                        f"and cannot contain / {' '.join(SMARTCAM_FORBIDDEN)} or control "
+                        "characters; rename it")
     return label
 
 
