@@ -53,12 +53,14 @@ def check_appendable(*files: Path | str | None) -> None:
                             f"writable (chmod u+w '{file}') or move it away")
 
 
-#: Errors of a write that the user fixes outside the toolkit, and what to do.
+#: Errors of a file operation that the user fixes outside the toolkit, and what to do.
 _WRITE_FAILURES = {
     errno.ENOSPC: "no space left on the device: free some space, then run again",
     errno.EDQUOT: "disk quota exceeded: free some space, then run again",
-    errno.EACCES: "permission denied: make it writable for you or use another folder",
-    errno.EPERM: "operation not permitted: make it writable for you or use another folder",
+    errno.EACCES: "permission denied: check its and its folder's permissions, or use "
+                  "another folder",
+    errno.EPERM: "operation not permitted: check its and its folder's permissions, or use "
+                 "another folder",
     errno.EROFS: "the file system is read-only: use another folder",
     errno.ENAMETOOLONG: "the name is too long for the file system: use a shorter one",
     errno.EXDEV: "it is on another device than its target: keep both on one file system",
