@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -141,6 +142,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: ``<pid>.<random>`` (tempfile's random part), and the random part alone as
+#: staging was named before the pid was added.
+_STAMPED = re.compile(r"(\d+)\.[a-z0-9_]+")
+_UNSTAMPED = re.compile(r"[a-z0-9_]{8}")
+
+
 def remove_stale(folder: Path, prefix: str, suffix: str = ".tmp") -> list[Path]:
     """Remove ``<prefix><pid>.<random><suffix>`` staging that a run killed before its
     clean-up left in ``folder`` (its process is gone); a live run's is kept."""
@@ -151,9 +158,14 @@ def remove_stale(folder: Path, prefix: str, suffix: str = ".tmp") -> list[Path]:
         return []
     removed = []
     for path in found:
-        pid = path.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or _pid_alive(int(pid))):
-            continue
+        middle = path.name[len(prefix):len(path.name) - len(suffix)]
+        stamped = _STAMPED.fullmatch(middle)
+        if stamped:
+            pid = int(stamped.group(1))
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+        elif not _UNSTAMPED.fullmatch(middle):
+            continue  # not staging of this target (another name that starts alike)
         try:
             _remove(path)
             removed.append(path)

@@ -369,6 +369,7 @@ def apply_split(plan: SplitPlan, paths: ModelPaths) -> None:
     old split and its split.csv as they were.
     """
     atomic.remove_stale(paths.data_dir, _STAGING_PREFIX)
+    atomic.remove_stale(paths.data_dir, _STAGING_PREFIX, suffix="")  # named without a pid
     staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}.", suffix=".tmp",
                                     dir=paths.data_dir))
     try:

@@ -284,11 +284,12 @@ def test_staging_of_killed_runs_is_removed_by_the_next_run(model: ModelPaths) ->
     dead = _dead_pid()
     folder = model.classification_dir
     stale = [folder / f".confidences_onboard.csv.{dead}.abc123.tmp",
-             folder / ".confidences_onboard.csv.k2j4h5.tmp",  # before pids were in the name
+             folder / ".confidences_onboard.csv.k2j4h5ab.tmp",  # before pids were in the name
              folder / f".classified_onboard.{dead}.xyz.tmp",
              folder / f".report_files.{dead}.q1.tmp",
              folder / ".report.html.staging",
-             model.data_dir / f".split-{dead}.w8.tmp"]
+             model.data_dir / f".split-{dead}.w8.tmp",
+             model.data_dir / ".split-a1b2c3d4"]  # before pids were in the name
     for path in stale:
         if path.name.startswith((".confidences", ".report.html")):
             path.write_text("left by a killed run")
