@@ -350,6 +350,20 @@ def parse_flags(argv: Sequence[str], prog: str = "make_image_classifier") -> Tra
     return from_namespace(parser.parse_args(list(argv)))
 
 
-def flag_table() -> str:
-    """The trainer's flags as Markdown (docs/flags.md is this, see tools/)."""
-    return flags.markdown_table(GROUPS)
+def flags_document() -> str:
+    """docs/flags.md: every trainer flag, from the declarations above
+    (``tools/write_flags_doc.py`` writes it; a test fails when it is stale)."""
+    intro = [
+        "# Trainer flags",
+        "",
+        "<!-- Generated from opssat/train_options.py by tools/write_flags_doc.py: "
+        "do not edit. -->",
+        "",
+        "`train.sh <model> <epochs> [flags]` and `python -m opssat.make_image_classifier "
+        "[flags]` take these flags; `--help` prints the same. TF Hub's make_image_classifier "
+        "flags keep its names and defaults (marked TF Hub's). Booleans are absl-style: "
+        "`--flag`, `--flag=false`, `--noflag`. `--model <name>` sets every path of the "
+        "first table to its place in `repo/<name>/`.",
+        "",
+    ]
+    return "\n".join(intro) + "\n" + flags.markdown_table(GROUPS)

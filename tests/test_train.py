@@ -30,6 +30,7 @@ from opssat.dataset import (
 from opssat.errors import UserError
 from opssat.make_image_classifier import options_from_args
 from opssat.train_options import TrainOptions
+from opssat.train_record import read_record
 
 PROJECT = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
@@ -122,7 +123,7 @@ def test_tflite_matches_labels_and_variants_keep_float_io(tiny_hub, colour_image
         report = contract.check_contract(out / f"{name}.tflite", out / "labels.txt",
                                          input_size=(64, 64))
         assert report.ok, (name, report.problems)
-    accuracies = result.record["tflite_validation_accuracy"]
+    accuracies = result.record.tflite_validation_accuracy
     assert set(accuracies) == {"none", "float16", "dynamic", "int8"}
     assert accuracies["none"] == pytest.approx(result.validation_accuracy)
 
@@ -188,9 +189,9 @@ def test_class_weights_reach_the_loss(tiny_hub, colour_images, tmp_path):
                                        "--class_weights", mode, "--train_epochs", "1"))
         records[mode] = result.record
     # Training keeps 3 blue of 17 images (the rest is the validation split).
-    assert records["balanced"]["class_weights"]["blue"] == pytest.approx(17 / (3 * 3))
-    assert records["none"]["class_weights"]["blue"] == 1.0
-    assert records["balanced"]["history"]["loss"] != records["none"]["history"]["loss"]
+    assert records["balanced"].class_weights["blue"] == pytest.approx(17 / (3 * 3))
+    assert records["none"].class_weights["blue"] == 1.0
+    assert records["balanced"].history["loss"] != records["none"].history["loss"]
 
 
 def test_validation_split_is_stratified_and_seeded(colour_images):
@@ -210,10 +211,11 @@ def test_early_stopping_records_best_epoch(tiny_hub, colour_images, tmp_path):
                                    "--early_stopping_patience", "1", "--train_epochs", "30",
                                    "--learning_rate", "2.0"))
     record = result.record
-    losses = record["history"]["val_loss"]
-    assert record["best_epoch"] == int(np.argmin(losses)) + 1
-    assert record["best_epoch_metrics"]["val_loss"] == min(losses)
-    assert record["epochs_run"] < 30
+    losses = record.history["val_loss"]
+    assert record.best_epoch == int(np.argmin(losses)) + 1
+    assert record.best_epoch_metrics["val_loss"] == min(losses)
+    assert record.epochs_run < 30
+    assert read_record(tmp_path / "out" / "train_record.json") == record
 
 
 def test_feature_cache_reused_then_rebuilt_when_files_change(tiny_hub, colour_images, tmp_path,
@@ -223,8 +225,8 @@ def test_feature_cache_reused_then_rebuilt_when_files_change(tiny_hub, colour_im
                                   str(cache), "--train_epochs", "1"))
     second = trainer.train(options(colour_images, tiny_hub, tmp_path / "b", "--cache_dir",
                                    str(cache), "--train_epochs", "1"))
-    assert first.record["feature_cache"]["reused"] is False
-    assert second.record["feature_cache"]["reused"] is True
+    assert first.record.feature_cache["reused"] is False
+    assert second.record.feature_cache["reused"] is True
     changed = tmp_path / "changed"
     for label in COLOURS:
         (changed / label).mkdir(parents=True)
@@ -233,14 +235,14 @@ def test_feature_cache_reused_then_rebuilt_when_files_change(tiny_hub, colour_im
     capsys.readouterr()
     third = trainer.train(options(changed, tiny_hub, tmp_path / "c", "--cache_dir", str(cache),
                                   "--train_epochs", "1"))
-    assert third.record["feature_cache"]["reused"] is False
+    assert third.record.feature_cache["reused"] is False
     assert "the files changed" in capsys.readouterr().out
     # A truncated features file is rebuilt, never read.
     features = cache / "features.npy"
     features.write_bytes(features.read_bytes()[:200])
     fourth = trainer.train(options(changed, tiny_hub, tmp_path / "d", "--cache_dir", str(cache),
                                    "--train_epochs", "1"))
-    assert fourth.record["feature_cache"]["reused"] is False
+    assert fourth.record.feature_cache["reused"] is False
 
 
 def test_failed_run_keeps_previous_model(tiny_hub, colour_images, tmp_path, monkeypatch):
