@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from opssat import images, report, report_page
+from opssat.paths import ModelPaths
 
-from opssat import images, report, report_page  # noqa: E402
-from opssat.paths import ModelPaths  # noqa: E402
+PROJECT = Path(__file__).resolve().parent.parent
 
 LABELS = ["bad", "earth", "edge"]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -18,20 +18,17 @@ invoke time (target >= 2x).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from opssat import sample, smartcam  # noqa: E402
-from opssat.infer import Classifier  # noqa: E402
-from opssat.make_image_classifier import options_from_args  # noqa: E402
-from opssat.train import train  # noqa: E402
-from opssat.train_record import TrainRecord  # noqa: E402
+from opssat import sample, smartcam
+from opssat.infer import Classifier
+from opssat.make_image_classifier import options_from_args
+from opssat.train import train
+from opssat.train_record import TrainRecord
 
 
 def invoke_ms(model_file: Path, labels_file: Path, repeats: int) -> float:

@@ -443,7 +443,7 @@ def undo(paths: ModelPaths, batch: str, moves: list[Move]) -> None:
     Journal(paths.relabel_log).append([(_now(), batch, REVERTED, "", "", "", "")])
 
 
-def test_share(paths: ModelPaths) -> int | None:
+def split_test_percent(paths: ModelPaths) -> int | None:
     """The test percentage of the current split, from split.csv (None without one)."""
     try:
         with paths.split_csv.open(newline="", encoding="utf-8") as handle:
@@ -457,7 +457,7 @@ def test_share(paths: ModelPaths) -> int | None:
 
 def stale_advice(paths: ModelPaths) -> str:
     """What to run after data/all changed."""
-    pct = test_share(paths) or 20
+    pct = split_test_percent(paths) or 20
     return "\n".join([
         "data/all changed: the split (data/training, data/test) and the model were made "
         "from the old labels and are now stale. Run:",

@@ -103,6 +103,7 @@ def _train(images: Path, hub: Path, out: Path, *extra: str) -> trainer.TrainResu
     ]))
 
 
+@pytest.mark.slow
 def test_feature_cache_holds_k_augmented_views(two_labels, tiny_hub, tmp_path, capsys):
     cache = ["--cache_dir", str(tmp_path / "cache")]
     first = _train(two_labels, tiny_hub, tmp_path / "a", "--orbit_augmentation",

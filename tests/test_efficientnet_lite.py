@@ -226,6 +226,7 @@ def test_unknown_weights_argument_is_a_user_error() -> None:
         el.efficientnet_lite0(weights="imagenett")
 
 
+@pytest.mark.slow
 def test_feature_extractor_converts_to_builtin_tflite(imagenet_model: tf_keras.Model) -> None:
     """from_keras_model gives the same graph but takes ~40 s here (it traces every
     layer to save a SavedModel first); a concrete function converts in seconds."""

@@ -108,6 +108,7 @@ def _saved_variables(folder: Path) -> dict[str, np.ndarray]:
     return found
 
 
+@pytest.mark.slow
 def test_two_stage_run_trains_head_then_backbone(bn_hub, grey_images, tmp_path):
     out = tmp_path / "out"
     result = trainer.train(_options(
@@ -128,6 +129,7 @@ def test_two_stage_run_trains_head_then_backbone(bn_hub, grey_images, tmp_path):
     assert not np.allclose(trained["kernel"], original["kernel"])
 
 
+@pytest.mark.slow
 def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
     out = tmp_path / "out"
     trainer.train(_options(grey_images, bn_hub, out, "--saved_model_dir",

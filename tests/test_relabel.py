@@ -9,17 +9,15 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_script
 from page_fixture import make_model
 
 from opssat import relabel
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
-
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 def tree(all_dir: Path) -> dict[str, str]:
@@ -29,9 +27,7 @@ def tree(all_dir: Path) -> dict[str, str]:
 
 
 def run(root: Path, *args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(root)}
-    return subprocess.run([sys.executable, "relabel.py", *map(str, args)], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_script("relabel.py", *args, repo=root, timeout=120)
 
 
 @pytest.fixture

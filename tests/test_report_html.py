@@ -218,6 +218,7 @@ def browse(browser: str, profile: Path, *args: str) -> subprocess.CompletedProce
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_page_in_headless_chromium(page, tmp_path: Path) -> None:
     browser = find_browser()
     if browser is None:

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 from ai_edge_litert.interpreter import Interpreter
-from helpers import write_image
+from helpers import PROJECT, write_image
 
 from opssat import cli, contract, make_image_classifier
 from opssat import train as trainer
@@ -32,7 +32,6 @@ from opssat.make_image_classifier import options_from_args
 from opssat.train_options import TrainOptions
 from opssat.train_record import read_record
 
-PROJECT = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
 COUNTS = {"blue": 4, "green": 8, "red": 10}
 
@@ -79,6 +78,7 @@ def tree_hash(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_old_style_command_writes_all_outputs(tiny_hub, colour_images, tmp_path):
     """The original README's command line, flag for flag, through the module's CLI."""
     out = tmp_path / "out"
@@ -105,6 +105,7 @@ def test_old_style_command_writes_all_outputs(tiny_hub, colour_images, tmp_path)
     assert list(details["shape"]) == [1, 224, 224, 3] and details["dtype"] == np.float32
 
 
+@pytest.mark.slow
 def test_tflite_matches_labels_and_variants_keep_float_io(tiny_hub, colour_images, tmp_path):
     out = tmp_path / "out"
     result = trainer.train(options(colour_images, tiny_hub, out, "--quantize", "float16",
@@ -134,6 +135,7 @@ def _hub_kernel(hub: Path) -> np.ndarray:
     return kernel.numpy()
 
 
+@pytest.mark.slow
 def test_fine_tuning_changes_backbone_and_frozen_does_not(tiny_hub, colour_images, tmp_path):
     before = _hub_kernel(tiny_hub)
     kernels = {}
@@ -149,6 +151,7 @@ def test_fine_tuning_changes_backbone_and_frozen_does_not(tiny_hub, colour_image
     np.testing.assert_array_equal(kernels["--nodo_fine_tuning"], before)
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_frozen_training_agree(tiny_hub, colour_images, tmp_path):
     outputs = {}
     for flag in ("--cache_features", "--nocache_features"):
@@ -161,6 +164,7 @@ def test_cached_and_uncached_frozen_training_agree(tiny_hub, colour_images, tmp_
                                atol=1e-4)
 
 
+@pytest.mark.slow
 def test_streaming_and_in_memory_input_agree(tiny_hub, colour_images, tmp_path):
     outputs = {}
     for flag in ("--use_tf_data_input", "--nouse_tf_data_input"):
@@ -181,6 +185,7 @@ def test_class_weights_balance_the_labels(colour_images):
     np.testing.assert_array_equal(trainer.class_weights(files, "none"), np.ones(3))
 
 
+@pytest.mark.slow
 def test_class_weights_reach_the_loss(tiny_hub, colour_images, tmp_path):
     """A label weighted up pulls the loss: balanced and unweighted runs differ, as recorded."""
     records = {}
@@ -206,6 +211,7 @@ def test_validation_split_is_stratified_and_seeded(colour_images):
     assert not np.array_equal(stratified_split(files, 0.25, seed=8)[1], val_idx)
 
 
+@pytest.mark.slow
 def test_early_stopping_records_best_epoch(tiny_hub, colour_images, tmp_path):
     result = trainer.train(options(colour_images, tiny_hub, tmp_path / "out",
                                    "--early_stopping_patience", "1", "--train_epochs", "30",
@@ -218,6 +224,7 @@ def test_early_stopping_records_best_epoch(tiny_hub, colour_images, tmp_path):
     assert read_record(tmp_path / "out" / "train_record.json") == record
 
 
+@pytest.mark.slow
 def test_feature_cache_reused_then_rebuilt_when_files_change(tiny_hub, colour_images, tmp_path,
                                                              capsys):
     cache = tmp_path / "cache"
@@ -245,6 +252,7 @@ def test_feature_cache_reused_then_rebuilt_when_files_change(tiny_hub, colour_im
     assert fourth.record.feature_cache["reused"] is False
 
 
+@pytest.mark.slow
 def test_failed_run_keeps_previous_model(tiny_hub, colour_images, tmp_path, monkeypatch):
     out = tmp_path / "out"
     trainer.train(options(colour_images, tiny_hub, out, "--train_epochs", "1"))
@@ -268,6 +276,7 @@ def test_failed_run_keeps_previous_model(tiny_hub, colour_images, tmp_path, monk
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [
     ("--distribution_strategy", "mirrored", "--do_fine_tuning"),
     ("--mixed_precision", "--do_fine_tuning"),
@@ -342,6 +351,7 @@ def test_not_a_feature_extractor_and_refused_image_size(colour_images, tmp_path)
                                 str(not_saved_model), *out), "not a SavedModel")
 
 
+@pytest.mark.slow
 def test_train_sh_fills_the_model_folder(tiny_hub, colour_images, repo_root):
     model = repo_root / "cam"
     (model / "data").mkdir(parents=True)
@@ -378,6 +388,7 @@ def test_feature_cache_key_names_what_changed(colour_images, tmp_path):
     assert "unreadable" in FeatureCache(tmp_path, "backbone-a", ground, files).stale_reason()
 
 
+@pytest.mark.slow
 def test_changed_labels_warn(tiny_hub, colour_images, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
