@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from opssat import atomic, confidences, images, smartcam
-from opssat.confidences import NOT_CLASSIFIED, ranked  # noqa: F401  (its old home)
+from opssat.confidences import NOT_CLASSIFIED
 from opssat.contract import tensor_problems
 from opssat.errors import UserError, warn
 from opssat.images import GROUND, Preprocessing
