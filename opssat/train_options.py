@@ -102,7 +102,8 @@ class RecipeOptions:
         [], "also write tflite_model_<q>.tflite (repeatable); every variant keeps float32 "
         "input and output, as SmartCam needs", choices=QUANTIZATIONS)
     assert_accuracy_at_least: float | None = option(
-        None, "fail, keeping the previous outputs, below this validation accuracy", tfhub=True)
+        None, "fail, keeping the previous outputs, below this validation accuracy",
+        limits=Limits(0, 1), tfhub=True)
 
     def check(self) -> None:
         flags.check_values(self)
