@@ -81,6 +81,7 @@ def test_split_never_leaves_an_image_on_both_sides(model: ModelPaths) -> None:
 # --- crossval: writability before the first fold ----------------------------------------
 
 
+@pytest.mark.slow
 def test_crossval_checks_its_outputs_before_the_first_fold(model: ModelPaths,
                                                            tmp_path: Path) -> None:
     model.crossval_dir.write_text("a file where the crossval/ folder goes")
@@ -160,6 +161,7 @@ def test_full_disk_split(small_disk: Path) -> None:
     assert listing(small_disk) == before  # no staging left, no half split
 
 
+@pytest.mark.slow
 def test_full_disk_calc_perf(small_disk: Path) -> None:
     model = _full_disk_model(small_disk)
     fill(small_disk)

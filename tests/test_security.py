@@ -117,7 +117,7 @@ def _hostile_labels(model: ModelPaths, extra: str) -> None:
 
 
 @pytest.mark.parametrize("script", ["batch_label_images.py", "label_image.py",
-                                    "package_smartcam.py"])
+                                    pytest.param("package_smartcam.py", marks=pytest.mark.slow)])
 def test_traversal_labels_are_refused_before_anything_is_written(model: ModelPaths,
                                                                  tmp_path: Path,
                                                                  script: str) -> None:
@@ -133,6 +133,7 @@ def test_traversal_labels_are_refused_before_anything_is_written(model: ModelPat
     assert not Path("/tmp/opssat-escape").exists()
 
 
+@pytest.mark.slow
 def test_latin1_label_file_is_one_line(model: ModelPaths, tmp_path: Path) -> None:
     latin = tmp_path / "labels_latin1.txt"
     latin.write_bytes("bad\nété\nedge\n".encode("latin-1"))
@@ -204,6 +205,7 @@ def test_report_md_shows_outside_text_literally(tmp_path: Path) -> None:
     assert "&lt;img src=x onerror=document.body.dataset.pwned=1&gt;" in text
 
 
+@pytest.mark.slow
 def test_page_escapes_outside_text_and_allows_only_its_own_script(tmp_path: Path) -> None:
     paths, csv_path = _markup_model(tmp_path)
     proc = run_script("calc_perf.py", "m", "--csv", csv_path, repo=paths.root, timeout=300)
@@ -281,7 +283,8 @@ def test_no_injected_markup_is_live_in_chromium(tmp_path: Path) -> None:
         assert "&lt;img src=x onerror" in dom  # the planted text is shown as text
 
 
-@pytest.mark.parametrize("folder", ["classification", "review"])
+@pytest.mark.parametrize("folder", [pytest.param("classification", marks=pytest.mark.slow),
+                                    "review"])
 def test_outputs_through_a_symlinked_folder_are_refused(model: ModelPaths, tmp_path: Path,
                                                         folder: str) -> None:
     outside = tmp_path / "outside"
