@@ -105,7 +105,8 @@ class RecipeOptions:
         [], "also write tflite_model_<q>.tflite (repeatable); every variant keeps float32 "
         "input and output, as SmartCam needs", choices=QUANTIZATIONS)
     assert_accuracy_at_least: float | None = option(
-        None, "fail, keeping the previous outputs, below this validation accuracy", tfhub=True)
+        None, "fail, keeping the previous outputs, below this validation accuracy",
+        limits=Limits(0, 1), tfhub=True)
 
     def check(self) -> None:
         flags.check_values(self)
@@ -362,6 +363,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def from_namespace(args: argparse.Namespace) -> TrainOptions:
+    """Options from a namespace parsed with ``add_flags``' flags (other names ignored)."""
     values = vars(args)
     return TrainOptions(*(flags.from_values(group, values) for group in GROUPS))
 

@@ -54,6 +54,7 @@ def test_mobilenet_v2_from_a_weights_file(few_images, tmp_path):
     assert report.ok, report.problems
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_download_failure_names_the_offline_options(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):

@@ -65,6 +65,7 @@ def _kernel(model: tf_keras.Model) -> np.ndarray:
     return next(v.numpy().copy() for v in model.trainable_variables if "kernel" in v.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["keras", "hub"])
 def test_fine_tuning_step_trains_weights_but_not_batch_norm_statistics(kind, bn_hub):
     backbone = _backbone(kind, bn_hub)

@@ -202,14 +202,16 @@ def test_ctrl_c_between_moves(model: ModelPaths, tmp_path: Path,
     assert [r["status"] for r in rows] == ["planned"] * 3 + ["moved"]
     assert (model.all_dir / rows[3]["to"]).is_file()
     assert not (model.all_dir / rows[3]["from"]).exists()
-    # The same CSV again finishes the batch; undo twice restores everything.
+    # The same CSV again finishes the same batch; one undo restores everything.
     plan = relabel.read_reviewed(model, csv_path)
     assert len(plan.moves) == 2 and len(plan.unchanged) == 1
-    relabel.relabel(model, plan)
+    assert plan.resumes == rows[0]["batch"]
+    assert relabel.relabel(model, plan) == rows[0]["batch"]
     assert len(names(model, "bad")) == 0
-    for _ in range(2):
-        relabel.undo(model, *relabel.plan_undo(model))
+    relabel.undo(model, *relabel.plan_undo(model))
     assert tree(model.all_dir) == before
+    with pytest.raises(UserError, match="already undone"):
+        relabel.plan_undo(model)
 
 
 def test_ctrl_c_during_a_move_waits_for_its_journal_row(model: ModelPaths, tmp_path: Path,
