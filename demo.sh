@@ -16,12 +16,12 @@ started=$SECONDS
 
 step() { printf '\n== %s\n' "$*"; }
 
-# The recipe cross-validation chose (docs/results.md): EfficientNet-Lite0 on on-board input,
-# 15 head epochs, then 5 fine-tuning epochs at 1e-4 (Adam), the last 3 epochs' weights
-# averaged, all images for training, 20 bad over-exposed from real training frames.
+# The recipe cross-validation chose over seeds (docs/results.md, fine_tune_strong_top_up):
+# EfficientNet-Lite0 on on-board input, 15 head epochs, then 5 fine-tuning epochs at 1e-4
+# (Adam), all images for training, 20 bad over-exposed from real training frames (step 3).
 recipe=(20 --backbone efficientnet_lite0 --do_fine_tuning --fine_tune_after_epochs 15
         --optimizer adam --learning_rate 0.001 --fine_tuning_learning_rate 1e-4
-        --average_last_epochs 3 --train_preprocess onboard --validation_split 0)
+        --train_preprocess onboard --validation_split 0)
 
 step "1. the bundled real OPS-SAT thumbnails into $repo/$model/data/all/"
 ./create_dirs.sh "$model"
