@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Every TFLite variant of a trained model in SmartCam's own TensorFlow Lite 2.5
+binaries, against LiteRT, on real thumbnails (default: the 123 bundled ones).
+
+For each variant (tflite_model.tflite and its _float16/_dynamic/_int8 files) and each
+build (k8 natively; armhf under qemu-user when installed): the static TFLite 2.5 check,
+top-1 agreement with LiteRT (fed the toolkit's on-board preprocessing, the same input),
+the largest probability difference, the file size and the time per image of
+SmartCam's image_classifier (process start, model load and one invoke, as SmartCam
+runs it). Prints a Markdown table.
+
+  python bench/bench_smartcam.py MODEL --smartcam_dir ../shared/smartcam_runtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# This project's opssat, not whichever checkout the virtualenv was installed from.
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from opssat import cli, errors, export, flight, images, sample, tflite25  # noqa: E402
+from opssat.infer import compare_runtimes  # noqa: E402
+from opssat.labels import read_labels  # noqa: E402
+from opssat.paths import model_paths  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("--smartcam_dir", help=f"clone of opssat-smartcam (default: "
+                        f"${flight.ENV_VAR})")
+    parser.add_argument("--images", type=Path, default=sample.REAL_SAMPLE_DIR,
+                        help="folder of <label>/ images (default: the bundled real sample)")
+    parser.add_argument("--arch", action="append", choices=flight.ARCHES,
+                        help="builds to run (repeatable; default: k8, and armhf when qemu "
+                        "and the armhf runtime are installed)")
+    parser.add_argument("--armhf_images", type=int, default=None,
+                        help="run armhf on every n-th image only (about 2 s per image)")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    paths = model_paths(args.model).require_model_dir()
+    folder = flight.smartcam_dir(args.smartcam_dir)
+    if folder is None:
+        raise errors.UserError(f"pass --smartcam_dir or set {flight.ENV_VAR}")
+    arches = args.arch or (["k8"] if flight.armhf_problem() else ["k8", "armhf"])
+    if "armhf" not in arches and (problem := flight.armhf_problem()):
+        print(f"armhf: skipped, {problem}")
+    labels = read_labels(paths.labels_file)
+    files = [path for label in images.label_folders(args.images)
+             for path in images.list_files(label)]
+    names = [f"{path.parent.name}/{path.name}" for path in files]
+    print(f"{len(files)} images from {args.images}; model {paths.model_dir}\n")
+    print("| variant | build | TFLite 2.5 check | top-1 = LiteRT | largest prob. diff | "
+          "size (bytes) | image_classifier per image (ms, k8) |")
+    print("|---|---|---|---|---|---|---|")
+    for quantization in export.QUANTIZATIONS:
+        model_file = paths.tflite_model if quantization == "none" else \
+            paths.tflite_variant(quantization)
+        if not model_file.is_file():
+            continue
+        static = tflite25.problems(model_file.read_bytes())
+        check = "pass" if not static else f"REFUSED: {static[0]}"
+        for arch in arches:
+            step = args.armhf_images if arch == "armhf" and args.armhf_images else 1
+            with flight.FlightClassifier(flight.Runtime(folder, arch), model_file,
+                                         labels) as classifier:
+                try:
+                    result = compare_runtimes(classifier, files[::step], names[::step],
+                                              progress=None)
+                except flight.FlightError as err:
+                    print(f"| {quantization} | {arch} | {check} | fails: {err} | | "
+                          f"{model_file.stat().st_size:,} | |")
+                    continue
+            timing = f"{np.median(result.flight_ms):.0f}" if arch == "k8" else ""
+            print(f"| {quantization} | {arch} | {check} | {result.agreeing}/{len(result.names)}"
+                  f" | {result.largest_difference:.4f} | {model_file.stat().st_size:,} | "
+                  f"{timing} |", flush=True)
+            for line in result.differing:
+                print(f"|   | | | differs: {line} | | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
