@@ -21,8 +21,8 @@ RUNTIME = "TensorFlow Lite 2.5.0 (SmartCam's image_classifier)"
 #: to it is registered; an operator missing here is not registered at all.
 #: The shipped build comes from the 2.5 development line and registers less than the
 #: v2.5.0 tag's register.cc in a few places (e.g. BATCH_MATMUL 3, not 4; RELU6 2, not
-#: 3; no CALL_ONCE, BROADCAST_TO or CONV_3D), so the table follows the build that
-#: flies. tests/test_tflite25.py checks every entry against the shipped binaries: the
+#: 3; no CALL_ONCE, BROADCAST_TO or CONV_3D: its schema ends at CUMSUM, builtin code
+#: 128), so the table follows the build that flies. tests/test_tflite25.py checks every entry against the shipped binaries: the
 #: version here loads, the next one is refused.
 MAX_VERSIONS: dict[str, int] = {
     "ADD": 4, "AVERAGE_POOL_2D": 3, "CONCATENATION": 3, "CONV_2D": 5, "DEPTHWISE_CONV_2D": 6,
