@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from opssat import contract, export, labels, smartcam  # noqa: E402
 from opssat.backbones import load_backbone  # noqa: E402
 from opssat.infer import Classifier  # noqa: E402
-from opssat.train import TrainOptions, build_classifier, build_head  # noqa: E402
+from opssat.train import build_classifier, build_head  # noqa: E402
+from opssat.train_options import TrainOptions  # noqa: E402
 
 LABELS = list(smartcam.DEFAULT_LABELS)
 
@@ -52,7 +53,7 @@ def main() -> None:
     backbones = (load_backbone("efficientnet_lite0"),
                  load_backbone("mobilenet_v2", weights_file=str(mobilenet_v2_weights(work))))
     for backbone in backbones:
-        model = build_classifier(backbone, build_head(len(LABELS), TrainOptions(image_dir="")))
+        model = build_classifier(backbone, build_head(len(LABELS), TrainOptions()))
         path = work / f"{backbone.name}.tflite"
         path.write_bytes(export.tflite_bytes(model))
         report = contract.check_contract(path, labels_file)

@@ -41,7 +41,8 @@ def measure(count: int, work: Path) -> dict:
         image_dataset,
         list_labelled_files,
     )
-    from opssat.train import TrainOptions, build_head, class_weights, compile_model
+    from opssat.train import build_head, class_weights, compile_model
+    from opssat.train_options import TrainOptions
 
     data = work / f"n{count}"
     if not (data / "done").exists():
@@ -71,7 +72,7 @@ def measure(count: int, work: Path) -> dict:
             extract, image_dataset(files, preprocessing, BATCH), backbone.feature_size)
         timings.append((time.perf_counter() - started, reused))
 
-    options = TrainOptions(image_dir=str(data / "all"))
+    options = TrainOptions.from_flags(image_dir=str(data / "all"))
     head = build_head(len(files.labels), options)
     compile_model(head, options)
     rows = list(range(len(files)))

@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from opssat import atomic, confidences, images, metrics, sample, smartcam, split
 from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
-from opssat.paths import ModelPaths, tflite_variant
+from opssat.paths import TRAIN_RECORD, ModelPaths, tflite_variant
 
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 42
@@ -207,14 +207,14 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
         log(f"warning: skipped {label}/{path.name}: {why}")
     plan = plan_folds(found.readable, folds, seed, group_seconds)
     # Imported here: TensorFlow loads only once the data has passed its checks.
-    from opssat.make_image_classifier import options_from_args
     from opssat.tf_setup import tf_keras
     from opssat.train import train
+    from opssat.train_options import parse_flags
 
-    probe = options_from_args([*trainer_args, "--image_dir", "-", "--tflite_output_file", "-"])
-    probe.check()
+    template = parse_flags(trainer_args)
+    template.check_settings()
     label_list = sorted(set(plan.labels))
-    variants = [FLOAT, *dict.fromkeys(q for q in probe.quantize if q != "none")]
+    variants = [FLOAT, *dict.fromkeys(q for q in template.recipe.quantize if q != "none")]
     n = len(plan.paths)
     probs = {(m, v): np.zeros((n, len(label_list))) for m in modes for v in variants}
     times = {(m, v): np.zeros(n) for m in modes for v in variants}
@@ -234,10 +234,10 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
                                for lab in label_list)
             log(f"\n== fold {index + 1}/{plan.count}: train on {len(training)} images "
                 f"({len(extra)} synthetic), hold out {len(held)} ({counts})")
-            options = options_from_args([
-                *trainer_args, "--image_dir", str(fold_dir / "training"),
-                "--tflite_output_file", str(model_file), "--labels_output_file",
-                str(label_file), "--record_file", str(fold_dir / "train_record.json")])
+            options = template.with_paths(
+                image_dir=str(fold_dir / "training"), tflite_output_file=str(model_file),
+                labels_output_file=str(label_file),
+                record_file=str(fold_dir / TRAIN_RECORD))
             started = time.perf_counter()
             trained = train(options)
             seconds = time.perf_counter() - started
@@ -249,7 +249,7 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
                            **{q: tflite_variant(model_file, q) for q in variants[1:]}}
             held_paths = [plan.paths[i] for i in held]
             fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
-                                            options.onboard_channels)
+                                            options.recipe.onboard_channels)
             expected = [plan.labels[i] for i in held]
             scores: dict[str, dict[str, dict[str, float | None]]] = {}
             for (mode, variant), values in fold_probs.items():

@@ -16,6 +16,9 @@ REPO_ROOT = Path(os.environ.get("OPSSAT_REPO", Path(__file__).resolve().parent.p
 
 #: ASCII letters, digits, '_' and '-', not starting with '-': safe in a folder name,
 #: a shell command and a config key. create_dirs.sh applies the same rule.
+#: The training record's file name (train.py writes it beside the TFLite model).
+TRAIN_RECORD = "train_record.json"
+
 _MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
@@ -89,7 +92,7 @@ class ModelPaths:
 
     @property
     def train_record(self) -> Path:
-        return self.model_dir / "train_record.json"
+        return self.model_dir / TRAIN_RECORD
 
     @property
     def cache_dir(self) -> Path:

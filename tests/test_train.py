@@ -29,6 +29,7 @@ from opssat.dataset import (
 )
 from opssat.errors import UserError
 from opssat.make_image_classifier import options_from_args
+from opssat.train_options import TrainOptions
 
 PROJECT = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
@@ -46,7 +47,7 @@ def colour_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def options(image_dir: Path, hub: Path, out: Path, *extra: str) -> trainer.TrainOptions:
+def options(image_dir: Path, hub: Path, out: Path, *extra: str) -> TrainOptions:
     return options_from_args([
         "--image_dir", str(image_dir), "--tfhub_module", str(hub), "--image_size", "64",
         "--tflite_output_file", str(out / "model.tflite"),
