@@ -14,9 +14,13 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from opssat import tflite25
 from opssat.cli import NATIVE_CHATTER, quiet_native_stderr
 from opssat.errors import UserError
 from opssat.tf_setup import tf
+
+#: The runtime every export must run in: SmartCam's on-board classifier.
+TARGET_RUNTIME = tflite25.RUNTIME
 
 #: ``none`` is the float model; the others are extra files beside it.
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -92,8 +96,19 @@ def tflite_bytes(
             converter.inference_input_type = io_dtype
             converter.inference_output_type = io_dtype
         elif quantization == "int8":
-            return _int8_with_float_outliers(converter, representative_data)
-        return converter.convert()
+            return _runs_on_board(_int8_with_float_outliers(converter, representative_data),
+                                  quantization)
+        return _runs_on_board(converter.convert(), quantization)
+
+
+def _runs_on_board(data: bytes, quantization: str) -> bytes:
+    """``data`` if SmartCam's TFLite 2.5 can run it, else a UserError: no file that
+    SmartCam cannot run is written as a SmartCam model."""
+    problems = tflite25.problems(data)
+    if problems:
+        raise UserError(f"the {quantization} export would not run in {TARGET_RUNTIME} "
+                        f"({problems[0]}); nothing was written")
+    return data
 
 
 def _int8_with_float_outliers(converter: tf.lite.TFLiteConverter,

@@ -14,16 +14,17 @@ from ai_edge_litert import schema_py_generated as schema
 #: What the check stands for, in messages and in train_record.json.
 RUNTIME = "TensorFlow Lite 2.5.0 (SmartCam's image_classifier)"
 
-#: Builtin operator -> the highest version that SmartCam's TFLite 2.5.0 registers
-#: (``tflite::ops::builtin::BuiltinOpResolver``, TensorFlow's
-#: tensorflow/lite/kernels/register.cc as compiled into the shipped
-#: ``libbuiltin_ops.so``; ``TfLiteVersion()`` reports 2.5.0). Every version from 1 up
-#: to it is registered; an operator missing here is not registered at all.
-#: The shipped build comes from the 2.5 development line and registers less than the
-#: v2.5.0 tag's register.cc in a few places (e.g. BATCH_MATMUL 3, not 4; RELU6 2, not
-#: 3; no CALL_ONCE, BROADCAST_TO or CONV_3D: its schema ends at CUMSUM, builtin code
-#: 128), so the table follows the build that flies. tests/test_tflite25.py checks every entry against the shipped binaries: the
-#: version here loads, the next one is refused.
+#: Builtin operator -> the highest version that SmartCam's TFLite 2.5.0 registers: its
+#: ``tflite::ops::builtin::BuiltinOpResolver`` (TensorFlow's
+#: tensorflow/lite/kernels/register.cc, compiled into the shipped ``libbuiltin_ops.so``;
+#: ``TfLiteVersion()`` reports 2.5.0). Every version from 1 up to it is registered; an
+#: operator missing here is not registered at all. Written from what the shipped build
+#: registers, operator by operator, because it comes from the 2.5 development line: it
+#: knows builtin codes only up to CUMSUM (128) and lacks a few versions that
+#: TensorFlow's tensorflow/lite/tools/versioning/runtime_version.cc dates "2.5.0"
+#: (BATCH_MATMUL 4, RELU6 3, SQUEEZE 2, STRIDED_SLICE 5). tests/test_tflite25.py checks
+#: every entry against the shipped binaries: the version here loads, the next one is
+#: refused.
 MAX_VERSIONS: dict[str, int] = {
     "ADD": 4, "AVERAGE_POOL_2D": 3, "CONCATENATION": 3, "CONV_2D": 5, "DEPTHWISE_CONV_2D": 6,
     "DEPTH_TO_SPACE": 1, "DEQUANTIZE": 4, "EMBEDDING_LOOKUP": 3, "FLOOR": 1, "FULLY_CONNECTED": 9,

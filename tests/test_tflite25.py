@@ -227,3 +227,11 @@ def test_refused_models_fail_in_the_binaries_and_exports_agree(tmp_path):
             flown, local = flight_answers(model, files), litert_answers(model, files)
             assert (flown.argmax(1) == local.argmax(1)).all(), quantization
             assert np.abs(flown - local).max() < 0.02, quantization
+
+
+def test_an_export_smartcam_cannot_run_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(tflite25, "problems", lambda data: ["FULLY_CONNECTED version 12 ..."])
+    with pytest.raises(export.UserError, match=r"^the dynamic export would not run in "
+                       r"TensorFlow Lite 2\.5\.0 .*FULLY_CONNECTED version 12.*nothing was "
+                       "written$"):
+        export.tflite_bytes(brightness_classifier(), "dynamic", calibration)
