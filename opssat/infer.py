@@ -427,9 +427,11 @@ def compare_runtimes(
     files: list[Path],
     names: list[str] | None = None,
     progress: bool | None = False,
+    litert_input: Callable[[Path, Path], np.ndarray] | None = None,
 ) -> RuntimeComparison:
     """Classify ``files`` with ``classifier`` (SmartCam's programs) and with LiteRT fed
-    the toolkit's on-board preprocessing; unreadable files are left out."""
+    the toolkit's on-board preprocessing, or ``litert_input(file, SmartCam's resized
+    JPEG)`` when given; unreadable files are left out."""
     preprocessing = Preprocessing(mode="onboard", onboard_channels=classifier.channels,
                                   size=classifier.input_size, mean=classifier.mean,
                                   std=classifier.std)
@@ -442,7 +444,8 @@ def compare_runtimes(
                            else not progress):
         try:
             resized = classifier.load(path)
-            model_input = litert.load(path)
+            model_input = litert.load(path) if litert_input is None else \
+                litert_input(path, resized)
         except images.UnreadableImageError:
             continue
         probabilities, elapsed_ms = classifier.classify(resized)
