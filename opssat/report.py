@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from opssat import atomic, html_report, images, infer, metrics
+from opssat import atomic, flight, html_report, images, infer, metrics
 from opssat.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
@@ -50,6 +50,23 @@ def mode_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
     if len(results) < 2:
         return None
     return metrics.agreement(results[0].confidences, results[1].confidences)
+
+
+def flight_pair(results: Sequence[ModeResult]) -> tuple[int, int] | None:
+    """(LiteRT's result, SmartCam's own runtime's result) as indices into ``results``:
+    mode flight against LiteRT fed the same on-board input (else ground), when both
+    are there."""
+    modes = [r.mode for r in results]
+    if flight.MODE not in modes:
+        return None
+    litert = next((modes.index(m) for m in images.PREPROCESS_MODES[::-1] if m in modes), None)
+    return None if litert is None else (litert, modes.index(flight.MODE))
+
+
+def flight_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
+    pair = flight_pair(results)
+    return None if pair is None else metrics.agreement(results[pair[0]].confidences,
+                                                       results[pair[1]].confidences)
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -186,6 +203,9 @@ def _comparison(results: Sequence[ModeResult], agree: metrics.Agreement | None,
     lines += _table(["figure", *(r.mode for r in results)], _comparison_rows(results), markdown)
     if agree is not None:
         lines += ["", _agreement_line(results, agree)]
+    pair = flight_pair(results)
+    if pair is not None and pair != (0, 1):
+        lines += ["", _agreement_line([results[i] for i in pair], flight_agreement(results))]
     return lines + [""]
 
 
@@ -224,6 +244,7 @@ def to_json(model: str, results: Sequence[ModeResult], agree: metrics.Agreement 
         "model": model,
         "modes": {r.mode: {"csv": str(r.csv_path), **r.performance.to_dict()} for r in results},
         "agreement": None if agree is None else asdict(agree),
+        "flight_agreement": None if (fa := flight_agreement(results)) is None else asdict(fa),
         "report": str(report),
         "plots": [str(p) for p in plots],
     }
@@ -338,6 +359,8 @@ def preprocessing_of(result: ModeResult) -> str:
     confidences_onboard.csv on-board; a CSV passed by name is judged by its name."""
     if result.mode in images.PREPROCESS_MODES:
         return result.mode
+    if result.mode == flight.MODE:  # SmartCam's own resizer: what onboard reproduces
+        return "onboard"
     return "onboard" if "onboard" in result.csv_path.stem else "ground"
 
 
@@ -427,16 +450,20 @@ def render_html(model: str, results: Sequence[ModeResult], agree: metrics.Agreem
             if source is not None:
                 files.want(source, [mode])
         sources.append(found)
-    differing: list[tuple[int, int]] = []
-    if len(results) >= 2:
-        second = {name: i for i, name in enumerate(results[1].confidences.filenames)}
-        top_a, top_b = results[0].confidences.top1, results[1].confidences.top1
-        for i, name in enumerate(results[0].confidences.filenames):
+    compared = [(0, 1)] if len(results) >= 2 else []
+    if (pair := flight_pair(results)) is not None and pair != (0, 1):
+        compared.append(pair)
+    differing: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, b in compared:
+        second = {name: i for i, name in enumerate(results[b].confidences.filenames)}
+        top_a, top_b = results[a].confidences.top1, results[b].confidences.top1
+        differing[(a, b)] = []
+        for i, name in enumerate(results[a].confidences.filenames):
             j = second.get(name)
             if j is not None and top_a[i] != top_b[j]:
-                differing.append((i, j))
-                if sources[0][i] is not None:
-                    files.want(sources[0][i], modes[:2])
+                differing[(a, b)].append((i, j))
+                if sources[a][i] is not None:
+                    files.want(sources[a][i], [modes[a], modes[b]])
     pairs = files.write()
 
     body = [f"<h1>Performance of model <code>{esc(model)}</code></h1>", "<nav>"]
@@ -451,15 +478,20 @@ def render_html(model: str, results: Sequence[ModeResult], agree: metrics.Agreem
              "it.</p>"]
     if len(results) >= 2:
         body += ['<h2 id="compare">Modes side by side</h2>',
-                 html_report.table(["figure", *(r.mode for r in results[:2])],
-                                   _comparison_rows(results[:2]))]
-        if agree is not None:
-            body.append(f"<p>{esc(_agreement_line(results, agree))}</p>")
-        body.append(f"<h3>Images whose top-1 differs ({len(differing)})</h3>")
-        cards = [_row_card(results[0], i, sources[0][i], pairs, page, modes[:2],
-                           [(results[1], j)]) for i, j in differing]
-        body += [html_report.sort_buttons("differ", _SORTS[2:]),
-                 html_report.gallery("differ", cards)]
+                 html_report.table(["figure", *(r.mode for r in results)],
+                                   _comparison_rows(results))]
+    for number, (a, b) in enumerate(compared):
+        shown = agree if (a, b) == (0, 1) else flight_agreement(results)
+        if shown is not None:
+            body.append(f"<p>{esc(_agreement_line([results[a], results[b]], shown))}</p>")
+        found = differing[(a, b)]
+        body.append(f"<h3>Images whose top-1 differs, {esc(results[a].mode)} vs "
+                    f"{esc(results[b].mode)} ({len(found)})</h3>")
+        cards = [_row_card(results[a], i, sources[a][i], pairs, page, [modes[a], modes[b]],
+                           [(results[b], j)]) for i, j in found]
+        gallery = "differ" if number == 0 else f"differ-{number}"
+        body += [html_report.sort_buttons(gallery, _SORTS[2:]),
+                 html_report.gallery(gallery, cards)]
     for index, (result, mode) in enumerate(zip(results, modes, strict=True)):
         perf = result.performance
         body += [f'<h2 id="mode-{index}">{esc(_mode_title(result))}</h2>',

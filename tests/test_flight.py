@@ -5,12 +5,14 @@ mode ``flight`` and the package's flight check. Tests that run the binaries need
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import one_error_line, run_script, shared_dir
+from test_calc_perf import ROWS, csv_text
 
 from opssat import flight, images, infer, package, sample
 from opssat.contract import ContractError
@@ -169,3 +171,26 @@ def test_the_flight_build_under_qemu_agrees_with_k8(make_tflite):
                                      LABELS) as classifier:
             answers[arch] = np.array([classifier.classify_file(p)[0] for p in files])
     assert np.abs(answers["k8"] - answers["armhf"]).max() < 1e-3
+
+
+# --- calc_perf with a third mode, flight ------------------------------------------------
+
+
+def test_calc_perf_shows_flight_beside_ground_and_onboard(repo_root):
+    paths = model_paths("m", repo_root)
+    paths.classification_dir.mkdir(parents=True)
+    paths.confidences_csv().write_text(csv_text())
+    paths.confidences_csv("onboard").write_text(csv_text())
+    flown = list(ROWS)
+    flown[1] = ("bad/2.jpg", "bad", (0.1, 0.1, 0.8))  # SmartCam's runtime says edge
+    paths.confidences_csv(flight.MODE).write_text(csv_text(flown))
+    proc = run_script("calc_perf.py", "m", "--json", repo=repo_root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert list(out["modes"]) == ["ground", "onboard", "flight"]
+    assert out["flight_agreement"]["matched"] == 10 and out["flight_agreement"]["agreeing"] == 9
+    text = run_script("calc_perf.py", "m", repo=repo_root).stdout
+    assert "top-1 agreement onboard vs flight: 9 / 10" in text
+    page = paths.report_html.read_text(encoding="utf-8")
+    assert "Images whose top-1 differs, onboard vs flight (1)" in page
+    assert 'data-name="bad/2.jpg"' in page or "bad/2.jpg" in page
