@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from opssat import atomic, confidences, images, metrics, sample, smartcam, split
+from opssat import atomic, confidences, flight, images, metrics, sample, smartcam, split
 from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
 from opssat.paths import TRAIN_RECORD, ModelPaths, tflite_variant
@@ -135,17 +135,25 @@ def _link_training_set(folder: Path, items: Sequence[tuple[Path, str]]) -> None:
 
 
 def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path],
-           modes: Sequence[str], onboard_channels: int
+           modes: Sequence[str], onboard_channels: int, runtime: flight.Runtime | None = None
            ) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], np.ndarray]]:
     """Probabilities (n, labels) of each TFLite variant for ``files``, per mode;
-    each image is decoded once per mode for all variants."""
+    each image is decoded once per mode for all variants (mode flight: SmartCam's own
+    binaries, ``runtime``, classify it)."""
     classifiers = {name: Classifier(path, label_file) for name, path in model_files.items()}
     size = next(iter(classifiers.values())).input_size
     n_labels = len(next(iter(classifiers.values())).labels)
     probs = {(m, v): np.zeros((len(files), n_labels)) for m in modes for v in classifiers}
     times = {(m, v): np.zeros(len(files)) for m in modes for v in classifiers}
+    if flight.MODE in modes:
+        for name, classifier in classifiers.items():
+            with flight.FlightClassifier(runtime, model_files[name], classifier.labels, size,
+                                         channels=onboard_channels) as flown:
+                for row, path in enumerate(files):
+                    probs[(flight.MODE, name)][row], times[(flight.MODE, name)][row] = \
+                        flown.classify_file(path)
     for row, path in enumerate(files):
-        for mode in modes:
+        for mode in (m for m in modes if m != flight.MODE):
             model_input = images.load_input(
                 path, images.Preprocessing(mode, onboard_channels, size))
             for name, classifier in classifiers.items():
@@ -191,7 +199,8 @@ def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int
 def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOLDS,
         seed: int = DEFAULT_SEED, group_seconds: float = split.DEFAULT_GROUP_SECONDS,
         top_up: Sequence[tuple[str, int]] = (), modes: Sequence[str] = MODES,
-        write_oof: bool = True, log=print) -> CrossvalResult:
+        write_oof: bool = True, log=print,
+        runtime: flight.Runtime | None = None) -> CrossvalResult:
     """Cross-validate the trainer with ``trainer_args`` on ``paths``' data/all.
 
     Nothing of the model's own files changes; only ``crossval/`` is written
@@ -201,6 +210,11 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
     if not modes:
         raise UserError("--modes is empty: give onboard, ground or both")
     for mode in modes:
+        if mode == flight.MODE:
+            if runtime is None:
+                raise UserError("--modes flight runs SmartCam's own binaries: pass "
+                                f"--smartcam_dir (or set {flight.ENV_VAR})")
+            continue
         images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS, "--modes")
     found = split.scan(paths)
     for path, label, why in found.unreadable:
@@ -249,7 +263,7 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
                            **{q: tflite_variant(model_file, q) for q in variants[1:]}}
             held_paths = [plan.paths[i] for i in held]
             fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
-                                            options.recipe.onboard_channels)
+                                            options.recipe.onboard_channels, runtime)
             expected = [plan.labels[i] for i in held]
             scores: dict[str, dict[str, dict[str, float | None]]] = {}
             for (mode, variant), values in fold_probs.items():

@@ -194,3 +194,11 @@ def test_calc_perf_shows_flight_beside_ground_and_onboard(repo_root):
     page = paths.report_html.read_text(encoding="utf-8")
     assert "Images whose top-1 differs, onboard vs flight (1)" in page
     assert 'data-name="bad/2.jpg"' in page or "bad/2.jpg" in page
+
+
+def test_crossval_flight_mode_needs_the_binaries(repo_root, monkeypatch):
+    monkeypatch.delenv(flight.ENV_VAR, raising=False)
+    model_paths("m", repo_root).all_dir.mkdir(parents=True)
+    proc = run_script("crossval.py", "m", "--modes", "onboard,flight", repo=repo_root)
+    assert "--modes flight runs SmartCam's own binaries: pass --smartcam_dir" in \
+        one_error_line(proc)
