@@ -113,8 +113,8 @@ def problems(data: bytes) -> list[str]:
                     found.append(
                         f"FULLY_CONNECTED weights {_name(weights)} are quantized per channel "
                         f"({len(scales)} scales): TFLite 2.5 reads only the first, so every "
-                        "answer is wrong; re-export with this toolkit (train.sh --quantize "
-                        "int8 or dynamic quantize dense layers per tensor; float16 also works)")
+                        "answer is wrong; re-export with this toolkit: its --quantize int8 "
+                        "and dynamic quantize dense layers per tensor (float16 also works)")
     for index, buffer in enumerate(model.buffers or []):
         if getattr(buffer, "offset", 0) > 1:
             found.append(f"buffer {index} is stored outside the flatbuffer (offset "
