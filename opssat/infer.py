@@ -395,6 +395,10 @@ def record_image(
 # --- SmartCam's runtime against LiteRT ----------------------------------------------
 
 
+#: Confidences this close count as a tie (SmartCam prints six decimals).
+TIE = 1e-6
+
+
 @dataclass
 class RuntimeComparison:
     """One model on the same images in LiteRT (on-board preprocessing, the input that
@@ -408,10 +412,17 @@ class RuntimeComparison:
 
     @property
     def differing(self) -> list[str]:
-        """'<image>: SmartCam <label>, LiteRT <label>' for each image whose top-1 differs."""
-        flight_top, litert_top = self.flight.argmax(axis=1), self.litert.argmax(axis=1)
-        return [f"{name}: SmartCam {self.labels[f]}, LiteRT {self.labels[g]}"
-                for name, f, g in zip(self.names, flight_top, litert_top, strict=True) if f != g]
+        """'<image>: SmartCam <label>, LiteRT <label>' for each image whose top-1 differs.
+
+        A tie is no difference: when either runtime gives the other's top-1 label the
+        same highest confidence (within TIE), both answers are its top-1 (an int8 model's
+        outputs come in steps of 1/256, so ties happen on borderline images)."""
+        found = []
+        for name, flown, local in zip(self.names, self.flight, self.litert, strict=True):
+            f, g = int(flown.argmax()), int(local.argmax())
+            if f != g and local[f] < local[g] - TIE and flown[g] < flown[f] - TIE:
+                found.append(f"{name}: SmartCam {self.labels[f]}, LiteRT {self.labels[g]}")
+        return found
 
     @property
     def agreeing(self) -> int:

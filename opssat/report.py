@@ -359,9 +359,10 @@ def preprocessing_of(result: ModeResult) -> str:
     confidences_onboard.csv on-board; a CSV passed by name is judged by its name."""
     if result.mode in images.PREPROCESS_MODES:
         return result.mode
-    if result.mode == flight.MODE:  # SmartCam's own resizer: what onboard reproduces
-        return "onboard"
-    return "onboard" if "onboard" in result.csv_path.stem else "ground"
+    stem = result.csv_path.stem
+    # flight: SmartCam's own resizer, which onboard reproduces
+    return "onboard" if result.mode == flight.MODE or "onboard" in stem or \
+        flight.MODE in stem else "ground"
 
 
 def _row_card(result: ModeResult, row: int, source: Path | None, pairs: dict, page: Path,

@@ -202,3 +202,12 @@ def test_crossval_flight_mode_needs_the_binaries(repo_root, monkeypatch):
     proc = run_script("crossval.py", "m", "--modes", "onboard,flight", repo=repo_root)
     assert "--modes flight runs SmartCam's own binaries: pass --smartcam_dir" in \
         one_error_line(proc)
+
+
+def test_a_tie_is_no_difference():
+    litert = np.array([[0.40, 0.40, 0.20], [0.6, 0.3, 0.1]], np.float32)
+    flown = np.array([[0.35, 0.45, 0.20], [0.3, 0.6, 0.1]], np.float32)
+    compared = infer.RuntimeComparison(LABELS, ["tie.jpeg", "real.jpeg"], litert, flown,
+                                       [1.0, 1.0])
+    assert compared.differing == ["real.jpeg: SmartCam earth, LiteRT bad"]
+    assert compared.agreeing == 1
