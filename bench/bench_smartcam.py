@@ -50,6 +50,8 @@ def parse_args() -> argparse.Namespace:
                                      PROJECT_ROOT.parent / "shared" / "onboard_oracle"),
                         help="the onboard oracle (its uJPEG decoder): also compare with LiteRT "
                         "fed SmartCam's exact input, when present (default: %(default)s)")
+    parser.add_argument("--variant", action="append", choices=export.QUANTIZATIONS,
+                        help="variants to run (repeatable; default: every one written)")
     parser.add_argument("--armhf_images", type=int, default=None,
                         help="run armhf on every n-th image only (about 2 s per image)")
     return parser.parse_args()
@@ -111,7 +113,7 @@ def main() -> int:
           "top-1 = LiteRT, exact input | largest prob. diff, exact input | size (bytes) | "
           "image_classifier per image (ms, k8) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for quantization in export.QUANTIZATIONS:
+    for quantization in args.variant or export.QUANTIZATIONS:
         model_file = paths.tflite_model if quantization == "none" else \
             paths.tflite_variant(quantization)
         if not model_file.is_file():

@@ -10,6 +10,7 @@ toolkit at a clone with ``--smartcam_dir`` or ``$OPSSAT_SMARTCAM_DIR``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -130,7 +131,9 @@ class Runtime:
 
 
 def _solib_links(bin_dir: Path) -> Path:
-    key = hashlib.sha256(str(bin_dir).encode()).hexdigest()[:16]
+    libraries = sorted(bin_dir.rglob("*.so"))
+    listing = "\n".join([str(bin_dir), *(str(p.relative_to(bin_dir)) for p in libraries)])
+    key = hashlib.sha256(listing.encode()).hexdigest()[:16]
     base = Path(os.environ.get("SMARTCAM_SOLIB_CACHE")
                 or Path(tempfile.gettempdir()) / f"opssat_smartcam_solib_{os.getuid()}")
     target = base / key
@@ -141,7 +144,7 @@ def _solib_links(bin_dir: Path) -> Path:
         raise UserError(f"{base} belongs to another user: set SMARTCAM_SOLIB_CACHE to a "
                         "folder of yours")
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=base))
-    for library in sorted(bin_dir.rglob("*.so")):
+    for library in libraries:
         relative = library.relative_to(bin_dir).as_posix()
         (staging / solib_name(relative)).symlink_to(library)
     (staging / ".done").touch()
@@ -181,7 +184,7 @@ class FlightClassifier:
         self._labels_file = self._work / "labels.txt"
         self._labels_file.write_text("".join(f"{label}\n" for label in self.labels),
                                      encoding="utf-8")
-        self._count = 0
+        self._count = itertools.count(1)
 
     def close(self) -> None:
         shutil.rmtree(self._work, ignore_errors=True)
@@ -194,8 +197,7 @@ class FlightClassifier:
 
     def load(self, path: Path) -> Path:
         """SmartCam's resized grey JPEG of ``path`` (a file in a private folder)."""
-        self._count += 1
-        resized = self._work / f"input_{self._count}.jpeg"
+        resized = self._work / f"input_{next(self._count)}.jpeg"  # load runs in threads
         height, width = self.input_size
         proc = self.runtime.run(RESIZER, "-i", Path(path).resolve(), "-x", width, "-y", height,
                                 "-c", self.channels, "-q", smartcam.ONBOARD_JPEG_QUALITY,
