@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import one_error_line, run_script, shared_dir
+from helpers import PROJECT, one_error_line, run_script, shared_dir
 from test_calc_perf import ROWS, csv_text
 
 from opssat import flight, images, infer, package, sample
@@ -211,3 +211,30 @@ def test_a_tie_is_no_difference():
                                        [1.0, 1.0])
     assert compared.differing == ["real.jpeg: SmartCam earth, LiteRT bad"]
     assert compared.agreeing == 1
+
+
+@pytest.mark.slow
+@needs_binaries
+def test_every_variant_train_sh_exports_agrees_in_the_binaries(tiny_hub, repo_root):
+    """train.sh on the bundled sample with every --quantize (a tiny backbone, not Lite0,
+    to stay fast), then every bundled image through SmartCam's k8 build."""
+    paths = model_paths("m", repo_root)
+    assert run_script(PROJECT / "create_dirs.sh", "m", repo=repo_root).returncode == 0
+    made = run_script("make_sample_data.py", "m", "--real", repo=repo_root)
+    assert made.returncode == 0, made.stderr[-2000:]
+    trained = run_script(PROJECT / "train.sh", "m", "3", "--tfhub_module", tiny_hub,
+                         "--train_preprocess", "onboard", "--validation_split", "0",
+                         "--quantize", "int8", "--quantize", "dynamic", "--quantize", "float16",
+                         "--image_dir", paths.all_dir, repo=repo_root, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    record = json.loads(paths.train_record.read_text())
+    assert record["target_runtime"].startswith("TensorFlow Lite 2.5.0")
+    files = bundled(200)
+    labels = paths.labels_file.read_text().split()
+    for quantization in ("none", "float16", "dynamic", "int8"):
+        model = paths.tflite_model if quantization == "none" else \
+            paths.tflite_variant(quantization)
+        with flight.FlightClassifier(flight.Runtime(RUNTIME_DIR), model, labels) as classifier:
+            result = infer.compare_runtimes(classifier, files)
+        assert len(result.names) == len(files) == 123
+        assert result.differing == [], (quantization, result.differing)
