@@ -21,9 +21,19 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import atomic, cli, errors, flight, images, report, smartcam
+from opssat import (
+    atomic,
+    cli,
+    errors,
+    flight,
+    images,
+    report,
+    report_page,
+    report_plots,
+    smartcam,
+)
 from opssat.confidences import check_threshold
-from opssat.paths import model_paths
+from opssat.paths import check_inside, model_paths
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,13 +69,22 @@ def main() -> int:
         if not csvs:
             raise errors.UserError(f"{paths.confidences_csv()} not found: run "
                                 f"batch_label_images.py {args.model} first")
-    atomic.check_writable(paths.report_md, paths.plot_png("threshold_curve"),
-                          *report.html_outputs(paths))
+    outputs = [paths.report_md, paths.plot_png("threshold_curve"),
+               *report_page.html_outputs(paths)]
+    check_inside(paths.model_dir, *outputs, what="report output")
+    atomic.check_writable(*outputs)
     results = report.evaluate_csvs(csvs, args.threshold, args.target_accuracy)
     agreement = report.mode_agreement(results)
-    plots = report.write_plots(paths, results)
-    report_md = report.write_report(paths, results, agreement, plots)
-    report_html = report.write_html(paths, results, agreement, plots)
+    # Every output is staged, then all replace the old ones together: a full disk
+    # leaves the previous report whole.
+    staged = atomic.OutputSet()
+    try:
+        plots = report_plots.write_plots(paths, results, staged)
+        report_md = report.write_report(paths, results, agreement, plots, staged)
+        report_html = report_page.write_html(paths, results, agreement, plots, staged)
+        staged.commit()
+    finally:
+        staged.discard()
     if args.json:
         figures = report.to_json(args.model, results, agreement, report_md, plots)
         print(json.dumps({**figures, "report_html": str(report_html)}, indent=2))

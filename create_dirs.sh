@@ -15,11 +15,12 @@ fail() {
 name=$1
 
 # The same rule as opssat.paths.check_model_name; the tests check that both agree:
-# ASCII letters, digits, '_' and '-' (bytes, whatever the locale), not starting with '-'.
-if ! [[ $name =~ ^[A-Za-z0-9_][A-Za-z0-9_-]*$ ]]; then
+# ASCII letters, digits, '_' and '-' (bytes, whatever the locale), not starting with '-',
+# at most 100 characters.
+if ! [[ $name =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$ ]]; then
     shown=${name//$'\n'/\\n}
     shown=${shown//$'\r'/\\r}
-    fail "invalid model name '$shown': use ASCII letters, digits, '_' or '-', not starting with '-'"
+    fail "invalid model name '$shown': use ASCII letters, digits, '_' or '-', not starting with '-', at most 100 characters"
 fi
 
 repo=${OPSSAT_REPO:-"$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/repo"}

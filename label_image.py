@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from opssat import cli, confidences, errors, images, smartcam
-from opssat.infer import Classifier, predicted_label, ranked, record_image
+from opssat.confidences import ranked
+from opssat.infer import Classifier, predicted_label, record_image
 from opssat.paths import model_paths
 
 

@@ -67,8 +67,9 @@ def main() -> int:
             print("dry run: nothing moved")
             return 0
         batch = relabel.relabel(paths, plan)
-        print(f"moved {len(plan.moves)} file(s) as batch {batch}; journal: {paths.relabel_log} "
-              f"(undo: python relabel.py {args.model} --undo)")
+        finished = " (finishing that interrupted batch)" if batch == plan.resumes else ""
+        print(f"moved {len(plan.moves)} file(s) as batch {batch}{finished}; journal: "
+              f"{paths.relabel_log} (undo: python relabel.py {args.model} --undo)")
     print(relabel.stale_advice(paths))
     return 0
 

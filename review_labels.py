@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from opssat import atomic, cli, errors, review
-from opssat.paths import model_paths
+from opssat.paths import check_inside, model_paths
 
 #: Suspects printed on the terminal (the CSV and the page have all).
 SHOWN = 20
@@ -31,6 +31,7 @@ def main() -> int:
     args = parse_args()
     paths = model_paths(args.model).require_model_dir()
     source = review.find_source(paths)
+    check_inside(paths.model_dir, *review.outputs(paths), what="review output")
     atomic.check_writable(*review.outputs(paths))
     print(f"probabilities: {source.csv_path} ({source.kind}, {source.preprocess} preprocessing)")
     result = review.review(paths, source)

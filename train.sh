@@ -6,6 +6,8 @@
 # repo/<model>/ (saved_model/, labels.txt, tflite_model.tflite, summaries/, train_record.json)
 # and replace the previous ones only when training succeeded. Later flags override these.
 set -euo pipefail
+# A relative OPSSAT_REPO means from where the user ran this, not from the project folder.
+case ${OPSSAT_REPO:-} in /*|"") ;; *) export OPSSAT_REPO="$PWD/$OPSSAT_REPO" ;; esac
 cd "$(dirname "$0")"
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
     echo "usage: ./train.sh <model> [epochs] [make_image_classifier flags]" >&2

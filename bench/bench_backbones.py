@@ -11,19 +11,16 @@ against the SmartCam contract, and prints size and median invoke time.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from opssat import contract, export, labels, smartcam  # noqa: E402
-from opssat.backbones import load_backbone  # noqa: E402
-from opssat.infer import Classifier  # noqa: E402
-from opssat.train import build_classifier, build_head  # noqa: E402
-from opssat.train_options import TrainOptions  # noqa: E402
+from opssat import contract, export, labels, smartcam
+from opssat.backbones import load_backbone
+from opssat.infer import Classifier
+from opssat.train import build_classifier, build_head
+from opssat.train_options import TrainOptions
 
 LABELS = list(smartcam.DEFAULT_LABELS)
 

@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from opssat import smartcam
 
-from opssat import smartcam  # noqa: E402
+PROJECT = Path(__file__).resolve().parent.parent
 
 MODEL = "bench"
 #: Batch labelling's target: at most this many times slower than the bare invoke loop.

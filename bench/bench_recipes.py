@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from opssat import crossval, sample  # noqa: E402
-from opssat.paths import ModelPaths  # noqa: E402
+from opssat import crossval, sample
+from opssat.paths import ModelPaths
 
 BASE = ["--backbone", "efficientnet_lite0", "--validation_split", "0", "--seed", "42"]
 FROZEN = [*BASE, "--train_epochs", "15", "--train_preprocess", "onboard"]

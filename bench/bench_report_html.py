@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from opssat import images, report, report_page
+from opssat.paths import ModelPaths
 
-from opssat import images, report  # noqa: E402
-from opssat.paths import ModelPaths  # noqa: E402
+PROJECT = Path(__file__).resolve().parent.parent
 
 LABELS = ["bad", "earth", "edge"]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -76,7 +75,7 @@ def write_page(paths: ModelPaths) -> float:
     start = time.perf_counter()
     csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES]
     results = report.evaluate_csvs(csvs, 0.7, 0.95)
-    report.write_html(paths, results, report.mode_agreement(results), [])
+    report_page.write_html(paths, results, report.mode_agreement(results), [])
     return time.perf_counter() - start
 
 

@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from opssat import sample  # noqa: E402
+from opssat import sample
 
 BATCH = 32
 

@@ -18,19 +18,17 @@ invoke time (target >= 2x).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from opssat import sample, smartcam  # noqa: E402
-from opssat.infer import Classifier  # noqa: E402
-from opssat.make_image_classifier import options_from_args  # noqa: E402
-from opssat.train import train  # noqa: E402
+from opssat import sample, smartcam
+from opssat.infer import Classifier
+from opssat.make_image_classifier import options_from_args
+from opssat.train import train
+from opssat.train_record import TrainRecord
 
 
 def invoke_ms(model_file: Path, labels_file: Path, repeats: int) -> float:
@@ -41,7 +39,8 @@ def invoke_ms(model_file: Path, labels_file: Path, repeats: int) -> float:
     return float(np.median([classifier.classify(image)[1] for _ in range(repeats)]))
 
 
-def train_once(work: Path, name: str, epochs: int, *flags: str) -> tuple[float, float, dict]:
+def train_once(work: Path, name: str, epochs: int, *flags: str
+               ) -> tuple[float, float, TrainRecord]:
     """(fit seconds, whole-run seconds, record) of one frozen EfficientNet-Lite0 run."""
     out = work / name
     options = options_from_args([
@@ -51,7 +50,7 @@ def train_once(work: Path, name: str, epochs: int, *flags: str) -> tuple[float, 
     ])
     started = time.perf_counter()
     result = train(options)
-    return result.record["fit_time_s"], time.perf_counter() - started, result.record
+    return result.record.fit_time_s, time.perf_counter() - started, result.record
 
 
 def bench_cache(work: Path, epochs: int, count: int) -> None:
@@ -84,7 +83,7 @@ def bench_augmentation(work: Path, epochs: int, count: int, views: int) -> None:
     base = next(iter(runs.values()))[0]
     for name, (fit_s, run_s, record) in runs.items():
         print(f"  {name:42s} {fit_s:6.1f} s  ({run_s:.1f} s)  {base / fit_s:5.1f}x  "
-              f"accuracy {record['validation_accuracy']:.3f}")
+              f"accuracy {record.validation_accuracy:.3f}")
 
 
 def bench_int8(work: Path, invokes: int) -> None:

@@ -12,21 +12,16 @@ accuracy per (training, evaluation) pair: one seed on 19 images says little.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from eval_real import DEFAULT_REAL_DIR, MODES, evaluate, real_images
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from eval_real import DEFAULT_REAL_DIR, MODES, evaluate, real_images  # noqa: E402
-
-from opssat import sample, smartcam  # noqa: E402
-from opssat.infer import Classifier  # noqa: E402
-from opssat.make_image_classifier import options_from_args  # noqa: E402
-from opssat.train import train  # noqa: E402
+from opssat import sample, smartcam
+from opssat.infer import Classifier
+from opssat.make_image_classifier import options_from_args
+from opssat.train import train
 
 
 def main() -> None:

@@ -16,15 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# This project's opssat, not whichever checkout the virtualenv was installed from.
-sys.path.insert(0, str(PROJECT_ROOT))
-
-import opssat  # noqa: E402, F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, errors, images, package, sample, smartcam  # noqa: E402
-from opssat.confidences import check_threshold  # noqa: E402
-from opssat.infer import Classifier  # noqa: E402
-from opssat.paths import model_paths  # noqa: E402
+import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
+from opssat import cli, errors, images, package, sample, smartcam
+from opssat.confidences import check_threshold
+from opssat.infer import Classifier
+from opssat.paths import model_paths
 
 DEFAULT_REAL_DIR = sample.REAL_SAMPLE_DIR
 MODES = images.PREPROCESS_MODES

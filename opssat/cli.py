@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
+from opssat.atomic import write_failure
 from opssat.errors import UserError
 
 EXIT_USAGE = 2
@@ -32,6 +33,14 @@ def run(main: Callable[[], int | None]) -> None:
         # The reader (e.g. `| head`) left; stop quietly as command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
+    except OSError as err:
+        # A full disk, a read-only file: one line naming the file (outputs are staged,
+        # so nothing is half-written); any other OSError is a bug and keeps its traceback.
+        message = write_failure(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     sys.exit(code or 0)
 
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from opssat.errors import UserError
+from opssat import atomic
+from opssat.errors import UserError, warn
 
 #: What ``predicted_label`` says when the top-1 confidence is below the threshold.
 NOT_CLASSIFIED = "n/a"
@@ -53,6 +54,7 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
     """
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     wanted = header(labels)
+    existed = csv_path.exists()
     with csv_path.open("a+", newline="", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -62,7 +64,8 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
             except UnicodeDecodeError as err:
                 raise UserError(f"{csv_path} is not a UTF-8 confidences CSV: move it "
                                 "away, then run again") from err
-            writer = csv.writer(handle)
+            text = io.StringIO()
+            writer = csv.writer(text)
             if not first.strip():
                 handle.truncate(0)
                 writer.writerow(wanted)
@@ -70,11 +73,48 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
                 raise UserError(f"{csv_path} has the columns {first.strip()!r}, not this "
                                 f"model's {','.join(wanted)!r}: move it away (or re-run "
                                 "batch_label_images.py), then run again")
+            else:
+                _end_last_line(csv_path, len(wanted))
             writer.writerow(values)
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                atomic.append_whole(handle.fileno(), text.getvalue().encode("utf-8"))
+            except OSError:
+                if not existed:
+                    csv_path.unlink(missing_ok=True)  # leave no empty CSV behind
+                raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _end_last_line(csv_path: Path, fields: int) -> None:
+    """Make the file end with a whole row, so a new row never glues onto a torn one:
+    a complete last row without its newline gets one; a row cut off by a crash
+    (fewer fields) is dropped, with a warning naming it. Called under the lock."""
+    with csv_path.open("rb+") as raw:
+        data = raw.read()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        last = data[start:].decode("utf-8", errors="replace")
+        try:
+            whole = len(next(csv.reader([last]))) == fields
+        except csv.Error:
+            whole = False
+        if whole:
+            raw.write(b"\r\n")
+            return
+        raw.truncate(start)
+    warn(f"{csv_path}: dropped its cut-off last line {last[:60]!r} (a run stopped while "
+         "writing it)")
+
+
+def ranked(probabilities: np.ndarray, labels: list[str],
+           top_k: int | None = None) -> list[tuple[str, float]]:
+    """(label, confidence) pairs, most confident first; ties keep labels.txt order."""
+    order = np.argsort(-probabilities, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    return [(labels[i], float(probabilities[i])) for i in order]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from opssat import atomic, confidences, flight, images, metrics, sample, smartcam, split
 from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
-from opssat.paths import TRAIN_RECORD, ModelPaths, tflite_variant
+from opssat.paths import TRAIN_RECORD, ModelPaths, check_inside, tflite_variant
 
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 42
@@ -113,6 +113,11 @@ def plan_folds(items: Sequence[tuple[Path, str]], folds: int = DEFAULT_FOLDS,
     labels = [label for _, label in real]
     for label in sorted(set(labels)):
         bursts = len({g for g, lab in zip(groups, labels, strict=True) if lab == label})
+        if bursts < 2:
+            raise UserError(
+                f"label {label!r} has {bursts} acquisition burst(s) (images within "
+                f"{group_seconds:g} s of each other count as one): no fold count can hold "
+                f"it out; add {label} images from other passes")
         if bursts < folds:
             raise UserError(
                 f"label {label!r} has {bursts} acquisition burst(s) (images within "
@@ -220,6 +225,10 @@ def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOL
     for path, label, why in found.unreadable:
         log(f"warning: skipped {label}/{path.name}: {why}")
     plan = plan_folds(found.readable, folds, seed, group_seconds)
+    if write_oof:  # before the first fold, not after hours of training
+        outputs = [paths.oof_csv(mode) for mode in modes]
+        check_inside(paths.model_dir, *outputs, what="cross-validation output")
+        atomic.check_writable(*outputs)
     # Imported here: TensorFlow loads only once the data has passed its checks.
     from opssat.tf_setup import tf_keras
     from opssat.train import train

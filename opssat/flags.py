@@ -50,7 +50,7 @@ class Limits:
                 f"{')' if self.high_open else ']'}")
 
 
-def option(default: Any = _NOTHING, help: str = "", *,  # noqa: A002 (argparse's word)
+def option(default: Any = _NOTHING, help: str = "", *,
            choices: Sequence = (), limits: Limits | None = None, tfhub: bool = False,
            metavar: str | None = None) -> Any:
     """A dataclass field that is also a flag; ``tfhub`` marks the flags of TF Hub's
@@ -77,7 +77,6 @@ class Flag:
     limits: Limits | None
     tfhub: bool
     metavar: str | None
-    section: str
 
     @property
     def shown_default(self) -> str | None:
@@ -104,7 +103,7 @@ def flags_of(group: type) -> list[Flag]:
                    else spec.default)
         meta = spec.metadata
         found.append(Flag(spec.name, kind, many, default, meta["help"], meta["choices"],
-                          meta["limits"], meta["tfhub"], meta["metavar"], section_title(group)))
+                          meta["limits"], meta["tfhub"], meta["metavar"]))
     return found
 
 

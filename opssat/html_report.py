@@ -10,10 +10,12 @@ previous run are reused while their source image is unchanged.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import os
 import shutil
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,7 +131,15 @@ SCRIPT = """
 """
 
 
+#: The page's own script, allowed by its hash: the policy has no 'unsafe-inline', so a
+#: script or event handler that slipped into a page could not run.
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+CSP = (f"default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; "
+       f"script-src '{SCRIPT_HASH}'")
+
+
 def esc(value: object) -> str:
+    """Text from outside (file names, labels, CSV names, paths) made inert in HTML."""
     return html.escape(str(value), quote=True)
 
 
@@ -140,11 +150,18 @@ def files_dir(page: Path) -> Path:
 
 def locate_image(name: str, expected: str, roots: Sequence[Path]) -> Path | None:
     """The image a CSV row names: ``<root>/<name>``, else ``<root>/<expected>/<basename>``
-    (test CSVs name ``label/file``, out-of-fold CSVs a bare file name)."""
+    (test CSVs name ``label/file``, out-of-fold CSVs a bare file name). Only files
+    inside a root count (symlinks resolved): an absolute or ``../`` name in a CSV
+    never brings an outside file onto a page."""
     base = Path(name).name
     for root in roots:
+        inside = root.resolve()
         for candidate in (root / name, root / expected / base):
-            if candidate.is_file():
+            try:
+                resolved = candidate.resolve()
+            except (OSError, RuntimeError):  # a symlink loop
+                continue
+            if candidate.is_file() and inside in resolved.parents:
                 return candidate
     return None
 
@@ -202,11 +219,21 @@ class ImageFiles:
                 done[what] = None
         return Pair(done.pop("thumbnail"), done)
 
-    def write(self) -> dict[Path, Pair]:
+    def write(self, outputs: atomic.OutputSet | None = None) -> dict[Path, Pair]:
         """Write every wanted file (one task per source, so no two threads write the
-        same file); return source -> its URLs. Call once, before the page."""
+        same file); return source -> its URLs. Call once, before the page. With
+        ``outputs`` the folder is staged there, to be committed with the page."""
         wanted = [(source, tuple(sorted(modes))) for source, modes in self._wanted.items()]
-        with atomic.staged_dir(self.folder) as staged, ThreadPoolExecutor(WORKERS) as pool:
+        if outputs is not None:
+            staged = outputs.stage(self.folder)
+            staged.mkdir()
+            return self._write_into(staged, wanted)
+        with atomic.staged_dir(self.folder) as staged:
+            return self._write_into(staged, wanted)
+
+    def _write_into(self, staged: Path, wanted: list[tuple[Path, tuple[str, ...]]]
+                    ) -> dict[Path, Pair]:
+        with ThreadPoolExecutor(WORKERS) as pool:
             pairs = list(pool.map(lambda item: self._make(staged, *item), wanted))
         return {source: pair for (source, _), pair in zip(wanted, pairs, strict=True)}
 
@@ -238,8 +265,7 @@ def page(title: str, body: Sequence[str]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         # No request may leave the machine, whatever a future edit adds.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-        "img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         f"<title>{esc(title)}</title>",
         f"<style>{STYLE}</style>",
         "</head><body>",
@@ -313,5 +339,7 @@ def card(body: str, caption: str, data: dict[str, str], classes: Sequence[str] =
 
 
 def relative_url(target: Path, page: Path) -> str:
-    """``target`` as a URL relative to ``page``'s folder (links to original images)."""
-    return Path(os.path.relpath(target, page.parent)).as_posix()
+    """``target`` as a URL relative to ``page``'s folder (links to original images),
+    percent-encoded so that names with ``%``, ``#`` or ``?`` still work."""
+    return urllib.parse.quote(Path(os.path.relpath(target, page.parent)).as_posix(),
+                              safe="/", errors="surrogateescape")

@@ -18,7 +18,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageFile
 
-from opssat import onboard, smartcam
+from opssat import onboard, onboard_jpeg, smartcam
 from opssat.errors import UserError, warn
 
 # OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
@@ -205,10 +205,11 @@ class Preprocessing:
 
 @lru_cache(maxsize=1)
 def _preprocessing_code() -> str:
-    """A hash of this module and opssat.onboard, so that a change to how images are
-    decoded or prepared remakes cached inputs instead of reusing stale ones."""
+    """A hash of this module, opssat.onboard and opssat.onboard_jpeg, so that a change
+    to how images are decoded or prepared remakes cached inputs instead of reusing
+    stale ones."""
     digest = hashlib.sha1()
-    for module_file in (__file__, onboard.__file__):
+    for module_file in (__file__, onboard.__file__, onboard_jpeg.__file__):
         digest.update(Path(module_file).read_bytes())
     return digest.hexdigest()[:12]
 

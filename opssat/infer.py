@@ -28,7 +28,7 @@ from opssat.errors import UserError, warn
 from opssat.images import GROUND, Preprocessing
 from opssat.labels import read_labels, validate_labels
 from opssat.litert import load_interpreter
-from opssat.paths import ModelPaths
+from opssat.paths import ModelPaths, check_inside
 
 
 def _quantization(detail: dict) -> tuple[float, int]:
@@ -131,15 +131,6 @@ def predicted_label(
     (what SmartCam does with an image it is unsure about)."""
     best = int(np.argmax(probabilities))
     return labels[best] if probabilities[best] >= threshold else NOT_CLASSIFIED
-
-
-def ranked(probabilities: np.ndarray, labels: list[str],
-           top_k: int | None = None) -> list[tuple[str, float]]:
-    """(label, confidence) pairs, most confident first; ties keep labels.txt order."""
-    order = np.argsort(-probabilities, kind="stable")
-    if top_k is not None:
-        order = order[:top_k]
-    return [(labels[i], float(probabilities[i])) for i in order]
 
 
 # --- batch labelling ------------------------------------------------------------
@@ -299,8 +290,10 @@ def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassi
     files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
-    atomic.check_writable(csv_path, paths.classified_dir(preprocess),
-                          paths.unclassified_dir(preprocess))
+    outputs = [csv_path, paths.classified_dir(preprocess), paths.unclassified_dir(preprocess)]
+    check_inside(paths.model_dir, *outputs, *(paths.classified_dir(preprocess) / label
+                                              for label in labels), what="output")
+    atomic.check_writable(*outputs)
     unreadable: list[str] = []
     counts = {"classified": 0, "unclassified": 0}
     start = time.perf_counter()
@@ -373,8 +366,9 @@ def record_image(
     threshold: float,
     preprocess: str = "ground",
 ) -> Recorded:
-    """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``), then
-    append its row to the confidences CSV, as one batch run would have written it."""
+    """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``) and
+    append its row to the confidences CSV, as one batch run would have written it;
+    both or neither."""
     if expected not in labels:
         raise UserError(f"expected label {expected!r} is not one of the model's labels "
                         f"({', '.join(labels)}): pass one of them with -e/--expected_label")
@@ -384,11 +378,15 @@ def record_image(
               else paths.classified_dir(preprocess) / predicted)
     copy = folder / image.name
     csv_path = paths.confidences_csv(preprocess)
+    check_inside(paths.model_dir, copy, csv_path, what="output")
     atomic.check_writable(folder, csv_path)
+    atomic.check_appendable(csv_path)
+    # The row is appended while the copy is staged: a failed append (a full disk)
+    # leaves no copy, and the rename that follows it does not fail.
     with atomic.staged_file(copy) as staged:
         shutil.copy2(image, staged)
-    confidences.append_row(csv_path, labels, confidences.row(
-        f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
+        confidences.append_row(csv_path, labels, confidences.row(
+            f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
     return Recorded(predicted, csv_path, copy)
 
 

@@ -6,12 +6,19 @@ Only ``ai_edge_litert`` is imported, never TensorFlow, so one-image tools start 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from opssat.cli import quiet_native_stderr
 from opssat.errors import UserError, first_line
+
+
+def max_threads() -> int:
+    """The most interpreter threads allowed: beyond a few per core they only slow the
+    run down, and tens of thousands exhaust the machine."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def load_interpreter(
@@ -26,8 +33,9 @@ def load_interpreter(
     ``plain_runtime`` leaves out the default XNNPACK delegate, as SmartCam's plain
     C API runtime does, so a model is checked on what the payload really runs.
     """
-    if num_threads is not None and num_threads < 1:
-        raise UserError(f"--num_threads must be 1 or more, not {num_threads}")
+    if num_threads is not None and not 1 <= num_threads <= max_threads():
+        raise UserError(f"--num_threads must be from 1 to {max_threads()} (4 per core of this "
+                        f"machine), not {num_threads}")
     source = "the model" if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes) and not Path(model).is_file():
         raise UserError(f"model file {model} not found: train a model first or pass "

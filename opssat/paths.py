@@ -12,21 +12,23 @@ from opssat.errors import UserError
 
 #: The folder that holds one sub-folder per model: the project's ``repo/``, or
 #: ``$OPSSAT_REPO`` when set (the tests point it at a temporary folder).
-REPO_ROOT = Path(os.environ.get("OPSSAT_REPO", Path(__file__).resolve().parent.parent / "repo"))
+#: An empty value counts as unset, as in the shell scripts (``${OPSSAT_REPO:-...}``).
+REPO_ROOT = Path(os.environ.get("OPSSAT_REPO") or Path(__file__).resolve().parent.parent / "repo")
 
-#: ASCII letters, digits, '_' and '-', not starting with '-': safe in a folder name,
-#: a shell command and a config key. create_dirs.sh applies the same rule.
 #: The training record's file name (train.py writes it beside the TFLite model).
 TRAIN_RECORD = "train_record.json"
 
-_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+#: ASCII letters, digits, '_' and '-', not starting with '-', at most 100 characters
+#: (a file system allows 255 bytes per name): safe in a folder name, a shell command
+#: and a config key. create_dirs.sh applies the same rule.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
 
 
 def check_model_name(name: str, what: str = "model name") -> str:
     """Return ``name`` if it is a safe folder name, else raise a UserError about ``what``."""
     if not _MODEL_NAME.fullmatch(name):
         raise UserError(f"invalid {what} {name!r}: use ASCII letters, digits, '_' or '-', "
-                        "not starting with '-'")
+                        "not starting with '-', at most 100 characters")
     return name
 
 
@@ -179,5 +181,20 @@ def tflite_variant(float_model: Path, quantization: str) -> Path:
 def model_paths(name: str, root: Path | None = None) -> ModelPaths:
     """Checked ``ModelPaths`` for a model name given on a command line."""
     if root is None:
-        root = Path(os.environ.get("OPSSAT_REPO", REPO_ROOT))
+        root = Path(os.environ.get("OPSSAT_REPO") or REPO_ROOT)
     return ModelPaths(check_model_name(name), root)
+
+
+def check_inside(root: Path, *targets: Path | str | None, what: str = "target") -> None:
+    """Refuse any target that leaves ``root`` once symlinks are resolved (in the target,
+    its folders or ``root`` itself): one rule for every path a script writes or moves,
+    checked before anything changes. ``root`` is ``repo/<model>/``, or ``data/all``
+    for relabelling."""
+    base = Path(root).resolve()
+    for target in targets:
+        if not target:
+            continue
+        resolved = Path(target).resolve()  # a missing tail is kept as it is
+        if resolved != base and base not in resolved.parents:
+            raise UserError(f"{what} {target} leads outside {root} (to {resolved}): a symlink or "
+                            "a '..' in a name; nothing was changed")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from opssat import atomic, images, labels, split
 from opssat.errors import UserError
-from opssat.paths import ModelPaths
+from opssat.paths import ModelPaths, check_inside
 
 REVIEWED_COLUMNS = ("filename", "new_label")
 JOURNAL_COLUMNS = ("time", "batch", "status", "file", "sha256", "from", "to")
@@ -56,6 +56,8 @@ class Move:
 class Plan:
     moves: list[Move]
     unchanged: list[str]  # rows whose file is already in its new label
+    #: The interrupted batch these moves finish (a re-run of its CSV), else None.
+    resumes: str | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -159,6 +161,10 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
             problems.append(f"{where}: {len(row)} field(s), the header has {len(header)}")
             continue
         name, new_label = row[name_col].strip(), row[label_col].strip()
+        if labels.label_problem(new_label):
+            problems.append(f"{where}: new label {new_label!r} "
+                            f"{labels.label_problem(new_label)}")
+            continue
         if new_label not in allowed:
             problems.append(f"{where}: unknown label {new_label!r} (labels: "
                             f"{', '.join(allowed)})")
@@ -188,10 +194,32 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
             problems.append(f"{where}: {found.name} would land on the same name in {new_label}"
                             f" as line {seen_target[target]}")
             continue
+        try:
+            check_inside(all_dir, found, target, what="relabel path")
+        except UserError as err:
+            problems.append(f"{where}: {err}".removesuffix("; nothing was changed"))
+            continue
         seen_target[target] = line
         moves.append(Move(found, target, ""))
     _fail(problems)
-    return Plan([Move(m.source, m.target, sha256_file(m.source)) for m in moves], unchanged)
+    planned = [Move(m.source, m.target, sha256_file(m.source)) for m in moves]
+    return Plan(planned, unchanged, _resumed_batch(paths, planned))
+
+
+def _resumed_batch(paths: ModelPaths, moves: list[Move]) -> str | None:
+    """The last batch when it was interrupted and ``moves`` are among its unfinished
+    moves: a re-run of its CSV finishes that batch, so one --undo reverts it all."""
+    entries = read_journal(paths.relabel_log)
+    batch = last_batch(entries)
+    if batch is None or not moves:
+        return None
+    mine = [e for e in entries if e["batch"] == batch]
+    if any(e["status"] != PLANNED and e["status"] != MOVED for e in mine):
+        return None  # an undo of it started
+    open_moves = ({(e["from"], e["to"]) for e in mine if e["status"] == PLANNED}
+                  - {(e["from"], e["to"]) for e in mine if e["status"] == MOVED})
+    wanted = {m.relative(paths.all_dir) for m in moves}
+    return batch if wanted <= open_moves else None
 
 
 # --- the journal -----------------------------------------------------------------
@@ -238,10 +266,15 @@ class Journal:
         if new:
             writer.writerow(JOURNAL_COLUMNS)
         writer.writerows(rows)
-        with self.path.open("a", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            atomic.append_whole(fd, buffer.getvalue().encode("utf-8"))
+        except OSError:
+            if new:
+                self.path.unlink(missing_ok=True)  # leave no empty journal behind
+            raise
+        finally:
+            os.close(fd)
 
     def _drop_torn_line(self) -> None:
         """Cut a last line left half-written by a crash, so rows stay whole."""
@@ -317,13 +350,19 @@ class Interrupted(UserError):
 
 
 def _run_moves(paths: ModelPaths, batch: str, moves: list[Move], before: str, after: str,
-               what_next: str) -> None:
-    """Journal ``moves`` as ``before``, then rename each and journal it as ``after``."""
+               what_next: str, journaled: bool = False) -> None:
+    """Journal ``moves`` as ``before`` (unless already ``journaled``), then rename each
+    and journal it as ``after``."""
+    check_inside(paths.model_dir, paths.relabel_log, what="relabel journal")
+    check_inside(paths.all_dir, *{p for m in moves for p in (m.source, m.target)},
+                 what="relabel path")
     atomic.check_writable(paths.relabel_log, *{p for m in moves for p in (m.source, m.target)})
+    atomic.check_appendable(paths.relabel_log)
     journal = Journal(paths.relabel_log)
     rel = [m.relative(paths.all_dir) for m in moves]
-    journal.append([(_now(), batch, before, m.target.name, m.sha256, a, b)
-                    for m, (a, b) in zip(moves, rel, strict=True)])
+    if not journaled:
+        journal.append([(_now(), batch, before, m.target.name, m.sha256, a, b)
+                        for m, (a, b) in zip(moves, rel, strict=True)])
     done = 0
     try:
         for move, (a, b) in zip(moves, rel, strict=True):
@@ -341,11 +380,12 @@ def _run_moves(paths: ModelPaths, batch: str, moves: list[Move], before: str, af
 
 
 def relabel(paths: ModelPaths, plan: Plan, batch: str | None = None) -> str:
-    """Move the planned files as one journaled batch; return its id."""
-    batch = batch or new_batch_id()
+    """Move the planned files as one journaled batch (the interrupted one it resumes,
+    if any); return its id."""
+    batch = batch or plan.resumes or new_batch_id()
     _run_moves(paths, batch, plan.moves, PLANNED, MOVED,
                f"run the same command again to finish it, or relabel.py {paths.name} --undo "
-               "to revert it")
+               "to revert it", journaled=batch == plan.resumes)
     return batch
 
 
@@ -377,6 +417,11 @@ def plan_undo(paths: ModelPaths) -> tuple[str, list[Move]]:
         if entry["batch"] != batch or entry["status"] != PLANNED:
             continue
         old, new = all_dir / entry["from"], all_dir / entry["to"]
+        try:
+            check_inside(all_dir, old, new, what="journal path")
+        except UserError as err:
+            problems.append(str(err).removesuffix("; nothing was changed"))
+            continue
         if old.is_file() and not new.exists() and sha256_file(old) == entry["sha256"]:
             continue  # never moved (interrupted batch) or already back
         if not new.is_file():
@@ -398,7 +443,7 @@ def undo(paths: ModelPaths, batch: str, moves: list[Move]) -> None:
     Journal(paths.relabel_log).append([(_now(), batch, REVERTED, "", "", "", "")])
 
 
-def test_share(paths: ModelPaths) -> int | None:
+def split_test_percent(paths: ModelPaths) -> int | None:
     """The test percentage of the current split, from split.csv (None without one)."""
     try:
         with paths.split_csv.open(newline="", encoding="utf-8") as handle:
@@ -412,7 +457,7 @@ def test_share(paths: ModelPaths) -> int | None:
 
 def stale_advice(paths: ModelPaths) -> str:
     """What to run after data/all changed."""
-    pct = test_share(paths) or 20
+    pct = split_test_percent(paths) or 20
     return "\n".join([
         "data/all changed: the split (data/training, data/test) and the model were made "
         "from the old labels and are now stale. Run:",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, html_report, infer
-from opssat.confidences import Confidences, load_confidences
+from opssat import atomic, html_report
+from opssat.confidences import Confidences, load_confidences, ranked
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
@@ -118,21 +118,21 @@ def review(paths: ModelPaths, source: Source | None = None) -> Review:
     return Review(source, conf, suspects, notes)
 
 
-def write_issues_csv(path: Path, suspects: list[Suspect]) -> Path:
+def issues_csv_text(suspects: list[Suspect]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(ISSUE_COLUMNS)
     for s in suspects:
         writer.writerow([s.filename, s.given, s.suggested, f"{s.score:.6f}"])
-    atomic.write_text(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 _SORTS = [("score ↑ (most suspect first)", "score", 1), ("score ↓", "score", -1),
           ("name", "name", 1)]
 
 
-def render_page(paths: ModelPaths, result: Review) -> str:
+def render_page(paths: ModelPaths, result: Review,
+                outputs: atomic.OutputSet | None = None) -> str:
     """review.html: each suspect's thumbnail beside the model's input, its given and
     suggested labels, the score and the top-3."""
     esc = html_report.esc
@@ -142,16 +142,16 @@ def render_page(paths: ModelPaths, result: Review) -> str:
     for s in result.suspects:
         if s.path is not None:
             files.want(s.path, [source.preprocess])
-    pairs = files.write()
+    pairs = files.write(outputs)
     cards = []
     for s in result.suspects:
         original = None if s.path is None else html_report.relative_url(s.path, page)
         body = html_report.image_pair(pairs.get(s.path) if s.path else None, original,
                                       [source.preprocess])
-        ranked = infer.ranked(conf.probabilities[s.row], conf.labels, 3)
+        top = ranked(conf.probabilities[s.row], conf.labels, 3)
         caption = (f'<span class="name">{esc(s.filename)}</span><br>given <b>{esc(s.given)}'
                    f"</b>, suggested <b>{esc(s.suggested)}</b><br>score {s.score:.3f}"
-                   + html_report.top_k(ranked, s.given, "top-3"))
+                   + html_report.top_k(top, s.given, "top-3"))
         cards.append(html_report.card(body, caption, {"score": f"{s.score:.6f}",
                                                       "name": s.filename}, ["wrong"]))
     issues = html_report.relative_url(paths.label_issues_csv, page)
@@ -182,8 +182,15 @@ def outputs(paths: ModelPaths) -> list[Path]:
 
 
 def write_review(paths: ModelPaths, result: Review) -> tuple[Path, Path]:
-    """label_issues.csv and review.html (with review_files/) in data/review/."""
-    issues = write_issues_csv(paths.label_issues_csv, result.suspects)
-    text = render_page(paths, result)
-    atomic.write_text(paths.review_html, text)
-    return issues, paths.review_html
+    """label_issues.csv and review.html (with review_files/) in data/review/, staged
+    and then replacing the old ones together."""
+    outputs = atomic.OutputSet()
+    try:
+        outputs.stage(paths.label_issues_csv).write_text(issues_csv_text(result.suspects),
+                                                         encoding="utf-8")
+        text = render_page(paths, result, outputs)
+        outputs.stage(paths.review_html).write_text(text, encoding="utf-8")
+        outputs.commit()
+    finally:
+        outputs.discard()
+    return paths.label_issues_csv, paths.review_html

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, images, sample
+from opssat import atomic, images, labels, sample
 from opssat.errors import UserError
-from opssat.paths import ModelPaths
+from opssat.paths import ModelPaths, check_inside
 
 DEFAULT_SEED = 42
 DEFAULT_GROUP_SECONDS = 60.0
@@ -269,6 +269,8 @@ def scan(paths: ModelPaths) -> Scan:
             f"{all_dir} has only one label ({folders[0].name}): a classifier needs at least "
             "two, add another folder data/all/<label>/ with images"
         )
+    for folder in folders:
+        labels.check_label(folder.name, f"label folder {folder}")
     readable: list[tuple[Path, str]] = []
     unreadable: list[tuple[Path, str, str]] = []
     for folder in folders:
@@ -331,18 +333,45 @@ def quarantine(
         try:
             os.rename(path, target)
         except OSError as err:
-            raise UserError(f"cannot move {path} to {target} ({err.strerror}): check the "
-                            "folders' permissions") from err
+            raise UserError(f"cannot move to quarantine: {atomic.write_failure(err)}"
+                            if atomic.write_failure(err)
+                            else f"cannot move {path} to {target}: {err.strerror}") from err
         moved.append((path, target))
     return moved
 
 
-def apply_split(plan: SplitPlan, paths: ModelPaths) -> None:
-    """Copy the images into fresh ``data/training`` and ``data/test``, replacing them.
+#: Staging of a split in data/: ``.split-<pid>.<random>.tmp``, removed by the next run
+#: when the run that made it was killed.
+_STAGING_PREFIX = ".split-"
 
-    Copies go to a temporary folder first, so a failure leaves the old split.
+
+def check_targets(paths: ModelPaths) -> None:
+    """Refuse, before anything is replaced, outputs the split cannot replace whole:
+    data/training and data/test must be real folders (or missing) and split.csv a file,
+    all inside the model folder."""
+    for target, kind in ((paths.training_dir, "folder"), (paths.test_dir, "folder"),
+                         (paths.split_csv, "file")):
+        wrong = (target.is_symlink() or (kind == "folder" and target.exists()
+                                         and not target.is_dir())
+                 or (kind == "file" and target.is_dir()))
+        if wrong:
+            what = "a symlink" if target.is_symlink() else "not a " + kind
+            raise UserError(f"{target} is {what}: the split replaces it with a {kind} of its "
+                            "own; move it away, then run again (nothing was changed)")
+    atomic.check_writable(paths.training_dir, paths.test_dir, paths.split_csv)
+
+
+def apply_split(plan: SplitPlan, paths: ModelPaths) -> None:
+    """Copy the images into fresh ``data/training`` and ``data/test`` and write
+    split.csv, replacing all three together.
+
+    Everything goes to a staging folder first, so a failure (a full disk) leaves the
+    old split and its split.csv as they were.
     """
-    staging = Path(tempfile.mkdtemp(prefix=".split-", dir=paths.data_dir))
+    atomic.remove_stale(paths.data_dir, _STAGING_PREFIX)
+    atomic.remove_stale(paths.data_dir, _STAGING_PREFIX, suffix="")  # named without a pid
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}.", suffix=".tmp",
+                                    dir=paths.data_dir))
     try:
         for side in (TRAINING, TEST):
             (staging / side).mkdir()
@@ -350,13 +379,15 @@ def apply_split(plan: SplitPlan, paths: ModelPaths) -> None:
             target = staging / a.side / a.label / a.path.name
             target.parent.mkdir(exist_ok=True)
             shutil.copy2(a.path, target)
+        (staging / paths.split_csv.name).write_text(csv_text(plan, paths), encoding="utf-8")
         atomic.replace_path(staging / TRAINING, paths.training_dir)
         atomic.replace_path(staging / TEST, paths.test_dir)
+        atomic.replace_path(staging / paths.split_csv.name, paths.split_csv)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_csv(plan: SplitPlan, paths: ModelPaths) -> Path:
+def csv_text(plan: SplitPlan, paths: ModelPaths) -> str:
     """``split.csv``: one row per image, paths relative to the model folder."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -364,8 +395,7 @@ def write_csv(plan: SplitPlan, paths: ModelPaths) -> Path:
     for a in sorted(plan.assignments, key=lambda a: (a.label, a.path.name)):
         relative = a.path.relative_to(paths.model_dir).as_posix()
         writer.writerow((relative, a.label, a.side, a.group))
-    atomic.write_text(paths.split_csv, buffer.getvalue())
-    return paths.split_csv
+    return buffer.getvalue()
 
 
 def split_model(
@@ -378,15 +408,16 @@ def split_model(
 ) -> SplitResult:
     """Check ``data/all``, plan, then (only when every check passed) quarantine and copy."""
     found = scan(paths)
+    check_targets(paths)
     check_outputs_empty(paths, force)
     plan = plan_split(found.readable, test_pct, seed, group_seconds)
-    atomic.check_writable(paths.training_dir, paths.test_dir, paths.split_csv)
     if move_unreadable:
+        check_inside(paths.model_dir, paths.quarantine_dir, what="quarantine folder")
         atomic.check_writable(*(path for path, _, _ in found.unreadable),
                               *(paths.quarantine_dir / label for _, label, _ in found.unreadable))
     moved = quarantine(found.unreadable, paths) if move_unreadable else []
     apply_split(plan, paths)
-    return SplitResult(plan, found, moved, write_csv(plan, paths))
+    return SplitResult(plan, found, moved, paths.split_csv)
 
 
 def format_table(plan: SplitPlan) -> str:

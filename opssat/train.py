@@ -3,71 +3,39 @@ one function per step, plus what small, imbalanced OPS-SAT data needs
 (stratified validation, class weights, early stopping, cached features, a
 two-stage fine-tuning schedule with batch norm kept in inference mode, quantized
 exports, outputs that replace the last good model only on success).
+
+Its options are declared in ``train_options``, what the steps read (and the feature
+cache) is built in ``train_data``, and ``train_record`` writes train_record.json.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, augment, export, labels
-from opssat.backbones import (
-    Backbone,
-    check_feature_extractor,
-    load_backbone,
-)
+from opssat import atomic, export, labels
+from opssat.backbones import Backbone, check_feature_extractor, load_backbone
 from opssat.dataset import (
-    FeatureCache,
     LabelledFiles,
     Preprocessing,
-    feature_dataset,
     image_dataset,
     list_labelled_files,
     load_image,
-    shuffled,
     stratified_split,
 )
 from opssat.errors import UserError, warn
-from opssat.paths import TRAIN_RECORD, tflite_variant
+from opssat.paths import tflite_variant
 from opssat.tf_setup import tf, tf_keras
+from opssat.train_data import PreparedRun, augmenter, cached_head_data, image_batches
 from opssat.train_options import Stage, TrainOptions
+from opssat.train_record import TrainRecord, record_path, sha256_tree, versions
 
 #: Images used to calibrate int8 quantization.
 CALIBRATION_IMAGES = 64
-
-
-@dataclass
-class PreparedRun:
-    """Everything the training steps share, prepared once by ``train``."""
-
-    options: TrainOptions
-    strategy: tf.distribute.Strategy
-    files: LabelledFiles
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    weights: np.ndarray
-    backbone: Backbone
-    head: tf_keras.Sequential
-    classifier: tf_keras.Model
-    preprocessing: Preprocessing
-    batch_size: int
-    started: float
-
-    @property
-    def train_files(self) -> LabelledFiles:
-        return self.files.subset(self.train_idx)
-
-    @property
-    def val_files(self) -> LabelledFiles:
-        return self.files.subset(self.val_idx)
 
 
 @dataclass
@@ -98,7 +66,7 @@ class TrainResult:
     best_epoch: int
     validation_accuracy: float | None
     outputs: list[Path]
-    record: dict
+    record: TrainRecord
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -106,56 +74,65 @@ def train(options: TrainOptions) -> TrainResult:
     options.check()
     started = time.time()
     tf_keras.utils.set_random_seed(options.recipe.seed)
-    strategy = _strategy(options)
-    files = list_labelled_files(Path(options.paths.image_dir))
-    _warn_if_labels_changed(options, files.labels)
-    recipe = options.recipe
-    train_idx, val_idx = stratified_split(files, recipe.validation_split, recipe.seed)
-    weights = class_weights(files.subset(train_idx), options.recipe.class_weights)
-    print(f"labels: {', '.join(files.labels)}; training {len(train_idx)}, "
-          f"validation {len(val_idx)} images")
-    if options.paths.summaries_dir:
-        print(f"watch training with: tensorboard --logdir {options.paths.summaries_dir}")
-
     policy = "mixed_float16" if options.runtime.mixed_precision else "float32"
     tf_keras.mixed_precision.set_global_policy(policy)
     try:
-        with strategy.scope():
-            backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
-                                     recipe.backbone_weights,
-                                     trainable=options.schedule.do_fine_tuning)
-        check_feature_extractor(backbone)
-        with strategy.scope():
-            head = build_head(len(files.labels), options)
-            classifier = build_classifier(backbone, head)
-        run = PreparedRun(
-            options, strategy, files, train_idx, val_idx, weights, backbone, head, classifier,
-            Preprocessing(options.recipe.train_preprocess, options.recipe.onboard_channels,
-                          (backbone.image_size, backbone.image_size)),
-            options.schedule.batch_size * strategy.num_replicas_in_sync, started)
+        run = _prepare(options, started)
         fitted = _fit(run)
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
     val_accuracy = _validation_accuracy(run)
-
     _check_accuracy(options, val_accuracy)
+    targets, record = _write_outputs(run, fitted, val_accuracy)
+    return TrainResult(run.files.labels, fitted.history, fitted.best_epoch, val_accuracy,
+                       targets, record)
 
+
+def _prepare(options: TrainOptions, started: float) -> PreparedRun:
+    """The labelled files and their split, the backbone, the head and the classifier."""
+    strategy = _strategy(options)
+    recipe = options.recipe
+    files = list_labelled_files(Path(options.paths.image_dir))
+    _warn_if_labels_changed(options, files.labels)
+    train_idx, val_idx = stratified_split(files, recipe.validation_split, recipe.seed)
+    print(f"labels: {', '.join(files.labels)}; training {len(train_idx)}, "
+          f"validation {len(val_idx)} images")
+    if options.paths.summaries_dir:
+        print(f"watch training with: tensorboard --logdir {options.paths.summaries_dir}")
+    with strategy.scope():
+        backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
+                                 recipe.backbone_weights,
+                                 trainable=options.schedule.do_fine_tuning)
+    check_feature_extractor(backbone)
+    with strategy.scope():
+        head = build_head(len(files.labels), options)
+        classifier = build_classifier(backbone, head)
+    size = (backbone.image_size, backbone.image_size)
+    return PreparedRun(
+        options=options, strategy=strategy, files=files, train_idx=train_idx, val_idx=val_idx,
+        weights=class_weights(files.subset(train_idx), recipe.class_weights),
+        backbone=backbone, head=head, classifier=classifier,
+        preprocessing=Preprocessing(recipe.train_preprocess, recipe.onboard_channels, size),
+        batch_size=options.schedule.batch_size * strategy.num_replicas_in_sync,
+        started=started)
+
+
+def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None
+                   ) -> tuple[list[Path], TrainRecord]:
+    """Stage the models, labels and record; replace the old ones only once all are staged."""
     outputs = atomic.OutputSet()
     try:
         written = _export(run, outputs)
-        variant_accuracy = evaluate_tflite(written, files.labels, run.val_files,
+        variant_accuracy = evaluate_tflite(written, run.files.labels, run.val_files,
                                            run.preprocessing)
         record = _record(run, fitted, val_accuracy, variant_accuracy)
-        record["outputs"] = {str(target): _sha256_tree(staged)
-                             for target, staged in outputs.staged().items()}
-        record_path = _record_path(options)
-        outputs.stage(record_path).write_text(json.dumps(record, indent=2))
-        targets = outputs.commit()
+        record.outputs = {str(target): sha256_tree(staged)
+                          for target, staged in outputs.staged().items()}
+        outputs.stage(record_path(run.options.paths)).write_text(record.to_json())
+        return outputs.commit(), record
     except BaseException:
         outputs.discard()
         raise
-    return TrainResult(files.labels, fitted.history, fitted.best_epoch, val_accuracy, targets,
-                       record)
 
 
 # --- steps -------------------------------------------------------------------------
@@ -254,17 +231,6 @@ def _callbacks(options: TrainOptions, has_validation: bool) -> list[tf_keras.cal
     return callbacks
 
 
-def _image_batches(run: PreparedRun, files: LabelledFiles, shuffle_seed: int | None = None,
-                   weights: np.ndarray | None = None,
-                   augment_fn: augment.Augment | None = None) -> tf.data.Dataset:
-    """Streaming batches, or (``--nouse_tf_data_input``) batches of images held in memory."""
-    if run.options.runtime.use_tf_data_input:
-        return image_dataset(files, run.preprocessing, run.batch_size, shuffle_seed, augment_fn,
-                             weights)
-    loaded = np.stack([load_image(p, run.preprocessing) for p in files.paths])
-    return shuffled(files, loaded, shuffle_seed, weights).batch(run.batch_size)
-
-
 def _fit(run: PreparedRun) -> Fitted:
     """Run each stage of the schedule: the head alone, then (fine-tuning) the backbone too."""
     fitted = Fitted()
@@ -289,25 +255,14 @@ def _fit(run: PreparedRun) -> Fitted:
     return fitted
 
 
-def _augmenter(run: PreparedRun) -> augment.Augment | None:
-    """The training images' augmentation: the original transforms, then the orbit ones."""
-    options = run.options
-    steps = []
-    if options.augmentation.do_data_augmentation:
-        steps.append(augment.keras_transforms(options.augmentation.keras_ranges))
-    if options.augmentation.orbit_augmentation:
-        steps.append(options.augmentation.orbit)
-    return augment.chain(steps, options.recipe.seed)
-
-
 def _fit_on_images(run: PreparedRun, stage: Stage) -> dict[str, list[float]]:
     """Train the classifier on decoded images (fine-tuning or augmentation)."""
     options = run.options
     with run.strategy.scope():
         compile_model(run.classifier, options, stage.learning_rate)
-    train_data = _image_batches(run, run.train_files, options.recipe.seed, run.weights,
-                                augment_fn=_augmenter(run))
-    val_data = _image_batches(run, run.val_files) if len(run.val_idx) else None
+    train_data = image_batches(run, run.train_files, options.recipe.seed, run.weights,
+                               augment_fn=augmenter(options))
+    val_data = image_batches(run, run.val_files) if len(run.val_idx) else None
     fitted = run.classifier.fit(
         train_data, validation_data=val_data, initial_epoch=stage.first_epoch,
         epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None), verbose=2)
@@ -327,44 +282,14 @@ def _fit_on_cached_features(run: PreparedRun, stage: Stage) -> tuple[dict, dict]
 
 
 def _fit_head(run: PreparedRun, stage: Stage, folder: Path) -> tuple[dict, dict]:
-    options, backbone = run.options, run.backbone
-    cache = FeatureCache(folder, backbone.identity, run.preprocessing, run.files)
-    in_order = _image_batches(run, run.files)
-
-    # A compiled graph, not eager calls: extraction runs at the speed fit() would.
-    features_of = tf.function(lambda batch: backbone.model(batch, training=False),
-                              reduce_retracing=True)
-
-    def extract(batch: tf.Tensor) -> np.ndarray:
-        return features_of(batch).numpy()
-
-    features, reused = cache.load_or_build(extract, in_order, backbone.feature_size)
-    info = {"used": True, "reused": reused, "folder": str(folder), "key": cache.key}
-    train_files = run.train_files
-    if options.augmentation.augments:
-        views = options.augmentation.augmented_views
-        repeated = LabelledFiles(train_files.labels, train_files.paths * views,
-                                 np.tile(train_files.targets, views))
-        augmented = FeatureCache(folder / "augmented", backbone.identity, run.preprocessing,
-                                 repeated, options.augmentation_identity)
-        print(f"feature cache: {views} augmented views of each training image")
-        view_features, view_reused = augmented.load_or_build(
-            extract, _image_batches(run, repeated, augment_fn=_augmenter(run)),
-            backbone.feature_size)
-        info.update(augmented_views=views, augmented_reused=view_reused)
-        train_data = feature_dataset(train_files, view_features, np.arange(len(train_files)),
-                                     run.batch_size, options.recipe.seed, run.weights, views)
-    else:
-        train_data = feature_dataset(train_files, features, run.train_idx, run.batch_size,
-                                     options.recipe.seed, run.weights)
-    val_data = (feature_dataset(run.val_files, features, run.val_idx, run.batch_size)
-                if len(run.val_idx) else None)
+    data = cached_head_data(run, folder)
     with run.strategy.scope():
-        compile_model(run.head, options, stage.learning_rate)
+        compile_model(run.head, run.options, stage.learning_rate)
     fitted = run.head.fit(
-        train_data, validation_data=val_data, initial_epoch=stage.first_epoch,
-        epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None), verbose=2)
-    return _history(fitted), info
+        data.train, validation_data=data.validation, initial_epoch=stage.first_epoch,
+        epochs=stage.end_epoch, callbacks=_callbacks(run.options, data.validation is not None),
+        verbose=2)
+    return _history(fitted), data.info
 
 
 def _history(fitted: tf_keras.callbacks.History) -> dict[str, list[float]]:
@@ -444,67 +369,33 @@ def evaluate_tflite(model_files: dict[str, Path], label_list: list[str],
     return {name: hits / len(files) for name, hits in correct.items()}
 
 
-def _record_path(options: TrainOptions) -> Path:
-    if options.paths.record_file:
-        return Path(options.paths.record_file)
-    paths = options.paths
-    anchor = paths.tflite_output_file or paths.labels_output_file or paths.saved_model_dir
-    return Path(anchor).parent / TRAIN_RECORD
-
-
 def _record(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
-            variant_accuracy: dict[str, float | None]) -> dict:
+            variant_accuracy: dict[str, float | None]) -> TrainRecord:
     """Everything needed to know later how a model was made."""
     backbone, files, history = run.backbone, run.files, fitted.history
     best_epoch = fitted.best_epoch
-    best = {name: values[best_epoch - 1] for name, values in history.items()
-            if len(values) >= best_epoch}
-    return {
-        "options": run.options.flat(),
-        "backbone": {"name": backbone.name, "source": backbone.source,
-                     "image_size": backbone.image_size, "feature_size": backbone.feature_size},
-        "labels": files.labels,
-        "target_runtime": export.TARGET_RUNTIME,
-        "class_counts": {"all": files.class_counts(),
-                         "training": run.train_files.class_counts(),
-                         "validation": run.val_files.class_counts()},
-        "class_weights": dict(zip(files.labels, map(float, run.weights), strict=True)),
-        "training_files_sha256": files.fingerprint(),
-        "skipped_files": [str(p) for p in files.skipped],
-        "stages": fitted.stages,
-        "history": history,
-        "epochs_run": len(history["loss"]),
-        "best_epoch": best_epoch,
-        "best_epoch_metrics": best,
-        "validation_accuracy": val_accuracy,
-        "tflite_validation_accuracy": variant_accuracy,
-        "feature_cache": fitted.cache_info,
-        "versions": _versions(),
-        "fit_time_s": round(fitted.fit_time, 2),
-        "wall_time_s": round(time.time() - run.started, 2),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def _versions() -> dict[str, str]:
-    names = ["tensorflow", "tf-keras", "tensorflow-hub", "ai-edge-litert", "numpy", "pillow"]
-    found = {"python": platform.python_version()}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def _sha256_tree(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents) in sorted order."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return TrainRecord(
+        options=run.options.flat(),
+        backbone={"name": backbone.name, "source": backbone.source,
+                  "image_size": backbone.image_size, "feature_size": backbone.feature_size},
+        labels=files.labels,
+        target_runtime=export.TARGET_RUNTIME,
+        class_counts={"all": files.class_counts(), "training": run.train_files.class_counts(),
+                      "validation": run.val_files.class_counts()},
+        class_weights=dict(zip(files.labels, map(float, run.weights), strict=True)),
+        training_files_sha256=files.fingerprint(),
+        skipped_files=[str(p) for p in files.skipped],
+        stages=fitted.stages,
+        history=history,
+        epochs_run=len(history["loss"]),
+        best_epoch=best_epoch,
+        best_epoch_metrics={name: values[best_epoch - 1] for name, values in history.items()
+                            if len(values) >= best_epoch},
+        validation_accuracy=val_accuracy,
+        tflite_validation_accuracy=variant_accuracy,
+        feature_cache=fitted.cache_info,
+        versions=versions(),
+        fit_time_s=round(fitted.fit_time, 2),
+        wall_time_s=round(time.time() - run.started, 2),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )

@@ -102,7 +102,8 @@ class RecipeOptions:
         [], "also write tflite_model_<q>.tflite (repeatable); every variant keeps float32 "
         "input and output, as SmartCam needs", choices=QUANTIZATIONS)
     assert_accuracy_at_least: float | None = option(
-        None, "fail, keeping the previous outputs, below this validation accuracy", tfhub=True)
+        None, "fail, keeping the previous outputs, below this validation accuracy",
+        limits=Limits(0, 1), tfhub=True)
 
     def check(self) -> None:
         flags.check_values(self)
@@ -337,6 +338,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def from_namespace(args: argparse.Namespace) -> TrainOptions:
+    """Options from a namespace parsed with ``add_flags``' flags (other names ignored)."""
     values = vars(args)
     return TrainOptions(*(flags.from_values(group, values) for group in GROUPS))
 
@@ -349,6 +351,20 @@ def parse_flags(argv: Sequence[str], prog: str = "make_image_classifier") -> Tra
     return from_namespace(parser.parse_args(list(argv)))
 
 
-def flag_table() -> str:
-    """The trainer's flags as Markdown (docs/flags.md is this, see tools/)."""
-    return flags.markdown_table(GROUPS)
+def flags_document() -> str:
+    """docs/flags.md: every trainer flag, from the declarations above
+    (``tools/write_flags_doc.py`` writes it; a test fails when it is stale)."""
+    intro = [
+        "# Trainer flags",
+        "",
+        "<!-- Generated from opssat/train_options.py by tools/write_flags_doc.py: "
+        "do not edit. -->",
+        "",
+        "`train.sh <model> <epochs> [flags]` and `python -m opssat.make_image_classifier "
+        "[flags]` take these flags; `--help` prints the same. TF Hub's make_image_classifier "
+        "flags keep its names and defaults (marked TF Hub's). Booleans are absl-style: "
+        "`--flag`, `--flag=false`, `--noflag`. `--model <name>` sets every path of the "
+        "first table to its place in `repo/<name>/`.",
+        "",
+    ]
+    return "\n".join(intro) + "\n" + flags.markdown_table(GROUPS)

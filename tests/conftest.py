@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tiny_classifier
+from helpers import contract_model_bytes, tiny_classifier
 
 import opssat  # noqa: F401  (selects tf_keras before any TensorFlow import)
 
@@ -70,3 +70,20 @@ def tiny_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hub") / "tiny_feature_vector"
     tf_keras.Model(inputs, x).save(str(folder), save_format="tf")
     return folder
+
+
+@pytest.fixture(scope="session")
+def contract_models(tmp_path_factory: pytest.TempPathFactory):
+    """Factory of the small TFLite files of ``helpers.contract_model_bytes``, by kind, each
+    converted once per session (conversion is slow)."""
+    folder = tmp_path_factory.mktemp("contract_models")
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            path = folder / f"{kind}.tflite"
+            path.write_bytes(contract_model_bytes(kind))
+            built[kind] = path
+        return built[kind]
+
+    return get

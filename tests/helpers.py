@@ -16,6 +16,8 @@ from PIL import Image
 
 #: The project's root folder (where the scripts are).
 PROJECT = Path(__file__).resolve().parents[1]
+#: The labels of OPS-SAT's thumbnails, in labels.txt order.
+OPSSAT_LABELS = ["bad", "earth", "edge"]
 
 
 def run_script(script: str | Path, *args: str | Path, repo: Path | None = None,
@@ -92,3 +94,47 @@ def trainer_cli_error(*args: str) -> str:
     errors = [line for line in capture.getvalue().splitlines() if line.startswith("error:")]
     assert len(errors) == 1, capture.getvalue()[-2000:]
     return errors[0]
+
+
+def write_labels_file(folder: Path, labels: list[str], name: str = "labels.txt") -> Path:
+    """``folder/name`` with one label per line."""
+    path = folder / name
+    path.write_text("".join(f"{label}\n" for label in labels))
+    return path
+
+
+def contract_model_bytes(kind: str) -> bytes:
+    """A small TFLite model that meets SmartCam's contract (``good``) or breaks one rule
+    of it: ``size32``, ``uint8``, ``flex``, ``custom``, ``no_softmax``, ``sigmoid``,
+    ``signed``; its outputs are OPSSAT_LABELS."""
+    import tensorflow as tf
+
+    from opssat import export
+
+    size = 32 if kind == "size32" else 224
+    if kind in ("good", "size32", "uint8"):
+        rng = np.random.default_rng(1)
+
+        def calibration():
+            for _ in range(4):
+                yield rng.random((1, size, size, 3), dtype=np.float32)
+
+        quantization, io_dtype = ("int8", tf.uint8) if kind == "uint8" else ("none", tf.float32)
+        return export.tflite_bytes(tiny_classifier(OPSSAT_LABELS, size), quantization, calibration,
+                                   io_dtype)
+    heads = {
+        "flex": lambda x: tf.nn.softmax(tf.math.cumprod(x, axis=1)),  # no builtin Cumprod
+        "custom": lambda x: tf.nn.softmax(tf.math.erfinv(x * 0.5)),  # neither builtin nor Flex
+        "no_softmax": lambda x: x * 3.0,  # outside 0..1
+        "sigmoid": tf.sigmoid,  # each in 0..1, but they do not sum to 1
+        "signed": lambda x: tf.constant([[1.5, -0.25, -0.25]]) + 0.0 * x,  # sums to 1
+    }
+    head = heads[kind]
+    fn = tf.function(lambda x: head(tf.reduce_mean(x, axis=[1, 2])))
+    concrete = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if kind == "flex":
+        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.allow_custom_ops = kind == "custom"
+    return converter.convert()

@@ -103,11 +103,12 @@ def _train(images: Path, hub: Path, out: Path, *extra: str) -> trainer.TrainResu
     ]))
 
 
+@pytest.mark.slow
 def test_feature_cache_holds_k_augmented_views(two_labels, tiny_hub, tmp_path, capsys):
     cache = ["--cache_dir", str(tmp_path / "cache")]
     first = _train(two_labels, tiny_hub, tmp_path / "a", "--orbit_augmentation",
                    "--augmented_views", "3", *cache)
-    info = first.record["feature_cache"]
+    info = first.record.feature_cache
     assert info["used"] and info["augmented_views"] == 3 and not info["augmented_reused"]
     views = np.load(tmp_path / "cache" / "augmented" / "features.npy")
     assert views.shape[0] == 3 * 6
@@ -115,12 +116,12 @@ def test_feature_cache_holds_k_augmented_views(two_labels, tiny_hub, tmp_path, c
     assert not np.allclose(views[0], views[6]) and not np.allclose(views[0], views[12])
     again = _train(two_labels, tiny_hub, tmp_path / "b", "--orbit_augmentation",
                    "--augmented_views", "3", *cache)
-    assert again.record["feature_cache"]["augmented_reused"]
+    assert again.record.feature_cache["augmented_reused"]
     other = _train(two_labels, tiny_hub, tmp_path / "c", "--orbit_augmentation",
                    "--augmented_views", "3", "--exposure_stops", "2", *cache)
-    assert not other.record["feature_cache"]["augmented_reused"]
+    assert not other.record.feature_cache["augmented_reused"]
 
     capsys.readouterr()
     uncached = _train(two_labels, tiny_hub, tmp_path / "d", "--do_data_augmentation", *cache)
-    assert uncached.record["feature_cache"] == {"used": False}
+    assert uncached.record.feature_cache == {"used": False}
     assert "feature cache: off" in capsys.readouterr().out

@@ -33,6 +33,7 @@ def _train(images: Path, out: Path, *flags: str) -> None:
     ]))
 
 
+@pytest.mark.slow
 def test_fine_tuned_efficientnet_lite0_classifier_meets_the_contract(few_images, tmp_path):
     out = tmp_path / "lite0"
     _train(few_images, out, "--backbone", "efficientnet_lite0", "--do_fine_tuning")
@@ -40,6 +41,7 @@ def test_fine_tuned_efficientnet_lite0_classifier_meets_the_contract(few_images,
     assert report.ok, report.problems
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_from_a_weights_file(few_images, tmp_path):
     core = tf_keras.applications.MobileNetV2(input_shape=(96, 96, 3), include_top=False,
                                              pooling="avg", weights=None)
@@ -52,6 +54,7 @@ def test_mobilenet_v2_from_a_weights_file(few_images, tmp_path):
     assert report.ok, report.problems
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_download_failure_names_the_offline_options(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):

@@ -6,26 +6,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_image
+from helpers import run_script, write_image
 
 from opssat.paths import ModelPaths
 
-PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}
 GREY = (120, 110, 100)  # the tiny model's top-1 stays near 0.5 on it
 
 
 def run_batch(repo_root: Path, *args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
-    return subprocess.run([sys.executable, "batch_label_images.py", *map(str, args)],
-                          cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
+    return run_script("batch_label_images.py", *args, repo=repo_root, timeout=120)
 
 
 def tree_hash(folder: Path) -> dict[str, str]:

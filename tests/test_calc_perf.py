@@ -4,13 +4,12 @@ out by hand here (kappa and balanced accuracy from their definitions)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from helpers import run_script
 from PIL import Image
 
 from opssat import metrics
@@ -18,7 +17,6 @@ from opssat.confidences import load_confidences
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
-PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["bad", "earth", "edge"]
 HEADER = "filename,time_ms,predicted_label,expected_label,bad,earth,edge"
 #: (file, expected, probabilities bad/earth/edge). Top-1 and its confidence:
@@ -59,9 +57,7 @@ def model(repo_root: Path) -> ModelPaths:
 
 
 def run_perf(repo_root: Path, *args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
-    return subprocess.run([sys.executable, "calc_perf.py", *map(str, args)], cwd=PROJECT,
-                          env=env, capture_output=True, text=True, timeout=120)
+    return run_script("calc_perf.py", *args, repo=repo_root, timeout=120)
 
 
 def hand_figures() -> dict[str, Fraction]:
@@ -89,6 +85,7 @@ def test_hand_figures_are_the_worked_example():
     assert figures["precision"] == [1, Fraction(1, 2), Fraction(2, 3)]
 
 
+@pytest.mark.slow
 def test_json_figures_equal_hand_computed(model: ModelPaths):
     proc = run_perf(model.root, "m", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -127,6 +124,7 @@ def test_json_figures_equal_hand_computed(model: ModelPaths):
     assert Path(out["report_html"]) == model.report_html
 
 
+@pytest.mark.slow
 def test_text_output_has_original_table_and_figures(model: ModelPaths):
     proc = run_perf(model.root, "m", "--target_accuracy", "0.8")
     assert proc.returncode == 0, proc.stderr
@@ -144,6 +142,7 @@ def test_text_output_has_original_table_and_figures(model: ModelPaths):
     assert "bad 2 0 0 2" in lines
 
 
+@pytest.mark.slow
 def test_report_and_plots_are_written(model: ModelPaths):
     proc = run_perf(model.root, "m")
     assert proc.returncode == 0, proc.stderr
@@ -165,6 +164,7 @@ def test_report_and_plots_are_written(model: ModelPaths):
     assert "<img" in page and "report_files/" not in page
 
 
+@pytest.mark.slow
 def test_both_modes_side_by_side_with_agreement(model: ModelPaths):
     onboard = list(ROWS)
     onboard[0] = ("bad/1.jpg", "bad", (0.1, 0.8, 0.1))  # top-1 changes: bad -> earth
@@ -183,6 +183,7 @@ def test_both_modes_side_by_side_with_agreement(model: ModelPaths):
     assert model.plot_png("confusion_matrix_onboard").is_file()
 
 
+@pytest.mark.slow
 def test_csv_option_reads_that_file(model: ModelPaths, tmp_path: Path):
     other = tmp_path / "elsewhere.csv"
     other.write_text(csv_text(ROWS[:4]))
@@ -204,6 +205,7 @@ def test_metrics_api_threshold_helpers(model: ModelPaths):
     assert metrics.suggest_threshold(rows[:2], 0.9) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing_csv", "missing_column", "unknown_expected",
                                   "unknown_predicted", "not_a_number", "no_rows",
                                   "bad_target", "missing_model_dir", "not_utf8", "above_one",
@@ -264,6 +266,7 @@ def test_load_confidences_errors_are_user_errors(tmp_path: Path):
         load_confidences(only_fixed)
 
 
+@pytest.mark.slow
 def test_a_utf8_bom_is_read_like_plain_utf8(model: ModelPaths):
     plain = load_confidences(model.confidences_csv())
     model.confidences_csv().write_bytes(b"\xef\xbb\xbf" + csv_text().encode("utf-8"))

@@ -10,11 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import PROJECT
 
 from opssat.errors import UserError
 from opssat.paths import check_model_name
 
-PROJECT = Path(__file__).resolve().parent.parent
 SCRIPT = PROJECT / "create_dirs.sh"
 FOLDERS = ["all", "classification", "test", "training"]
 #: Every character Python's ``\s`` matches, so the bash rule can be held to it.

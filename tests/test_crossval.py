@@ -3,21 +3,18 @@ images only train, one out-of-fold row per image, and clear errors."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_image
+from helpers import run_script, write_image
 
 from opssat import crossval, sample, split
 from opssat.confidences import load_confidences
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
 
-PROJECT = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
 
 
@@ -97,6 +94,7 @@ def _colour_model(root: Path) -> ModelPaths:
     return paths
 
 
+@pytest.mark.slow
 def test_oof_csv_has_one_row_per_image_and_model_files_stay(tiny_hub: Path,
                                                               tmp_path: Path) -> None:
     paths = _colour_model(tmp_path / "repo")
@@ -123,15 +121,14 @@ def test_oof_csv_has_one_row_per_image_and_model_files_stay(tiny_hub: Path,
     assert "mean ± sd" in crossval.format_summary(result)
 
 
+@pytest.mark.slow
 def test_script_too_few_bursts_is_one_line(tmp_path: Path) -> None:
     root = tmp_path / "repo"
     paths = ModelPaths("few", root)
     for label, colour in COLOURS.items():
         for path, _ in _bursts(label, [1, 1], 1_600_000_000_000):
             write_image(paths.all_dir / path, colour, size=(24, 22))
-    done = subprocess.run([sys.executable, "crossval.py", "few", "--folds", "3",
-                           "--train_epochs", "1"], cwd=PROJECT, capture_output=True, text=True,
-                          env={"OPSSAT_REPO": str(root), "PATH": "/usr/bin:/bin"})
+    done = run_script("crossval.py", "few", "--folds", "3", "--train_epochs", "1", repo=root)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: label 'blue' has 2 acquisition")

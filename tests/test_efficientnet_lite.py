@@ -80,6 +80,7 @@ def test_rejects_a_too_small_input_size() -> None:
         el.efficientnet_lite0(weights=None, input_size=8)
 
 
+@pytest.mark.slow
 def test_imagenet_weights_classify_real_photographs(imagenet_model: tf_keras.Model) -> None:
     logits = _run(imagenet_model, np.stack([_photo("chelsea"), _photo("coffee")]))
     assert logits.shape == (2, 1000)
@@ -88,6 +89,7 @@ def test_imagenet_weights_classify_real_photographs(imagenet_model: tf_keras.Mod
     assert top1[1] in COFFEE_CLASSES
 
 
+@pytest.mark.slow
 def test_input_mapping_matches_the_stem_batch_norm_statistics(
         imagenet_model: tf_keras.Model) -> None:
     """The stem BN's running variance records the scale of the input the weights
@@ -102,6 +104,7 @@ def test_input_mapping_matches_the_stem_batch_norm_statistics(
     assert 0.4 < ratio < 1.6
 
 
+@pytest.mark.slow
 def test_features_are_the_pooled_head_of_the_classifier(imagenet_model: tf_keras.Model) -> None:
     features = el.efficientnet_lite0(include_top=False)
     x = _random_inputs(2)
@@ -112,6 +115,7 @@ def test_features_are_the_pooled_head_of_the_classifier(imagenet_model: tf_keras
                                atol=1e-4)
 
 
+@pytest.mark.slow
 def test_cache_is_keyed_by_sha256_and_skips_the_pth(
         imagenet_model: tf_keras.Model, cache_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,6 +129,7 @@ def test_cache_is_keyed_by_sha256_and_skips_the_pth(
     np.testing.assert_array_equal(_run(cached, x), _run(imagenet_model, x))
 
 
+@pytest.mark.slow
 def test_damaged_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   imagenet_model: tf_keras.Model) -> None:
     monkeypatch.setenv("OPSSAT_CACHE_DIR", str(tmp_path))
@@ -181,6 +186,7 @@ def test_truncated_pth_path_is_refused_and_nothing_cached(
     assert not cache.exists() or not any(cache.iterdir())
 
 
+@pytest.mark.slow
 def test_pth_with_a_renamed_tensor_is_refused_and_nothing_cached(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
@@ -194,6 +200,7 @@ def test_pth_with_a_renamed_tensor_is_refused_and_nothing_cached(
     assert not cache.exists() or not any(cache.iterdir())
 
 
+@pytest.mark.slow
 def test_pth_path_is_converted_and_cached_by_its_sha256(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, imagenet_model: tf_keras.Model) -> None:
     cache = tmp_path / "cache"
@@ -226,6 +233,7 @@ def test_unknown_weights_argument_is_a_user_error() -> None:
         el.efficientnet_lite0(weights="imagenett")
 
 
+@pytest.mark.slow
 def test_feature_extractor_converts_to_builtin_tflite(imagenet_model: tf_keras.Model) -> None:
     """from_keras_model gives the same graph but takes ~40 s here (it traces every
     layer to save a SavedModel first); a concrete function converts in seconds."""

@@ -65,6 +65,7 @@ def _kernel(model: tf_keras.Model) -> np.ndarray:
     return next(v.numpy().copy() for v in model.trainable_variables if "kernel" in v.name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["keras", "hub"])
 def test_fine_tuning_step_trains_weights_but_not_batch_norm_statistics(kind, bn_hub):
     backbone = _backbone(kind, bn_hub)
@@ -108,6 +109,7 @@ def _saved_variables(folder: Path) -> dict[str, np.ndarray]:
     return found
 
 
+@pytest.mark.slow
 def test_two_stage_run_trains_head_then_backbone(bn_hub, grey_images, tmp_path):
     out = tmp_path / "out"
     result = trainer.train(_options(
@@ -128,6 +130,7 @@ def test_two_stage_run_trains_head_then_backbone(bn_hub, grey_images, tmp_path):
     assert not np.allclose(trained["kernel"], original["kernel"])
 
 
+@pytest.mark.slow
 def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
     out = tmp_path / "out"
     trainer.train(_options(grey_images, bn_hub, out, "--saved_model_dir",

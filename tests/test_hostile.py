@@ -21,14 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import write_image
+from helpers import PROJECT, write_image
 
 from opssat import cli, dataset, make_image_classifier, package
 from opssat.errors import UserError
 from opssat.infer import label_test_set
 from opssat.paths import ModelPaths
 
-PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}
 NOBODY = 65534
@@ -134,13 +133,23 @@ SCRIPTS = {
 }
 
 
+#: Scripts that load TensorFlow, scikit-learn or matplotlib: seconds per run.
+HEAVY_SCRIPTS = {"train", "calc_perf", "package_smartcam"}
+
+
+def script_params(names) -> list:
+    """``names`` as test parameters, the heavy scripts marked slow."""
+    return [pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_SCRIPTS else name
+            for name in names]
+
+
 def command(name: str, paths: ModelPaths) -> list[str]:
     args = [a.replace("{image}", str(paths.test_dir / "red" / "img_red.jpg"))
             for a in SCRIPTS[name]]
     return [sys.executable, *args]
 
 
-@pytest.mark.parametrize("script", list(SCRIPTS))
+@pytest.mark.parametrize("script", script_params(SCRIPTS))
 def test_read_only_model_folder_is_one_line_and_nothing_changes(model: ModelPaths, script):
     before = snapshot(model.model_dir)
     read_only(model.model_dir, recursive=True)
@@ -151,7 +160,7 @@ def test_read_only_model_folder_is_one_line_and_nothing_changes(model: ModelPath
     assert snapshot(model.model_dir) == before
 
 
-@pytest.mark.parametrize("script", ["split_data", "train", "package_smartcam"])
+@pytest.mark.parametrize("script", script_params(["split_data", "train", "package_smartcam"]))
 def test_read_only_top_is_refused_before_the_work(model: ModelPaths, script):
     """Only repo/<model>/ itself is read-only: its own outputs (split.csv, the trained
     model, smartcam/) cannot be written, so nothing else is done first."""

@@ -4,35 +4,26 @@ odd images classify, bad input is one line, and no TensorFlow import."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_image
+from helpers import PROJECT, run_script, write_image
 from PIL import Image
 
 from opssat import images
-from opssat.confidences import NOT_CLASSIFIED
+from opssat.confidences import NOT_CLASSIFIED, ranked
 from opssat.errors import UserError
-from opssat.infer import Classifier, predicted_label, ranked
+from opssat.infer import Classifier, predicted_label
 
-PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}
 
 
 def labels_of(model: Path) -> Path:
     return model.with_name(f"{model.stem}_labels.txt")
-
-
-def run_script(script: str, *args: str | Path, env: dict | None = None
-               ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, script, *map(str, args)], cwd=PROJECT,
-                          capture_output=True, text=True, env=env or os.environ.copy(),
-                          timeout=120)
 
 
 def assert_one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -203,12 +194,12 @@ def test_label_image_default_files_and_input_scaling(make_tflite, colour_images,
     work.mkdir()
     (work / "tflite_model.tflite").write_bytes(model.read_bytes())
     (work / "labels.txt").write_text(labels_of(model).read_text())
-    script = str(PROJECT / "label_image.py")
-    base = [sys.executable, script, "--image", str(colour_images["red"]), "--json"]
-    plain = subprocess.run(base, cwd=work, capture_output=True, text=True, timeout=60)
+    script = PROJECT / "label_image.py"
+    base = [script, "--image", colour_images["red"], "--json"]
+    plain = run_script(*base, cwd=work, timeout=60)
     assert plain.returncode == 0, plain.stderr
-    shifted = subprocess.run([*base, "--input_mean", "255", "--input_std", "1"], cwd=work,
-                             capture_output=True, text=True, timeout=60)
+    shifted = run_script(*base, "--input_mean", "255", "--input_std", "1", cwd=work,
+                         timeout=60)
     assert shifted.returncode == 0, shifted.stderr
     assert json.loads(plain.stdout)["predictions"] != json.loads(shifted.stdout)["predictions"]
 

@@ -4,7 +4,6 @@ real-thumbnail evaluation bench/eval_real.py."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_image
+from helpers import PROJECT, run_script, write_image
 from PIL import Image
 
 from opssat import images, onboard, sample, smartcam
 
-PROJECT = Path(__file__).resolve().parents[1]
 REAL_DIR = sample.REAL_SAMPLE_DIR
 
 
@@ -154,9 +152,7 @@ def test_real_thumbnails_become_grayscale_224_inputs():
 
 
 def _eval(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root), "PYTHONPATH": str(PROJECT)}
-    return subprocess.run([sys.executable, "bench/eval_real.py", *args], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_script("bench/eval_real.py", *args, repo=repo_root, timeout=120)
 
 
 @pytest.fixture
@@ -170,12 +166,14 @@ def package(repo_root, make_tflite) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_eval_real_without_the_folder_says_so(repo_root, tmp_path):
     result = _eval(repo_root, "--model", "demo", "--real_dir", str(tmp_path / "absent"))
     assert result.returncode == 0
     assert "no real thumbnails" in result.stdout
 
 
+@pytest.mark.slow
 def test_eval_real_figures(repo_root, package, tmp_path):
     real = tmp_path / "real"
     for index in range(3):
@@ -209,6 +207,7 @@ def test_eval_real_figures(repo_root, package, tmp_path):
     assert "recall earth" in text.stdout
 
 
+@pytest.mark.slow
 def test_eval_real_without_a_package_explains(repo_root, tmp_path):
     (repo_root / "demo").mkdir()
     (tmp_path / "real" / "earth").mkdir(parents=True)
@@ -217,6 +216,7 @@ def test_eval_real_without_a_package_explains(repo_root, tmp_path):
     assert "package_smartcam.py demo" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_eval_real_on_the_bundled_real_sample(repo_root, package):
     result = _eval(repo_root, "--model", "demo", "--json")
     assert result.returncode == 0, result.stderr

@@ -19,6 +19,9 @@ from PIL import Image
 
 from opssat import images, onboard, smartcam
 
+#: Every test here compiles SmartCam's C chain with gcc first.
+pytestmark = pytest.mark.slow
+
 ORACLE_DIR = shared_dir("onboard_oracle")
 REAL_DIR = shared_dir("opssat_real")
 SIZE = smartcam.INPUT_SIZE

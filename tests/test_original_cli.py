@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import write_image
+from helpers import PROJECT, write_image
 
 from opssat import confidences
 from opssat.confidences import load_confidences
 from opssat.paths import ModelPaths
 
-PROJECT = Path(__file__).resolve().parent.parent
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}
 GREY = (120, 110, 100)  # the tiny model's top-1 stays near 0.5 on it
@@ -190,6 +189,7 @@ def test_train_sh_refuses_bad_epochs(repo_root: Path, epochs: str):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_train_sh_takes_whole_epochs(repo_root: Path):
     """A good epoch count gets past the check to the model folder check."""
     done = subprocess.run(["./train.sh", "nosuch", "3"], cwd=PROJECT, capture_output=True,

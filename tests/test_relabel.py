@@ -9,17 +9,15 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_script
 from page_fixture import make_model
 
 from opssat import relabel
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
-
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 def tree(all_dir: Path) -> dict[str, str]:
@@ -29,9 +27,7 @@ def tree(all_dir: Path) -> dict[str, str]:
 
 
 def run(root: Path, *args: str | Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(root)}
-    return subprocess.run([sys.executable, "relabel.py", *map(str, args)], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_script("relabel.py", *args, repo=root, timeout=120)
 
 
 @pytest.fixture
@@ -206,14 +202,16 @@ def test_ctrl_c_between_moves(model: ModelPaths, tmp_path: Path,
     assert [r["status"] for r in rows] == ["planned"] * 3 + ["moved"]
     assert (model.all_dir / rows[3]["to"]).is_file()
     assert not (model.all_dir / rows[3]["from"]).exists()
-    # The same CSV again finishes the batch; undo twice restores everything.
+    # The same CSV again finishes the same batch; one undo restores everything.
     plan = relabel.read_reviewed(model, csv_path)
     assert len(plan.moves) == 2 and len(plan.unchanged) == 1
-    relabel.relabel(model, plan)
+    assert plan.resumes == rows[0]["batch"]
+    assert relabel.relabel(model, plan) == rows[0]["batch"]
     assert len(names(model, "bad")) == 0
-    for _ in range(2):
-        relabel.undo(model, *relabel.plan_undo(model))
+    relabel.undo(model, *relabel.plan_undo(model))
     assert tree(model.all_dir) == before
+    with pytest.raises(UserError, match="already undone"):
+        relabel.plan_undo(model)
 
 
 def test_ctrl_c_during_a_move_waits_for_its_journal_row(model: ModelPaths, tmp_path: Path,

@@ -6,25 +6,22 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_script
 from page_fixture import LABELS, make_model, probabilities, write_csv, write_oof
 
 from opssat import review
 from opssat.confidences import load_confidences
 from opssat.errors import UserError
 
-PROJECT = Path(__file__).resolve().parent.parent
 PLANTED = "img_msec_1700000100000_1.png"  # the second bad image
 
 
 def run_review(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(root)}
-    return subprocess.run([sys.executable, "review_labels.py", *args], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return run_script("review_labels.py", *args, repo=root, timeout=300)
 
 
 def test_cleanlab_flags_the_planted_error(repo_root: Path) -> None:
@@ -44,6 +41,7 @@ def test_nothing_flagged_without_a_planted_error(repo_root: Path) -> None:
     assert review.review(paths).suspects == []
 
 
+@pytest.mark.slow
 def test_script_writes_the_list_and_the_page(repo_root: Path) -> None:
     paths = make_model(repo_root)
     write_oof(paths, PLANTED, "earth")

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_script
 from PIL import Image
 
 from opssat import images, sample
 from opssat.errors import UserError
 
-PROJECT = Path(__file__).resolve().parent.parent
 TINY = (48, 46)
 
 
@@ -124,11 +122,7 @@ def test_make_thumbnail_size_and_unknown_label() -> None:
 
 
 def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
-    return subprocess.run(
-        [sys.executable, "make_sample_data.py", *args], cwd=PROJECT, env=env,
-        capture_output=True, text=True, timeout=60,
-    )
+    return run_script("make_sample_data.py", *args, repo=repo_root, timeout=60)
 
 
 def test_cli_refuses_non_empty_data_all_unless_forced(repo_root: Path) -> None:
@@ -210,6 +204,7 @@ def test_install_real_skips_bad_files_by_name_and_deletes_nothing(tmp_path: Path
     assert len(list((tmp_path / "all" / "bad").iterdir())) == 23
 
 
+@pytest.mark.slow
 def test_cli_real_then_top_up(repo_root: Path) -> None:
     done = _run(repo_root, "m", "--real")
     assert done.returncode == 0, done.stderr

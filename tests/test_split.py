@@ -6,20 +6,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
-import os
 import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_script
 
 from opssat import sample, split
 from opssat.errors import UserError
 from opssat.paths import model_paths
 
-PROJECT = Path(__file__).resolve().parent.parent
 T0 = 1_608_588_759_000
 MINUTE = 60_000
 
@@ -238,11 +236,7 @@ def test_quarantine_moves_only_unreadable_files(small_model: Path) -> None:
 
 
 def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
-    return subprocess.run(
-        [sys.executable, "split_data.py", *args], cwd=PROJECT, env=env,
-        capture_output=True, text=True, timeout=60,
-    )
+    return run_script("split_data.py", *args, repo=repo_root, timeout=60)
 
 
 def test_cli_prints_table_and_names_skipped_files(small_model: Path, repo_root: Path) -> None:

@@ -118,3 +118,17 @@ def test_limits_read_as_they_check():
     assert str(fraction) == "in [0, 1)" and 1 not in fraction and 0 in fraction
     assert str(Limits(1)) == "at least 1" and 0 not in Limits(1) and 7 in Limits(1)
     assert float("nan") not in Limits() and 3 in Limits()
+
+
+def test_an_option_without_help_or_of_an_unknown_type_is_refused_when_declared():
+    with pytest.raises(ValueError, match="help"):
+        flags.option(3)
+
+    @dataclasses.dataclass
+    class Odd:
+        """odd"""
+
+        pair: tuple = flags.option((1, 2), "two numbers")
+
+    with pytest.raises(TypeError, match="no flag"):
+        flags.flags_of(Odd)

@@ -1,4 +1,6 @@
-"""The SmartCam contract check, the package and the threshold suggestion."""
+"""The SmartCam package (opssat/package.py, package_smartcam.py): its files, config
+snippet and checksums, refusals that keep the previous package, and the threshold
+suggestion."""
 
 from __future__ import annotations
 
@@ -9,76 +11,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import tiny_classifier
+from helpers import OPSSAT_LABELS as LABELS
+from helpers import run_script, write_labels_file
 
-from opssat import contract, metrics, package, smartcam
+from opssat import metrics, package, smartcam
 from opssat.confidences import load_confidences
 from opssat.errors import UserError
 from opssat.paths import model_paths
-
-PROJECT = Path(__file__).resolve().parents[1]
-LABELS = ["bad", "earth", "edge"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory):
-    """Factory of small TFLite files, each built once per module (conversion is slow)."""
-    folder = tmp_path_factory.mktemp("models")
-    built: dict[str, Path] = {}
-
-    def get(kind: str) -> Path:
-        if kind not in built:
-            path = folder / f"{kind}.tflite"
-            path.write_bytes(_convert(kind))
-            built[kind] = path
-        return built[kind]
-
-    return get
-
-
-def _convert(kind: str) -> bytes:
-    import tensorflow as tf
-
-    from opssat import export
-
-    size = 32 if kind == "size32" else 224
-    if kind in ("good", "size32", "uint8"):
-        rng = np.random.default_rng(1)
-
-        def calibration():
-            for _ in range(4):
-                yield rng.random((1, size, size, 3), dtype=np.float32)
-
-        quantization, io_dtype = ("int8", tf.uint8) if kind == "uint8" else ("none", tf.float32)
-        return export.tflite_bytes(tiny_classifier(LABELS, size), quantization, calibration,
-                                   io_dtype)
-    heads = {
-        "flex": lambda x: tf.nn.softmax(tf.math.cumprod(x, axis=1)),  # no builtin Cumprod
-        "custom": lambda x: tf.nn.softmax(tf.math.erfinv(x * 0.5)),  # neither builtin nor Flex
-        "no_softmax": lambda x: x * 3.0,  # outside 0..1
-        "sigmoid": tf.sigmoid,  # each in 0..1, but they do not sum to 1
-        "signed": lambda x: tf.constant([[1.5, -0.25, -0.25]]) + 0.0 * x,  # sums to 1
-    }
-    head = heads[kind]
-    fn = tf.function(lambda x: head(tf.reduce_mean(x, axis=[1, 2])))
-    concrete = fn.get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if kind == "flex":
-        converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
-    converter.allow_custom_ops = kind == "custom"
-    return converter.convert()
-
-
-def _labels_file(tmp_path: Path, labels: list[str], name: str = "labels.txt") -> Path:
-    path = tmp_path / name
-    path.write_text("".join(f"{label}\n" for label in labels))
-    return path
 
 
 def _model_dir(repo_root: Path, models, kind: str = "good", name: str = "demo") -> Path:
@@ -86,85 +28,25 @@ def _model_dir(repo_root: Path, models, kind: str = "good", name: str = "demo") 
     folder = repo_root / name
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(models(kind), folder / "tflite_model.tflite")
-    _labels_file(folder, LABELS)
+    write_labels_file(folder, LABELS)
     return folder
 
 
 def _run(repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OPSSAT_REPO": str(repo_root)}
-    return subprocess.run([sys.executable, "package_smartcam.py", *args], cwd=PROJECT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_script("package_smartcam.py", *args, repo=repo_root, timeout=120)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-# --- the contract check ----------------------------------------------------------------
-
-
-def test_good_model_passes_every_check(models, tmp_path):
-    report = contract.check_contract(models("good"), _labels_file(tmp_path, LABELS))
-    assert report.ok, report.format()
-    assert [c.name for c in report.checks] == ["file", "labels", "ops", "tfl2.5", "input",
-                                               "output", "softmax"]
-    assert report.size_bytes == models("good").stat().st_size
-    assert report.sha256 == hashlib.sha256(models("good").read_bytes()).hexdigest()
-    assert report.labels == LABELS
-    assert "SOFTMAX" in report.ops and not report.problems
-
-
-@pytest.mark.parametrize(
-    ("kind", "labels", "failed", "reason"),
-    [
-        ("uint8", LABELS, {"input", "output"}, "uint8"),
-        ("size32", LABELS, {"input"}, "1x32x32x3, but the config feeds 1x224x224x3"),
-        ("good", [*LABELS, "cloud"], {"output"}, "3 values per image but 4 labels"),
-        ("good", ["bad", "earth", "bad"], {"labels"}, "more than once"),
-        ("good", ["bad", "", "edge"], {"labels"}, "blank line"),
-        ("good", ["bad", "earth:x", "edge"], {"labels"}, "cannot contain"),
-        ("flex", LABELS, {"ops"}, "FlexCumprod"),
-        ("custom", LABELS, {"ops"}, "custom ops Erfinv"),
-        ("no_softmax", LABELS, {"softmax"}, "end the model with a softmax"),
-        ("sigmoid", LABELS, {"softmax"}, "end the model with a softmax"),
-        ("signed", LABELS, {"softmax"}, "end the model with a softmax"),
-    ],
-)
-def test_each_violation_is_refused_with_its_reason(models, tmp_path, kind, labels, failed,
-                                                   reason):
-    report = contract.check_contract(models(kind), _labels_file(tmp_path, labels))
-    assert not report.ok
-    assert {c.name for c in report.checks if c.passed is False} == failed, report.format()
-    assert any(reason in problem for problem in report.problems), report.problems
-
-
-def test_a_non_tflite_file_is_refused_not_a_traceback(tmp_path):
-    text = tmp_path / "model.tflite"
-    text.write_text("not a model at all\n")
-    truncated = tmp_path / "truncated.tflite"
-    truncated.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40)
-    labels = _labels_file(tmp_path, LABELS)
-    for path, reason in [(text, "not a TFLite model"), (truncated, "LiteRT cannot load it"),
-                         (tmp_path / "missing.tflite", "not found")]:
-        report = contract.check_contract(path, labels)
-        assert not report.ok
-        assert report.problems[0].startswith("file: ") and reason in report.problems[0]
-        assert {c.name for c in report.checks if c.passed is None} == {
-            "ops", "tfl2.5", "input", "output", "softmax"}
-
-
-def test_model_ops_reads_builtin_and_flex_codes(models):
-    assert "FlexCumprod" in contract.model_ops(models("flex").read_bytes())
-    ops = contract.model_ops(models("good").read_bytes())
-    assert {"MEAN", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
-
-
-def test_check_only_exit_codes(repo_root, models, tmp_path):
-    _labels_file(tmp_path, LABELS)
+@pytest.mark.slow
+def test_check_only_exit_codes(repo_root, contract_models, tmp_path):
+    write_labels_file(tmp_path, LABELS)
     good = tmp_path / "good.tflite"
-    shutil.copy(models("good"), good)
+    shutil.copy(contract_models("good"), good)
     bad = tmp_path / "bad.tflite"
-    shutil.copy(models("uint8"), bad)
+    shutil.copy(contract_models("uint8"), bad)
     ok = _run(repo_root, "--check_only", str(good))  # labels.txt beside the file
     assert ok.returncode == 0, ok.stderr
     assert "OK: SmartCam can run this model" in ok.stdout
@@ -178,14 +60,15 @@ def test_check_only_exit_codes(repo_root, models, tmp_path):
 # --- the package -----------------------------------------------------------------------
 
 
-def test_good_model_packages_with_checksums_and_config(repo_root, models):
-    folder = _model_dir(repo_root, models)
+@pytest.mark.slow
+def test_good_model_packages_with_checksums_and_config(repo_root, contract_models):
+    folder = _model_dir(repo_root, contract_models)
     result = _run(repo_root, "demo")
     assert result.returncode == 0, result.stderr
     written = folder / "smartcam" / "demo"
     assert sorted(p.name for p in written.iterdir()) == sorted(
         ["model.tflite", "labels.txt", "config_snippet.ini", "SHA256SUMS", "README.txt"])
-    assert (written / "model.tflite").read_bytes() == models("good").read_bytes()
+    assert (written / "model.tflite").read_bytes() == contract_models("good").read_bytes()
     assert (written / "labels.txt").read_text().splitlines() == LABELS
 
     sums = (written / "SHA256SUMS").read_text().splitlines()
@@ -221,9 +104,10 @@ def test_good_model_packages_with_checksums_and_config(repo_root, models):
     assert [p.name for p in (folder / "smartcam").iterdir()] == ["demo"]
 
 
-def test_package_name_and_other_model_file(repo_root, models):
-    folder = _model_dir(repo_root, models)
-    shutil.copy(models("good"), folder / "tflite_model_float16.tflite")
+@pytest.mark.slow
+def test_package_name_and_other_model_file(repo_root, contract_models):
+    folder = _model_dir(repo_root, contract_models)
+    shutil.copy(contract_models("good"), folder / "tflite_model_float16.tflite")
     result = _run(repo_root, "demo", "--name", "cloud_v2", "--model_file",
                   "tflite_model_float16.tflite", "--threshold", "0.8")
     assert result.returncode == 0, result.stderr
@@ -243,9 +127,10 @@ def test_bad_package_names_are_refused(name):
         package.check_package_name(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["a/b", "a b"])
-def test_bad_package_name_on_the_command_line(repo_root, models, name):
-    folder = _model_dir(repo_root, models)
+def test_bad_package_name_on_the_command_line(repo_root, contract_models, name):
+    folder = _model_dir(repo_root, contract_models)
     result = _run(repo_root, "demo", f"--name={name}")
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid") and len(result.stderr.splitlines()) == 1
@@ -257,6 +142,7 @@ def test_good_package_names_pass(name):
     assert package.check_package_name(name) == name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "labels", "reason"),
     [
@@ -267,13 +153,13 @@ def test_good_package_names_pass(name):
         ("flex", LABELS, "FlexCumprod"),
     ],
 )
-def test_refused_model_keeps_the_previous_package(repo_root, models, kind, labels, reason):
-    folder = _model_dir(repo_root, models)
+def test_refused_model_keeps_the_previous_package(repo_root, contract_models, kind, labels, reason):
+    folder = _model_dir(repo_root, contract_models)
     paths = model_paths("demo")
     package.build_package(paths, "demo", paths.tflite_model, paths.labels_file)
     before = _snapshot(folder / "smartcam")
-    shutil.copy(models(kind), folder / "tflite_model.tflite")
-    _labels_file(folder, labels)
+    shutil.copy(contract_models(kind), folder / "tflite_model.tflite")
+    write_labels_file(folder, labels)
     result = _run(repo_root, "demo")
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
@@ -282,8 +168,9 @@ def test_refused_model_keeps_the_previous_package(repo_root, models, kind, label
     assert _snapshot(folder / "smartcam") == before
 
 
-def test_non_tflite_file_is_refused_and_nothing_written(repo_root, models):
-    folder = _model_dir(repo_root, models)
+@pytest.mark.slow
+def test_non_tflite_file_is_refused_and_nothing_written(repo_root, contract_models):
+    folder = _model_dir(repo_root, contract_models)
     (folder / "tflite_model.tflite").write_text("<html>not a model</html>")
     result = _run(repo_root, "demo")
     assert result.returncode == 2
@@ -291,8 +178,8 @@ def test_non_tflite_file_is_refused_and_nothing_written(repo_root, models):
     assert not (folder / "smartcam").exists()
 
 
-def test_crash_while_writing_keeps_the_previous_package(repo_root, models, monkeypatch):
-    folder = _model_dir(repo_root, models)
+def test_crash_while_writing_keeps_the_previous_package(repo_root, contract_models, monkeypatch):
+    folder = _model_dir(repo_root, contract_models)
     paths = model_paths("demo")
     package.build_package(paths, "demo", paths.tflite_model, paths.labels_file, 0.9)
     before = _snapshot(folder / "smartcam")
@@ -364,8 +251,9 @@ def test_unreachable_target_keeps_the_default(repo_root):
     assert "no threshold" in advice.reason
 
 
-def test_onboard_evaluation_is_preferred_and_reported(repo_root, models):
-    folder = _model_dir(repo_root, models)
+@pytest.mark.slow
+def test_onboard_evaluation_is_preferred_and_reported(repo_root, contract_models):
+    folder = _model_dir(repo_root, contract_models)
     paths = model_paths("demo")
     _write_confidences(paths.confidences_csv("ground"), [(0.99, True)] * 10)
     onboard = _write_confidences(paths.confidences_csv("onboard"), ROWS)
@@ -387,8 +275,9 @@ def test_evaluation_of_other_labels_is_ignored(repo_root):
     assert advice.warnings and "ignoring" in advice.warnings[0]
 
 
-def test_threshold_out_of_range_is_refused(repo_root, models):
-    _model_dir(repo_root, models)
+@pytest.mark.slow
+def test_threshold_out_of_range_is_refused(repo_root, contract_models):
+    _model_dir(repo_root, contract_models)
     result = _run(repo_root, "demo", "--threshold", "1.5")
     assert result.returncode == 2 and "between 0 and 1" in result.stderr
     assert not (repo_root / "demo" / "smartcam").exists()
