@@ -176,6 +176,7 @@ def test_the_flight_build_under_qemu_agrees_with_k8(make_tflite):
 # --- calc_perf with a third mode, flight ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_calc_perf_shows_flight_beside_ground_and_onboard(repo_root):
     paths = model_paths("m", repo_root)
     paths.classification_dir.mkdir(parents=True)
@@ -196,6 +197,7 @@ def test_calc_perf_shows_flight_beside_ground_and_onboard(repo_root):
     assert 'data-name="bad/2.jpg"' in page or "bad/2.jpg" in page
 
 
+@pytest.mark.slow
 def test_crossval_flight_mode_needs_the_binaries(repo_root, monkeypatch):
     monkeypatch.delenv(flight.ENV_VAR, raising=False)
     model_paths("m", repo_root).all_dir.mkdir(parents=True)

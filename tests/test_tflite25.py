@@ -119,6 +119,7 @@ def test_every_toolkit_export_passes(quantization):
     assert tflite25.problems(data) == []
 
 
+@pytest.mark.slow
 def test_a_per_channel_int8_model_from_tensorflow_is_refused_in_one_line(tmp_path):
     path = write(tmp_path, "per_channel",
                  tensorflow_default(brightness_classifier(size=224), "int8"))
