@@ -3,8 +3,9 @@
 batch_label_images.py <model> [labels_to_skip], as the original toolkit.
 
 Writes data/classification/confidences.csv (confidences_<mode>.csv for
---preprocess onboard) and copies each image to classified/<label>/ or, below
---threshold, to unclassified/. Re-running replaces those outputs whole.
+--preprocess onboard, confidences_flight.csv for --runtime smartcam) and copies
+each image to classified/<label>/ or, below --threshold, to unclassified/.
+Re-running replaces those outputs whole.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opssat import cli, errors, images, smartcam
-from opssat.infer import label_test_set
+from opssat import cli, errors, flight, images, smartcam
+from opssat.infer import RUNTIMES, label_test_set
 from opssat.paths import model_paths
 
 
@@ -31,6 +32,17 @@ def parse_args() -> argparse.Namespace:
                         help="below this top-1 confidence an image stays unclassified "
                         "(default: %(default)s, as on SmartCam)")
     images.add_preprocess_arguments(parser)
+    parser.add_argument("--runtime", choices=RUNTIMES, default="litert",
+                        help="litert: classify here with LiteRT; smartcam: with SmartCam's own "
+                        "resizer and TFLite 2.5 image_classifier from --smartcam_dir, written "
+                        "as mode 'flight' (--preprocess is then SmartCam's own) "
+                        "(default: %(default)s)")
+    parser.add_argument("--smartcam_dir", default=None,
+                        help="your clone of opssat-smartcam, for --runtime smartcam "
+                        f"(default: ${flight.ENV_VAR})")
+    parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
+                        help="SmartCam build: k8 (x86-64, native) or armhf (the flight "
+                        "build, under qemu-user) (default: %(default)s)")
     parser.add_argument("--num_threads", type=int, default=None, help="interpreter threads")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser.parse_args()
@@ -48,6 +60,9 @@ def main() -> int:
         num_threads=args.num_threads,
         progress=False if args.no_progress else None,
         skip_labels=[label.strip() for label in args.labels_to_skip.split(",") if label.strip()],
+        runtime=args.runtime,
+        smartcam_dir=args.smartcam_dir,
+        smartcam_arch=args.smartcam_arch,
     )
     if result.unreadable:
         errors.warn(f"{len(result.unreadable)} file(s) could not be read and were skipped:")

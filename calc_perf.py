@@ -9,7 +9,10 @@ page that opens offline: the figures, a clickable confusion matrix and the
 misclassified images beside the model's input). The main figures
 use the top-1 label of every image (threshold ignored); the "at threshold" line
 shows what SmartCam would keep. When confidences_onboard.csv exists too, both
-preprocessing modes are reported side by side with their top-1 agreement.
+preprocessing modes are reported side by side with their top-1 agreement; so is
+confidences_flight.csv (batch_label_images.py --runtime smartcam: SmartCam's own
+binaries), against LiteRT with the same on-board input, with the images whose top-1
+differs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import atomic, cli, errors, images, report, report_page, report_plots, smartcam
+from opssat import (
+    atomic,
+    cli,
+    errors,
+    flight,
+    images,
+    report,
+    report_page,
+    report_plots,
+    smartcam,
+)
 from opssat.confidences import check_threshold
 from opssat.paths import check_inside, model_paths
 
@@ -34,7 +47,7 @@ def parse_args() -> argparse.Namespace:
                         help="threshold of the 'at threshold' figures (default: %(default)s)")
     parser.add_argument("--csv", type=Path, default=None,
                         help="read this CSV only (default: confidences.csv, and "
-                        "confidences_onboard.csv when it exists)")
+                        "confidences_onboard.csv and confidences_flight.csv when they exist)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     return parser.parse_args()
 
@@ -50,7 +63,8 @@ def main() -> int:
                                 "batch_label_images.py wrote")
         csvs = [("ground" if args.csv == paths.confidences_csv() else args.csv.stem, args.csv)]
     else:
-        csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES
+        csvs = [(mode, paths.confidences_csv(mode))
+                for mode in (*images.PREPROCESS_MODES, flight.MODE)
                 if paths.confidences_csv(mode).is_file()]
         if not csvs:
             raise errors.UserError(f"{paths.confidences_csv()} not found: run "

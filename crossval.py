@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, crossval, sample, split
+from opssat import cli, crossval, flight, sample, split
 from opssat.paths import model_paths
 
 
@@ -46,7 +46,13 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
                         help="skip the stress set (on by default when judging onboard input "
                              "and a bad label exists)")
     parser.add_argument("--modes", default=",".join(crossval.MODES),
-                        help="preprocessing modes to judge (default: %(default)s)")
+                        help="preprocessing modes to judge; 'flight' judges in SmartCam's own "
+                        "binaries (needs --smartcam_dir) (default: %(default)s)")
+    parser.add_argument("--smartcam_dir", default=None,
+                        help=f"your clone of opssat-smartcam, for --modes flight (default: "
+                        f"${flight.ENV_VAR})")
+    parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
+                        help="SmartCam build for --modes flight (default: %(default)s)")
     return parser.parse_known_args()
 
 
@@ -55,8 +61,11 @@ def main() -> int:
     paths = model_paths(args.model).require_model_dir()
     top_up = [sample.parse_top_up(text) for text in args.top_up]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    folder = flight.smartcam_dir(args.smartcam_dir)
+    runtime = flight.Runtime(folder, args.smartcam_arch) \
+        if folder is not None and flight.MODE in modes else None
     result = crossval.run(paths, trainer_args, args.folds, args.fold_seed, args.group_seconds,
-                          top_up, modes, with_stress=args.stress)
+                          top_up, modes, with_stress=args.stress, runtime=runtime)
     print()
     print(crossval.format_summary(result))
     for mode, path in result.oof_csvs.items():

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, contract, errors, package, smartcam
+from opssat import cli, contract, errors, flight, package, smartcam
 from opssat.paths import ModelPaths, model_paths
 
 
@@ -40,7 +40,20 @@ def parse_args() -> argparse.Namespace:
                         "from --label_file, else the model's labels.txt, else labels.txt "
                         "beside FILE), or of the model's .tflite when FILE is left out; "
                         "print the report, exit 0 if SmartCam can run it, 1 if not")
+    parser.add_argument("--smartcam_dir", default=None,
+                        help="your clone of opssat-smartcam: then the model also runs in "
+                        "SmartCam's own TFLite 2.5 binaries on the test images and is refused "
+                        f"if a top-1 differs from LiteRT's (default: ${flight.ENV_VAR})")
+    parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
+                        help="SmartCam build for that check: k8 (x86-64) or armhf (the "
+                        "flight build, under qemu-user) (default: %(default)s)")
     return parser.parse_args()
+
+
+def smartcam_runtime(args: argparse.Namespace) -> flight.Runtime | None:
+    """SmartCam's binaries when the user has them (--smartcam_dir or the variable)."""
+    folder = flight.smartcam_dir(args.smartcam_dir)
+    return None if folder is None else flight.Runtime(folder, args.smartcam_arch)
 
 
 def resolve(paths: ModelPaths | None, value: str | None, default: Path | None) -> Path | None:
@@ -63,6 +76,9 @@ def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
     default_labels = paths.labels_file if paths is not None else model_file.parent / "labels.txt"
     label_file = resolve(paths, args.label_file, default_labels)
     report = contract.check_contract(model_file, label_file)
+    runtime = smartcam_runtime(args)
+    if report.ok and runtime is not None and paths is not None:
+        package.check_in_flight(report, paths, runtime)
     print(report.format())
     return 0 if report.ok else 1
 
@@ -80,7 +96,8 @@ def main() -> int:
     label_file = resolve(paths, args.label_file, paths.labels_file)
     try:
         built = package.build_package(paths, name, model_file, label_file,
-                                         args.threshold, args.target_accuracy)
+                                      args.threshold, args.target_accuracy,
+                                      smartcam_runtime(args))
     except contract.ContractError as err:
         print(err.report.format())
         raise

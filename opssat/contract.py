@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
-from opssat import smartcam
+from opssat import smartcam, tflite25
 from opssat.errors import UserError, first_line
 from opssat.images import to_model_input
 from opssat.labels import read_labels
@@ -97,10 +97,10 @@ def check_contract(
     interpreter = _load_interpreter(data, report) if data is not None else None
     _check_labels(label_file, report)
     if interpreter is None:
-        for name in ("ops", "input", "output", "softmax"):
+        for name in ("ops", "tfl2.5", "input", "output", "softmax"):
             report.add(name, None, "not checked: the file is not a loadable TFLite model")
         return report
-    ops_ok = _check_ops(data, report)
+    ops_ok = _check_ops(data, report) & _check_runtime(data, report)
     input_ok, output_ok = _check_tensors(interpreter, input_size, report)
     if ops_ok and input_ok and output_ok:
         _check_softmax(interpreter, mean, std, report)
@@ -192,6 +192,20 @@ def _check_ops(data: bytes, report: ContractReport) -> bool:
         return report.add("ops", False, "; ".join(parts) +
                           ": re-export with builtin ops only (TFLITE_BUILTINS)")
     return report.add("ops", True, f"builtin only ({', '.join(sorted(set(report.ops)))})")
+
+
+def _check_runtime(data: bytes, report: ContractReport) -> bool:
+    """The static TFLite 2.5 check: one failed "tfl2.5" line per problem."""
+    try:
+        found = tflite25.problems(data)
+    except Exception as err:  # a corrupt flatbuffer can fail anywhere in the parser
+        return report.add("tfl2.5", False, f"cannot read the model ({first_line(err)})")
+    for problem in found:
+        report.add("tfl2.5", False, problem)
+    if not found:
+        report.add("tfl2.5", True, f"every operator version and quantization is one "
+                   f"{tflite25.RUNTIME} runs")
+    return not found
 
 
 def tensor_problems(

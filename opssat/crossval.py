@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from opssat import atomic, confidences, images, metrics, sample, smartcam, split, stress
+from opssat import atomic, confidences, flight, images, metrics, sample, smartcam, split, stress
 from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
 from opssat.paths import ModelPaths, check_inside, tflite_variant
@@ -154,17 +154,25 @@ def _link_training_set(folder: Path, items: Sequence[tuple[Path, str]]) -> None:
 
 
 def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path],
-           modes: Sequence[str], onboard_channels: int
+           modes: Sequence[str], onboard_channels: int, runtime: flight.Runtime | None = None
            ) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], np.ndarray]]:
     """Probabilities (n, labels) of each TFLite variant for ``files``, per mode;
-    each image is decoded once per mode for all variants."""
+    each image is decoded once per mode for all variants (mode flight: SmartCam's own
+    binaries, ``runtime``, classify it)."""
     classifiers = {name: Classifier(path, label_file) for name, path in model_files.items()}
     size = next(iter(classifiers.values())).input_size
     n_labels = len(next(iter(classifiers.values())).labels)
     probs = {(m, v): np.zeros((len(files), n_labels)) for m in modes for v in classifiers}
     times = {(m, v): np.zeros(len(files)) for m in modes for v in classifiers}
+    if flight.MODE in modes:
+        for name, classifier in classifiers.items():
+            with flight.FlightClassifier(runtime, model_files[name], classifier.labels, size,
+                                         channels=onboard_channels) as flown:
+                for row, path in enumerate(files):
+                    probs[(flight.MODE, name)][row], times[(flight.MODE, name)][row] = \
+                        flown.classify_file(path)
     for row, path in enumerate(files):
-        for mode in modes:
+        for mode in (m for m in modes if m != flight.MODE):
             model_input = images.load_input(
                 path, images.Preprocessing(mode, onboard_channels, size))
             for name, classifier in classifiers.items():
@@ -223,22 +231,23 @@ def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int,
 def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOLDS,
         seed: int = DEFAULT_SEED, group_seconds: float = split.DEFAULT_GROUP_SECONDS,
         top_up: Sequence[tuple[str, int]] = (), modes: Sequence[str] = MODES,
-        write_oof: bool = True, log=print, with_stress: bool = True) -> CrossvalResult:
+        write_oof: bool = True, log=print, with_stress: bool = True,
+        runtime: flight.Runtime | None = None) -> CrossvalResult:
     """Cross-validate the trainer with ``trainer_args`` on ``paths``' data/all.
 
     Nothing of the model's own files changes; only ``crossval/`` is written
     (the out-of-fold CSVs and the stress set's, when ``write_oof``).
     """
     return run_seeds(paths, trainer_args, [None], folds, seed, group_seconds, top_up, modes,
-                     write_oof, log, with_stress)[0]
+                     write_oof, log, with_stress, runtime)[0]
 
 
 def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
               trainer_seeds: Sequence[int | None], folds: int = DEFAULT_FOLDS,
               seed: int = DEFAULT_SEED, group_seconds: float = split.DEFAULT_GROUP_SECONDS,
               top_up: Sequence[tuple[str, int]] = (), modes: Sequence[str] = MODES,
-              write_oof: bool = True, log=print, with_stress: bool = True
-              ) -> list[CrossvalResult]:
+              write_oof: bool = True, log=print, with_stress: bool = True,
+              runtime: flight.Runtime | None = None) -> list[CrossvalResult]:
     """``run`` once per trainer ``--seed`` (None: as ``trainer_args`` say), over the same
     folds, top-up and stress set; each fold's backbone features are computed once for all
     seeds. Out-of-fold CSVs (``write_oof``) are the first seed's."""
@@ -246,6 +255,11 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
     if not modes:
         raise UserError("--modes is empty: give onboard, ground or both")
     for mode in modes:
+        if mode == flight.MODE:
+            if runtime is None:
+                raise UserError("--modes flight runs SmartCam's own binaries: pass "
+                                f"--smartcam_dir (or set {flight.ENV_VAR})")
+            continue
         images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS, "--modes")
     found = split.scan(paths)
     for path, label, why in found.unreadable:
@@ -311,7 +325,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                                **{q: tflite_variant(model_file, q) for q in variants[1:]}}
                 fold_probs, fold_times = _judge(model_files, label_file,
                                                 [p for p, _ in held_out], modes,
-                                                options.recipe.onboard_channels)
+                                                options.recipe.onboard_channels, runtime)
                 expected = [label for _, label in held_out]
                 scores: dict[str, dict[str, dict[str, float | None]]] = {}
                 for (mode, variant), values in fold_probs.items():

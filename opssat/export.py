@@ -14,12 +14,22 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from opssat import tflite25
 from opssat.cli import NATIVE_CHATTER, quiet_native_stderr
 from opssat.errors import UserError
 from opssat.tf_setup import tf
 
+#: The runtime every export must run in: SmartCam's on-board classifier.
+TARGET_RUNTIME = tflite25.RUNTIME
+
 #: ``none`` is the float model; the others are extra files beside it.
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+#: The variants whose dense (FULLY_CONNECTED) weights must be quantized per tensor.
+#: Current TensorFlow quantizes them per output channel: SmartCam's TFLite 2.5 reads a
+#: single scale there, so an int8 model answers 1/N for every label, and the dynamic
+#: variant's per-channel FULLY_CONNECTED (version 12) does not load at all.
+PER_TENSOR_DENSE = ("dynamic", "int8")
 
 RepresentativeData = Callable[[], Iterable[np.ndarray]]
 
@@ -74,6 +84,9 @@ def tflite_bytes(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization in PER_TENSOR_DENSE:
+            # TFLite 2.5's FULLY_CONNECTED reads one weight scale (see PER_TENSOR_DENSE).
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
         if quantization == "int8":
@@ -83,8 +96,19 @@ def tflite_bytes(
             converter.inference_input_type = io_dtype
             converter.inference_output_type = io_dtype
         elif quantization == "int8":
-            return _int8_with_float_outliers(converter, representative_data)
-        return converter.convert()
+            return _runs_on_board(_int8_with_float_outliers(converter, representative_data),
+                                  quantization)
+        return _runs_on_board(converter.convert(), quantization)
+
+
+def _runs_on_board(data: bytes, quantization: str) -> bytes:
+    """``data`` if SmartCam's TFLite 2.5 can run it, else a UserError: no file that
+    SmartCam cannot run is written as a SmartCam model."""
+    problems = tflite25.problems(data)
+    if problems:
+        raise UserError(f"the {quantization} export would not run in {TARGET_RUNTIME} "
+                        f"({problems[0]}); nothing was written")
+    return data
 
 
 def _int8_with_float_outliers(converter: tf.lite.TFLiteConverter,
@@ -107,9 +131,17 @@ def _int8_with_float_outliers(converter: tf.lite.TFLiteConverter,
     noisy = [row["tensor_name"] for row in csv.DictReader(table)
              if float(row["scale"]) > 0 and float(row["mean_squared_error"]) ** 0.5
              > MAX_INT8_ERROR_STEPS * float(row["scale"])]
-    if noisy:
-        debugger.options = debug.QuantizationDebugOptions(denylisted_nodes=noisy)
-    return debugger.get_nondebug_quantized_model()
+    # The debugger's own get_nondebug_quantized_model() ignores the converter's
+    # per-tensor dense option, so the calibrated model is quantized here, as it does.
+    from tensorflow.lite.python import convert
+
+    return convert.mlir_quantize(
+        debugger.calibrated_model,
+        disable_per_channel=converter._experimental_disable_per_channel,
+        disable_per_channel_for_dense_layers=(
+            converter._experimental_disable_per_channel_quantization_for_dense_layers),
+        denylisted_nodes=noisy or None,
+    )
 
 
 def _inference_function(model: tf.keras.Model) -> tf.types.experimental.ConcreteFunction:

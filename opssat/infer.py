@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from opssat import atomic, confidences, images, smartcam
+from opssat import atomic, confidences, flight, images, smartcam
 from opssat.confidences import NOT_CLASSIFIED
 from opssat.contract import tensor_problems
 from opssat.errors import UserError, warn
@@ -184,6 +184,39 @@ def list_test_images(test_dir: Path, labels: list[str],
     return files
 
 
+#: Who classifies in batch labelling: LiteRT here, or SmartCam's own binaries
+#: (opssat.flight), whose confidences are the ``flight`` mode.
+RUNTIMES = ("litert", "smartcam")
+
+
+def runtime_classifier(
+    runtime: str,
+    model_file: Path,
+    label_file: Path | None,
+    preprocessing: Preprocessing = GROUND,
+    num_threads: int | None = None,
+    smartcam_dir: str | Path | None = None,
+    smartcam_arch: str = "k8",
+) -> tuple[Classifier | flight.FlightClassifier, str]:
+    """(classifier, confidences mode) for ``runtime``: LiteRT with ``preprocessing``
+    (mode ground or onboard), or SmartCam's resizer and image_classifier (mode flight)
+    from the clone ``smartcam_dir`` (else $OPSSAT_SMARTCAM_DIR). Close a flight one."""
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    classifier = Classifier(model_file, label_file, num_threads=num_threads,
+                            preprocessing=preprocessing)
+    if runtime == "litert":
+        return classifier, preprocessing.mode
+    folder = flight.smartcam_dir(smartcam_dir)
+    if folder is None:
+        raise UserError(f"--runtime smartcam needs SmartCam's binaries: pass --smartcam_dir "
+                        f"with your clone of opssat-smartcam, or set {flight.ENV_VAR}")
+    runtime_build = flight.Runtime(folder, smartcam_arch)
+    return flight.FlightClassifier(
+        runtime_build, model_file, classifier.labels, classifier.input_size,
+        preprocessing.mean, preprocessing.std, preprocessing.onboard_channels), flight.MODE
+
+
 def _prefetched(loader: Callable[[Path], np.ndarray], paths: Iterable[Path],
                 depth: int) -> Iterator[tuple[Path, np.ndarray | Exception]]:
     """Yield (path, model input or its UnreadableImageError), decoding up to ``depth``
@@ -227,17 +260,32 @@ def label_test_set(
     prefetch: int = 4,
     progress: bool | None = None,
     skip_labels: Iterable[str] = (),
+    runtime: str = "litert",
+    smartcam_dir: str | Path | None = None,
+    smartcam_arch: str = "k8",
 ) -> BatchResult:
     """Classify every test image with ONE interpreter, streaming, and replace the CSV
-    and the classified/unclassified copies of this preprocessing mode all at once.
+    and the classified/unclassified copies of this preprocessing mode all at once
+    (``runtime`` smartcam: with SmartCam's binaries, as mode ``flight``).
 
     Everything is written to staged temporaries first, so an interrupted or failed
     run leaves the previous outputs as they were and two runs never mix.
     """
     confidences.check_threshold(threshold)
-    preprocess = preprocessing.mode
-    classifier = Classifier(model_file or paths.tflite_model, label_file or paths.labels_file,
-                            num_threads=num_threads, preprocessing=preprocessing)
+    classifier, preprocess = runtime_classifier(
+        runtime, model_file or paths.tflite_model, label_file or paths.labels_file,
+        preprocessing, num_threads, smartcam_dir, smartcam_arch)
+    try:
+        return _label_files(paths, classifier, preprocess, threshold, prefetch, progress,
+                            skip_labels)
+    finally:
+        if isinstance(classifier, flight.FlightClassifier):
+            classifier.close()
+
+
+def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassifier,
+                 preprocess: str, threshold: float, prefetch: int, progress: bool | None,
+                 skip_labels: Iterable[str]) -> BatchResult:
     labels = classifier.labels
     files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
@@ -340,3 +388,81 @@ def record_image(
         confidences.append_row(csv_path, labels, confidences.row(
             f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
     return Recorded(predicted, csv_path, copy)
+
+
+# --- SmartCam's runtime against LiteRT ----------------------------------------------
+
+
+#: Confidences this close count as a tie (SmartCam prints six decimals).
+TIE = 1e-6
+
+
+@dataclass
+class RuntimeComparison:
+    """One model on the same images in LiteRT (on-board preprocessing, the input that
+    SmartCam's resizer and decoder produce) and in SmartCam's own runtime."""
+
+    labels: list[str]
+    names: list[str]
+    litert: np.ndarray
+    flight: np.ndarray
+    flight_ms: list[float]
+
+    @property
+    def differing(self) -> list[str]:
+        """'<image>: SmartCam <label>, LiteRT <label>' for each image whose top-1 differs.
+
+        A tie is no difference: when either runtime gives the other's top-1 label the
+        same highest confidence (within TIE), both answers are its top-1 (an int8 model's
+        outputs come in steps of 1/256, so ties happen on borderline images)."""
+        found = []
+        for name, flown, local in zip(self.names, self.flight, self.litert, strict=True):
+            f, g = int(flown.argmax()), int(local.argmax())
+            if f != g and local[f] < local[g] - TIE and flown[g] < flown[f] - TIE:
+                found.append(f"{name}: SmartCam {self.labels[f]}, LiteRT {self.labels[g]}")
+        return found
+
+    @property
+    def agreeing(self) -> int:
+        return len(self.names) - len(self.differing)
+
+    @property
+    def largest_difference(self) -> float:
+        return float(np.abs(self.flight - self.litert).max()) if self.names else 0.0
+
+
+def compare_runtimes(
+    classifier: flight.FlightClassifier,
+    files: list[Path],
+    names: list[str] | None = None,
+    progress: bool | None = False,
+    litert_input: Callable[[Path, Path], np.ndarray] | None = None,
+) -> RuntimeComparison:
+    """Classify ``files`` with ``classifier`` (SmartCam's programs) and with LiteRT fed
+    the toolkit's on-board preprocessing, or ``litert_input(file, SmartCam's resized
+    JPEG)`` when given; unreadable files are left out."""
+    preprocessing = Preprocessing(mode="onboard", onboard_channels=classifier.channels,
+                                  size=classifier.input_size, mean=classifier.mean,
+                                  std=classifier.std)
+    litert = Classifier(classifier.model_file, labels=classifier.labels,
+                        preprocessing=preprocessing)
+    names = [str(path) for path in files] if names is None else names
+    kept, litert_rows, flight_rows, times = [], [], [], []
+    for name, path in tqdm(list(zip(names, files, strict=True)), unit="img",
+                           desc="SmartCam vs LiteRT", disable=None if progress is None
+                           else not progress):
+        try:
+            resized = classifier.load(path)
+            model_input = litert.load(path) if litert_input is None else \
+                litert_input(path, resized)
+        except images.UnreadableImageError:
+            continue
+        probabilities, elapsed_ms = classifier.classify(resized)
+        kept.append(name)
+        flight_rows.append(probabilities)
+        litert_rows.append(litert.classify(model_input)[0])
+        times.append(elapsed_ms)
+    shape = (len(kept), len(classifier.labels))
+    return RuntimeComparison(list(classifier.labels), kept,
+                             np.asarray(litert_rows, np.float32).reshape(shape),
+                             np.asarray(flight_rows, np.float32).reshape(shape), times)

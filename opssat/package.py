@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from opssat import atomic, metrics
+from opssat import atomic, flight, infer, metrics, tflite25
 from opssat.confidences import check_threshold, load_confidences
 from opssat.contract import ContractError, ContractReport, check_contract
 from opssat.errors import UserError
@@ -238,12 +238,16 @@ def build_package(
     label_file: Path,
     threshold: float | None = None,
     target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+    runtime: flight.Runtime | None = None,
 ) -> Package:
-    """Check the model, then write ``smartcam/<name>/`` in a staged folder swapped in
-    at the end: a refused model or a crash leaves any previous package as it was."""
+    """Check the model (with ``runtime``, SmartCam's binaries, also in flight on the test
+    images), then write ``smartcam/<name>/`` in a staged folder swapped in at the end: a
+    refused model or a crash leaves any previous package as it was."""
     check_package_name(name)
     atomic.check_writable(paths.smartcam_dir(name))
     report = check_contract(model_file, label_file)
+    if report.ok and runtime is not None:
+        check_in_flight(report, paths, runtime)
     if not report.ok:
         raise ContractError(report)
     advice = recommend_threshold(paths, target_accuracy, report.labels, threshold, model_file)
@@ -266,6 +270,39 @@ def build_package(
     return Package(target, name, report, advice, config_text)
 
 
+def check_in_flight(report: ContractReport, paths: ModelPaths,
+                    runtime: flight.Runtime) -> None:
+    """Add the ``flight`` check to ``report``: the model in SmartCam's own binaries on
+    every test image, whose top-1 must equal LiteRT's (fed the same on-board input)."""
+    name = f"SmartCam's {runtime.arch} build"
+    try:
+        files = infer.list_test_images(paths.test_dir, report.labels)
+    except UserError as err:
+        report.add("flight", None, f"not run: {err}")
+        return
+    with flight.FlightClassifier(runtime, report.model_file, report.labels) as classifier:
+        try:
+            result = infer.compare_runtimes(
+                classifier, [path for _, path in files],
+                [f"{label}/{path.name}" for label, path in files])
+        except flight.FlightError as err:
+            report.add("flight", False, f"{err}: {tflite25.FIX}")
+            return
+    total = len(result.names)
+    if not total:
+        report.add("flight", None, f"not run: SmartCam's resizer read none of the images "
+                   f"in {paths.test_dir}")
+        return
+    differing = result.differing
+    if differing:
+        shown = "; ".join(differing[:5]) + ("; ..." if len(differing) > 5 else "")
+        report.add("flight", False, f"in {name}, top-1 differs from LiteRT's on "
+                   f"{len(differing)} of {total} test images ({shown}): {tflite25.FIX}")
+        return
+    report.add("flight", True, f"{name} gives LiteRT's top-1 on {total}/{total} test "
+               f"images (largest probability difference {result.largest_difference:.4f})")
+
+
 def _readme(paths: ModelPaths, name: str, report: ContractReport,
             advice: ThresholdAdvice) -> str:
     folder = onboard_dir(name)
@@ -278,6 +315,8 @@ def _readme(paths: ModelPaths, name: str, report: ContractReport,
         f"{INPUT_MEAN:g}) / {INPUT_STD:g}; output {len(report.labels)} {TENSOR_DTYPE} "
         f"confidences ({', '.join(report.labels)}); builtin ops only. Checked with "
         "package_smartcam.py.",
+        f"Runtime: {tflite25.RUNTIME}: every operator version and quantization checked."
+        + "".join(f" {c.detail}." for c in report.checks if c.name == "flight" and c.passed),
         "",
         "Copy to the spacecraft (SEPP):",
         f"  {MODEL_FILE:14} -> {folder / MODEL_FILE}",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from opssat import atomic, metrics
+from opssat import atomic, flight, images, metrics
 from opssat.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
@@ -49,6 +49,23 @@ def mode_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
     if len(results) < 2:
         return None
     return metrics.agreement(results[0].confidences, results[1].confidences)
+
+
+def flight_pair(results: Sequence[ModeResult]) -> tuple[int, int] | None:
+    """(LiteRT's result, SmartCam's own runtime's result) as indices into ``results``:
+    mode flight against LiteRT fed the same on-board input (else ground), when both
+    are there."""
+    modes = [r.mode for r in results]
+    if flight.MODE not in modes:
+        return None
+    litert = next((modes.index(m) for m in images.PREPROCESS_MODES[::-1] if m in modes), None)
+    return None if litert is None else (litert, modes.index(flight.MODE))
+
+
+def flight_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
+    pair = flight_pair(results)
+    return None if pair is None else metrics.agreement(results[pair[0]].confidences,
+                                                       results[pair[1]].confidences)
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -198,6 +215,10 @@ def _comparison(results: Sequence[ModeResult], agree: metrics.Agreement | None,
     if agree is not None:
         line = agreement_line(results, agree)
         lines += ["", md(line) if markdown else line]
+    pair = flight_pair(results)
+    if pair is not None and pair != (0, 1):
+        line = agreement_line([results[i] for i in pair], flight_agreement(results))
+        lines += ["", md(line) if markdown else line]
     return lines + [""]
 
 
@@ -236,6 +257,7 @@ def to_json(model: str, results: Sequence[ModeResult], agree: metrics.Agreement 
         "model": model,
         "modes": {r.mode: {"csv": str(r.csv_path), **r.performance.to_dict()} for r in results},
         "agreement": None if agree is None else asdict(agree),
+        "flight_agreement": None if (fa := flight_agreement(results)) is None else asdict(fa),
         "report": str(report),
         "plots": [str(p) for p in plots],
     }

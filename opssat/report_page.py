@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, html_report, images, metrics, report
+from opssat import atomic, flight, html_report, images, metrics, report
 from opssat.confidences import NOT_CLASSIFIED, ranked
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
@@ -22,7 +22,10 @@ def preprocessing_of(result: report.ModeResult) -> str:
     confidences_onboard.csv on-board; a CSV passed by name is judged by its name."""
     if result.mode in images.PREPROCESS_MODES:
         return result.mode
-    return "onboard" if "onboard" in result.csv_path.stem else "ground"
+    stem = result.csv_path.stem
+    # flight: SmartCam's own resizer, which onboard reproduces
+    return "onboard" if result.mode == flight.MODE or "onboard" in stem or \
+        flight.MODE in stem else "ground"
 
 
 def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
@@ -112,16 +115,20 @@ def render_html(model: str, results: Sequence[report.ModeResult],
             if source is not None:
                 files.want(source, [mode])
         sources.append(found)
-    differing: list[tuple[int, int]] = []
-    if len(results) >= 2:
-        second = {name: i for i, name in enumerate(results[1].confidences.filenames)}
-        top_a, top_b = results[0].confidences.top1, results[1].confidences.top1
-        for i, name in enumerate(results[0].confidences.filenames):
+    compared = [(0, 1)] if len(results) >= 2 else []
+    if (pair := report.flight_pair(results)) is not None and pair != (0, 1):
+        compared.append(pair)
+    differing: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, b in compared:
+        second = {name: i for i, name in enumerate(results[b].confidences.filenames)}
+        top_a, top_b = results[a].confidences.top1, results[b].confidences.top1
+        differing[(a, b)] = []
+        for i, name in enumerate(results[a].confidences.filenames):
             j = second.get(name)
             if j is not None and top_a[i] != top_b[j]:
-                differing.append((i, j))
-                if sources[0][i] is not None:
-                    files.want(sources[0][i], modes[:2])
+                differing[(a, b)].append((i, j))
+                if sources[a][i] is not None:
+                    files.want(sources[a][i], [modes[a], modes[b]])
     pairs = files.write(outputs)
 
     body = [f"<h1>Performance of model <code>{esc(model)}</code></h1>", "<nav>"]
@@ -136,15 +143,20 @@ def render_html(model: str, results: Sequence[report.ModeResult],
              "it.</p>"]
     if len(results) >= 2:
         body += ['<h2 id="compare">Modes side by side</h2>',
-                 html_report.table(["figure", *(r.mode for r in results[:2])],
-                                   report.comparison_rows(results[:2]))]
-        if agree is not None:
-            body.append(f"<p>{esc(report.agreement_line(results, agree))}</p>")
-        body.append(f"<h3>Images whose top-1 differs ({len(differing)})</h3>")
-        cards = [_row_card(results[0], i, sources[0][i], pairs, page, modes[:2],
-                           [(results[1], j)]) for i, j in differing]
-        body += [html_report.sort_buttons("differ", _SORTS[2:]),
-                 html_report.gallery("differ", cards)]
+                 html_report.table(["figure", *(r.mode for r in results)],
+                                   report.comparison_rows(results))]
+    for number, (a, b) in enumerate(compared):
+        shown = agree if (a, b) == (0, 1) else report.flight_agreement(results)
+        if shown is not None:
+            body.append(f"<p>{esc(report.agreement_line([results[a], results[b]], shown))}</p>")
+        found = differing[(a, b)]
+        body.append(f"<h3>Images whose top-1 differs, {esc(results[a].mode)} vs "
+                    f"{esc(results[b].mode)} ({len(found)})</h3>")
+        cards = [_row_card(results[a], i, sources[a][i], pairs, page, [modes[a], modes[b]],
+                           [(results[b], j)]) for i, j in found]
+        gallery = "differ" if number == 0 else f"differ-{number}"
+        body += [html_report.sort_buttons(gallery, _SORTS[2:]),
+                 html_report.gallery(gallery, cards)]
     for index, (result, mode) in enumerate(zip(results, modes, strict=True)):
         perf = result.performance
         body += [f'<h2 id="mode-{index}">{esc(report.mode_title(result))}</h2>',

@@ -30,6 +30,9 @@ class TrainRecord:
     #: name, source, image_size, feature_size.
     backbone: dict[str, Any]
     labels: list[str]
+    #: The runtime the exports are made and checked for (export.TARGET_RUNTIME); None in
+    #: records written before the toolkit recorded it.
+    target_runtime: str | None = None
     #: {"all"|"training"|"validation": {label: images}}
     class_counts: dict[str, dict[str, int]]
     class_weights: dict[str, float]

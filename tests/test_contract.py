@@ -15,8 +15,8 @@ from opssat import contract
 def test_good_model_passes_every_check(contract_models, tmp_path):
     report = contract.check_contract(contract_models("good"), write_labels_file(tmp_path, LABELS))
     assert report.ok, report.format()
-    assert [c.name for c in report.checks] == ["file", "labels", "ops", "input", "output",
-                                               "softmax"]
+    assert [c.name for c in report.checks] == ["file", "labels", "ops", "tfl2.5", "input",
+                                               "output", "softmax"]
     assert report.size_bytes == contract_models("good").stat().st_size
     assert report.sha256 == hashlib.sha256(contract_models("good").read_bytes()).hexdigest()
     assert report.labels == LABELS
@@ -59,7 +59,7 @@ def test_a_non_tflite_file_is_refused_not_a_traceback(tmp_path):
         assert not report.ok
         assert report.problems[0].startswith("file: ") and reason in report.problems[0]
         assert {c.name for c in report.checks if c.passed is None} == {
-            "ops", "input", "output", "softmax"}
+            "ops", "tfl2.5", "input", "output", "softmax"}
 
 
 def test_model_ops_reads_builtin_and_flex_codes(contract_models):

@@ -97,6 +97,7 @@ def test_old_style_command_writes_all_outputs(tiny_hub, colour_images, tmp_path)
     record = json.loads((out / "train_record.json").read_text())
     assert record["options"]["do_fine_tuning"] is True
     assert record["labels"] == sorted(COLOURS)
+    assert record["target_runtime"] == "TensorFlow Lite 2.5.0 (SmartCam's image_classifier)"
     assert record["epochs_run"] == 2 and len(record["history"]["loss"]) == 2
     assert set(record["outputs"]) == {str(out / n) for n in
                                       ("model", "labels.txt", "tflite_model.tflite")}

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Every TFLite variant of a trained model in SmartCam's own TensorFlow Lite 2.5
+binaries, against LiteRT, on real thumbnails (default: the 123 bundled ones).
+
+For each variant (tflite_model.tflite and its _float16/_dynamic/_int8 files) and each
+build (k8 natively; armhf under qemu-user when installed): the static TFLite 2.5 check,
+top-1 agreement with LiteRT (fed the toolkit's on-board preprocessing, the same input),
+the largest probability difference, the file size and the time per image of
+SmartCam's image_classifier (process start, model load and one invoke, as SmartCam
+runs it). Prints a Markdown table.
+
+  python bench/bench_smartcam.py MODEL --smartcam_dir ../shared/smartcam_runtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# This project's opssat, not whichever checkout the virtualenv was installed from.
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from opssat import cli, errors, export, flight, images, sample, smartcam, tflite25  # noqa: E402
+from opssat.infer import Classifier, RuntimeComparison, compare_runtimes  # noqa: E402
+from opssat.labels import read_labels  # noqa: E402
+from opssat.paths import model_paths  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="model name: the folder repo/<model>/")
+    parser.add_argument("--smartcam_dir", help=f"clone of opssat-smartcam (default: "
+                        f"${flight.ENV_VAR})")
+    parser.add_argument("--images", type=Path, default=sample.REAL_SAMPLE_DIR,
+                        help="folder of <label>/ images (default: the bundled real sample)")
+    parser.add_argument("--arch", action="append", choices=flight.ARCHES,
+                        help="builds to run (repeatable; default: k8, and armhf when qemu "
+                        "and the armhf runtime are installed)")
+    parser.add_argument("--oracle_dir", type=Path,
+                        default=next((d / "shared" / "onboard_oracle" for d in
+                                      (PROJECT_ROOT.parent, PROJECT_ROOT.parents[1])
+                                      if (d / "shared" / "onboard_oracle").is_dir()),
+                                     PROJECT_ROOT.parent / "shared" / "onboard_oracle"),
+                        help="the onboard oracle (its uJPEG decoder): also compare with LiteRT "
+                        "fed SmartCam's exact input, when present (default: %(default)s)")
+    parser.add_argument("--variant", action="append", choices=export.QUANTIZATIONS,
+                        help="variants to run (repeatable; default: every one written)")
+    parser.add_argument("--armhf_images", type=int, default=None,
+                        help="run armhf on every n-th image only (about 2 s per image)")
+    return parser.parse_args()
+
+
+def oracle_decoder(oracle_dir: Path, work: Path, mean: float, std: float):
+    """``(file, resized JPEG) -> model input`` decoded by SmartCam's own uJPEG (the
+    onboard oracle's ``ujdump``): LiteRT then sees exactly what image_classifier sees,
+    so the difference left is the runtime's alone."""
+    built = subprocess.run(["sh", str(oracle_dir / "build.sh"), str(work)], check=True,
+                           capture_output=True, text=True).stdout.strip()
+    ujdump = Path(built) / "ujdump"
+
+    def decode(_: Path, resized: Path) -> np.ndarray:
+        raw = work / "input.raw"
+        size = subprocess.run([str(ujdump), str(resized), str(raw)], check=True,
+                              capture_output=True, text=True).stdout.split()
+        width, height = int(size[0]), int(size[1])
+        pixels = np.frombuffer(raw.read_bytes(), np.uint8).reshape(height, width, 3)
+        return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
+
+    return decode
+
+
+def toolkit_input(flown: RuntimeComparison, classifier: flight.FlightClassifier,
+                  files: list[Path], names: list[str]) -> RuntimeComparison:
+    """SmartCam's answers of ``flown`` against LiteRT fed the toolkit's own on-board
+    preprocessing (what batch_label_images.py --preprocess onboard computes)."""
+    litert = Classifier(classifier.model_file, labels=classifier.labels,
+                        preprocessing=images.Preprocessing(mode="onboard",
+                                                           size=classifier.input_size))
+    by_name = dict(zip(names, files, strict=True))
+    rows = np.array([litert.classify_file(by_name[name])[0] for name in flown.names],
+                    np.float32).reshape(flown.flight.shape)
+    return RuntimeComparison(flown.labels, flown.names, rows, flown.flight, flown.flight_ms)
+
+
+def main() -> int:
+    args = parse_args()
+    paths = model_paths(args.model).require_model_dir()
+    folder = flight.smartcam_dir(args.smartcam_dir)
+    if folder is None:
+        raise errors.UserError(f"pass --smartcam_dir or set {flight.ENV_VAR}")
+    arches = args.arch or (["k8"] if flight.armhf_problem() else ["k8", "armhf"])
+    if "armhf" not in arches and (problem := flight.armhf_problem()):
+        print(f"armhf: skipped, {problem}")
+    labels = read_labels(paths.labels_file)
+    files = [path for label in images.label_folders(args.images)
+             for path in images.list_files(label)]
+    names = [f"{path.parent.name}/{path.name}" for path in files]
+    print(f"{len(files)} images from {args.images}; model {paths.model_dir}\n")
+    work = Path(tempfile.mkdtemp(prefix="bench_smartcam_"))
+    exact = oracle_decoder(args.oracle_dir, work, smartcam.INPUT_MEAN, smartcam.INPUT_STD) \
+        if (args.oracle_dir / "build.sh").is_file() else None
+    print("LiteRT is fed the toolkit's --preprocess onboard input; 'exact input': SmartCam's "
+          "own resized JPEG decoded by its uJPEG (onboard oracle), so only the runtime differs"
+          + ("" if exact else f" (not measured: no {args.oracle_dir})") + "\n")
+    print("| variant | build | TFLite 2.5 check | top-1 = LiteRT | largest prob. diff | "
+          "top-1 = LiteRT, exact input | largest prob. diff, exact input | size (bytes) | "
+          "image_classifier per image (ms, k8) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for quantization in args.variant or export.QUANTIZATIONS:
+        model_file = paths.tflite_model if quantization == "none" else \
+            paths.tflite_variant(quantization)
+        if not model_file.is_file():
+            continue
+        static = tflite25.problems(model_file.read_bytes())
+        check = "pass" if not static else f"REFUSED: {static[0]}"
+        for arch in arches:
+            step = args.armhf_images if arch == "armhf" and args.armhf_images else 1
+            with flight.FlightClassifier(flight.Runtime(folder, arch), model_file,
+                                         labels) as classifier:
+                try:
+                    pure = compare_runtimes(classifier, files[::step], names[::step],
+                                            progress=None, litert_input=exact)
+                    result = toolkit_input(pure, classifier, files[::step], names[::step])
+                except flight.FlightError as err:
+                    print(f"| {quantization} | {arch} | {check} | fails: {err} | | | | "
+                          f"{model_file.stat().st_size:,} | |")
+                    continue
+            timing = f"{np.median(result.flight_ms):.0f}" if arch == "k8" else ""
+            exact_cells = (f"{pure.agreeing}/{len(pure.names)} | {pure.largest_difference:.4f}"
+                           if exact else " | ")
+            print(f"| {quantization} | {arch} | {check} | {result.agreeing}/{len(result.names)}"
+                  f" | {result.largest_difference:.4f} | {exact_cells} | "
+                  f"{model_file.stat().st_size:,} | {timing} |", flush=True)
+            for line in result.differing + (pure.differing if exact else []):
+                print(f"|   | | | differs: {line} | | | | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
