@@ -16,20 +16,17 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# This project's opssat, not whichever checkout the virtualenv was installed from.
-sys.path.insert(0, str(PROJECT_ROOT))
+from opssat import cli, errors, export, flight, images, sample, smartcam, tflite25
+from opssat.infer import Classifier, RuntimeComparison, compare_runtimes
+from opssat.labels import read_labels
+from opssat.paths import model_paths
 
-from opssat import cli, errors, export, flight, images, sample, smartcam, tflite25  # noqa: E402
-from opssat.infer import Classifier, RuntimeComparison, compare_runtimes  # noqa: E402
-from opssat.labels import read_labels  # noqa: E402
-from opssat.paths import model_paths  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:

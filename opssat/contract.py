@@ -25,10 +25,6 @@ from opssat.litert import load_interpreter
 #: sum is off by a few of those steps; a model without a softmax is off by far more.
 SOFTMAX_TOLERANCE = 0.02
 
-#: SmartCam's labels_keep splits "label:next_model" on ':', config.ini
-#: interpolates '%', and the classifier prints labels inside JSON strings.
-_LABEL_FORBIDDEN = (":", "%", '"', "\\")
-
 
 @dataclass(frozen=True)
 class Check:
@@ -143,11 +139,6 @@ def _check_labels(label_file: Path | None, report: ContractReport) -> None:
         labels = read_labels(label_file)
     except UserError as err:
         report.add("labels", False, str(err))
-        return
-    bad = [label for label in labels if any(ch in label for ch in _LABEL_FORBIDDEN)]
-    if bad:
-        report.add("labels", False, f"{', '.join(bad)}: SmartCam labels cannot contain "
-                   f"{' '.join(_LABEL_FORBIDDEN)}; rename the label folders and retrain")
         return
     report.labels = labels
     report.add("labels", True, f"{len(labels)} labels: {', '.join(labels)}")

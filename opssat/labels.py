@@ -9,8 +9,9 @@ from pathlib import Path
 from opssat import atomic
 from opssat.errors import UserError
 
-#: Characters SmartCam's config cannot hold in a label (``labels_keep`` entries are
-#: ``label:model`` pairs in an INI file that %-interpolates), besides path separators.
+#: Characters SmartCam cannot hold in a label, besides path separators: ``labels_keep``
+#: entries are ``label:model`` pairs in an INI file that %-interpolates, and the
+#: classifier prints labels inside JSON strings.
 SMARTCAM_FORBIDDEN = (":", "%", '"', "\\")
 
 

@@ -57,8 +57,8 @@ MAX_VERSIONS: dict[str, int] = {
 MAX_TENSOR_TYPE = schema.TensorType.UINT32
 
 #: What to do about a model that fails the check: the toolkit's exports that pass.
-FIX = ("re-export with this toolkit (train.sh --quantize float16, int8 or dynamic; "
-       "the float model always passes)")
+FIX = ("re-export with this toolkit (train.sh --quantize float16, int8 or dynamic, "
+       "or its float model)")
 
 _NAMES = {value: name for name, value in vars(schema.BuiltinOperator).items()
           if not name.startswith("_")}

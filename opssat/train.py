@@ -335,6 +335,7 @@ def _export(run: PreparedRun, outputs: atomic.OutputSet) -> dict[str, Path]:
         float_file = Path(options.paths.tflite_output_file)
         variants = ["none"] + [q for q in dict.fromkeys(options.recipe.quantize) if q != "none"]
         calibration = _calibration(run.train_files, run.preprocessing)
+        classifier = _computing_in_float32(run)
         for name in variants:
             target = float_file if name == "none" else tflite_variant(float_file, name)
             data = export.tflite_bytes(classifier, name, calibration)
@@ -342,6 +343,21 @@ def _export(run: PreparedRun, outputs: atomic.OutputSet) -> dict[str, Path]:
             staged.write_bytes(data)
             written[name] = staged
     return written
+
+def _computing_in_float32(run: PreparedRun) -> tf_keras.Model:
+    """The classifier to export: with --mixed_precision, the same model rebuilt under
+    the float32 policy with the trained weights, because its float16 casts (CAST
+    version 5) do not exist in SmartCam's TensorFlow Lite 2.5 (issue 18)."""
+    if not run.options.runtime.mixed_precision:
+        return run.classifier
+    recipe = run.options.recipe
+    backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
+                             recipe.backbone_weights,
+                             trainable=run.options.schedule.do_fine_tuning)
+    classifier = build_classifier(backbone, build_head(len(run.files.labels), run.options))
+    classifier.set_weights(run.classifier.get_weights())
+    return classifier
+
 
 def _calibration(files: LabelledFiles, preprocessing: Preprocessing):
     """int8 calibration batches: up to CALIBRATION_IMAGES training images."""
