@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, crossval, flight, sample, split
+from opssat import cli, crossval, flight, split, topup
 from opssat.paths import model_paths
 
 
@@ -59,7 +59,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
 def main() -> int:
     args, trainer_args = parse_args()
     paths = model_paths(args.model).require_model_dir()
-    top_up = [sample.parse_top_up(text) for text in args.top_up]
+    top_up = [topup.parse_top_up(text) for text in args.top_up]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     folder = flight.smartcam_dir(args.smartcam_dir)
     runtime = flight.Runtime(folder, args.smartcam_arch) \

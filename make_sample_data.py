@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import atomic, cli, errors, images, sample
+from opssat import atomic, cli, errors, images, sample, topup
 from opssat.paths import model_paths
 
 
@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     paths = model_paths(args.model)
-    top_ups = [sample.parse_top_up(text) for text in args.top_up]
+    top_ups = [topup.parse_top_up(text) for text in args.top_up]
     only_top_up = bool(top_ups) and not args.real
     if not args.force and not only_top_up:
         sample.refuse_non_empty(paths.all_dir)
@@ -62,13 +62,13 @@ def main() -> int:
             print(f"{label:<6} {n:>5} images in {paths.all_dir / label}")
         print(f"plus one truncated JPEG ({sample.TRUNCATED_LABEL}/) and one non-image file "
               f"({sample.NON_IMAGE_LABEL}/{sample.NON_IMAGE_NAME}) to exercise image hygiene")
-    sources = sample.data_top_up_sources(paths.all_dir, paths.test_dir) if top_ups else []
+    sources = topup.data_top_up_sources(paths.all_dir, paths.test_dir) if top_ups else []
     for label, n in top_ups:
-        sample.top_up(paths.all_dir, label, n, args.seed, sources=sources)
+        topup.top_up(paths.all_dir, label, n, args.seed, sources=sources)
         made = (f"over-exposed from {len(sources)} earth and edge frames of data/all, none "
                 "of the test split"
                 if label == "bad" and sources else "drawn from scratch")
-        print(f"{label:<6} {n:>5} synthetic top-up images ({sample.SYNTHETIC_PREFIX}*, {made}) "
+        print(f"{label:<6} {n:>5} synthetic top-up images ({topup.SYNTHETIC_PREFIX}*, {made}) "
               f"in {paths.all_dir / label}")
     print(f"next: ./split_data.py {args.model} 20")
     return 0

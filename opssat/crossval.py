@@ -10,7 +10,7 @@ files, run by LiteRT as on board, for each preprocessing mode. Every image's
 out-of-fold probabilities go to ``crossval/oof_confidences*.csv`` in the
 confidences.csv format, for label review.
 
-Synthetic top-up images (``sample.is_synthetic`` names, or ``top_up`` made for
+Synthetic top-up images (``topup.is_synthetic`` names, or ``top_up`` made for
 the run from each fold's real training frames) only ever train: they are never
 held out and never scored.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from opssat import atomic, confidences, flight, images, metrics, sample, smartcam, split, stress
+from opssat import atomic, confidences, flight, images, metrics, smartcam, split, stress, topup
 from opssat.errors import UserError
 from opssat.infer import Classifier, predicted_label
 from opssat.paths import ModelPaths, check_inside, tflite_variant
@@ -51,7 +51,7 @@ STRESS_SET_NAME = "stress_set.csv"
 RESERVED_FLAGS = ("--image_dir", "--model", "--tflite_output_file", "--labels_output_file",
                   "--saved_model_dir", "--summaries_dir", "--record_file", "--cache_dir")
 SCORES = ("accuracy", "macro_f1", "kappa")
-_RUN_TOP_UP_START_MS = sample.TOP_UP_START_MS + 100 * 86_400_000
+_RUN_TOP_UP_START_MS = topup.TOP_UP_START_MS + 100 * 86_400_000
 
 
 @dataclass
@@ -119,8 +119,8 @@ def plan_folds(items: Sequence[tuple[Path, str]], folds: int = DEFAULT_FOLDS,
     bursts than folds."""
     if folds < 2:
         raise UserError(f"--folds {folds}: cross-validation needs at least 2 folds")
-    real = [(Path(p), label) for p, label in items if not sample.is_synthetic(p)]
-    synthetic = [(Path(p), label) for p, label in items if sample.is_synthetic(p)]
+    real = [(Path(p), label) for p, label in items if not topup.is_synthetic(p)]
+    synthetic = [(Path(p), label) for p, label in items if topup.is_synthetic(p)]
     if not real:
         raise UserError("no real images to cross-validate (only synthetic top-up images)")
     groups = split.burst_groups(real, group_seconds)
@@ -211,9 +211,9 @@ def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int,
     made = []
     for label, count in top_up:
         # Later timestamps than make_sample_data's, so both kinds can train together.
-        made += [(p, label) for p in sample.top_up(
+        made += [(p, label) for p in topup.top_up(
             folder, label, count, seed, start_ms=_RUN_TOP_UP_START_MS,
-            sources=sample.top_up_sources(training))]
+            sources=topup.top_up_sources(training))]
     return made
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from opssat import atomic, images, smartcam, stress
+from opssat import atomic, images, smartcam
 from opssat.errors import UserError
 
 #: (width, height) of an OPS-SAT thumbnail.
@@ -57,7 +57,7 @@ def file_name(ms: int) -> str:
 # --- noise fields --------------------------------------------------------------
 
 
-def _fractal(rng: np.random.Generator, size: Size, cells: float, roughness: float = 0.55,
+def fractal(rng: np.random.Generator, size: Size, cells: float, roughness: float = 0.55,
              stretch: float = 1.0, angle: float = 0.0) -> np.ndarray:
     """Smooth multi-scale noise in [0, 1], shape (height, width).
 
@@ -92,16 +92,16 @@ def _fractal(rng: np.random.Generator, size: Size, cells: float, roughness: floa
     return np.clip((out - low) / max(high - low, 1e-6), 0.0, 1.0)
 
 
-def _smoothstep(x: np.ndarray, edge0: float, edge1: float) -> np.ndarray:
+def smoothstep(x: np.ndarray, edge0: float, edge1: float) -> np.ndarray:
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
-def _to_image(rgb: np.ndarray) -> Image.Image:
+def to_image(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(rgb), 0, 255).astype(np.uint8), "RGB")
 
 
-def _grain(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+def grain(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Sensor noise."""
     return rng.standard_normal((*shape, 3), dtype=np.float32) * sigma
 
@@ -117,15 +117,15 @@ _LOOKS = {
 }
 
 
-def _earth_rgb(rng: np.random.Generator, size: Size, look: str) -> np.ndarray:
+def earth_rgb(rng: np.random.Generator, size: Size, look: str) -> np.ndarray:
     """Clouds over land and sea as float RGB (0..255) in one of the camera looks."""
     gain, tint, cloud_gain = _LOOKS[look]
     gain *= rng.uniform(0.8, 1.2)
     angle = rng.uniform(0, np.pi)
-    land_field = _fractal(rng, size, cells=rng.uniform(2, 5), roughness=0.6)
+    land_field = fractal(rng, size, cells=rng.uniform(2, 5), roughness=0.6)
     land_share = rng.choice([0.0, rng.uniform(0.2, 0.8), 1.0], p=[0.35, 0.4, 0.25])
-    land = _smoothstep(land_field, 1 - land_share - 0.02, 1 - land_share + 0.02)[..., None]
-    detail = _fractal(rng, size, cells=rng.uniform(10, 30), roughness=0.68)[..., None]
+    land = smoothstep(land_field, 1 - land_share - 0.02, 1 - land_share + 0.02)[..., None]
+    detail = fractal(rng, size, cells=rng.uniform(10, 30), roughness=0.68)[..., None]
     sea = np.array([16, 28, 50], np.float32) * rng.uniform(0.8, 1.5)
     soil = np.array(
         [[110, 86, 66], [88, 82, 62], [128, 106, 86], [72, 62, 52]], np.float32
@@ -135,12 +135,12 @@ def _earth_rgb(rng: np.random.Generator, size: Size, look: str) -> np.ndarray:
     if look == "cyan":
         ground = 0.4 * ground + 0.6 * ground.mean(axis=2, keepdims=True)
     cover = rng.uniform(0.05, 0.8)
-    clouds = _fractal(rng, size, cells=rng.uniform(3, 9), roughness=0.68,
+    clouds = fractal(rng, size, cells=rng.uniform(3, 9), roughness=0.68,
                       stretch=rng.uniform(1.0, 4.0), angle=angle)
-    puffs = _fractal(rng, size, cells=rng.uniform(25, 60), roughness=0.6)
+    puffs = fractal(rng, size, cells=rng.uniform(25, 60), roughness=0.6)
     mix = clouds * 0.7 + puffs * 0.3
     threshold = np.quantile(mix[::8, ::8], 1 - cover)
-    density = _smoothstep(mix, threshold - 0.02, threshold + rng.uniform(0.1, 0.3))[..., None]
+    density = smoothstep(mix, threshold - 0.02, threshold + rng.uniform(0.1, 0.3))[..., None]
     white = np.array([238, 242, 248], np.float32) * (0.7 + 0.3 * puffs[..., None]) * cloud_gain
     rgb = (ground * (1 - density) + white * density) * np.array(tint, np.float32)
     if look == "stretched":
@@ -154,8 +154,8 @@ def _earth_rgb(rng: np.random.Generator, size: Size, look: str) -> np.ndarray:
 def _earth(rng: np.random.Generator, size: Size) -> np.ndarray:
     looks = list(_LOOKS)
     look = looks[rng.choice(len(looks), p=[0.3, 0.3, 0.2, 0.2])]
-    rgb = _earth_rgb(rng, size, look)
-    return rgb + _grain(rng, rgb.shape[:2], 3.0)
+    rgb = earth_rgb(rng, size, look)
+    return rgb + grain(rng, rgb.shape[:2], 3.0)
 
 
 # --- edge ------------------------------------------------------------------------
@@ -174,19 +174,19 @@ def _edge(rng: np.random.Generator, size: Size) -> np.ndarray:
     # Signed distance (pixels) from the limb; positive on the Earth side.
     inside = radius - np.hypot(xs - centre[0], ys - centre[1])
     scale = side / 600
-    earth = _earth_rgb(rng, size, "cyan") * rng.uniform(0.9, 1.3)
+    earth = earth_rgb(rng, size, "cyan") * rng.uniform(0.9, 1.3)
     haze = np.exp(-np.clip(inside, 0, None) / (side * rng.uniform(0.1, 0.4)))
     earth = earth + haze[..., None] * np.array([70, 160, 170], np.float32)
     glow_width = scale * rng.uniform(3, 7)
     glow = np.exp(-np.abs(inside) / glow_width)
     outer = np.exp(-np.clip(-inside, 0, None) / (glow_width * 3))
-    body = _smoothstep(inside, -1.5 * scale, 1.5 * scale)
+    body = smoothstep(inside, -1.5 * scale, 1.5 * scale)
     space = np.array([10, 12, 16], np.float32)
     rgb = space + earth * body[..., None]
     rgb = rgb + (glow * 0.8 + outer * 0.35 * (1 - body))[..., None] * np.array(
         [80, 190, 255], np.float32
     )
-    return rgb + _grain(rng, (height, width), 2.5)
+    return rgb + grain(rng, (height, width), 2.5)
 
 
 # --- bad -------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def _edge(rng: np.random.Generator, size: Size) -> np.ndarray:
 def _black(rng: np.random.Generator, size: Size) -> np.ndarray:
     width, height = size
     level = rng.uniform(0, 12)
-    rgb = np.full((height, width, 3), level, np.float32) + _grain(rng, (height, width), 2.0)
+    rgb = np.full((height, width, 3), level, np.float32) + grain(rng, (height, width), 2.0)
     hot = rng.random((height, width)) < 2e-4
     rgb[hot] = rng.uniform(120, 255)
     return rgb
@@ -203,9 +203,9 @@ def _black(rng: np.random.Generator, size: Size) -> np.ndarray:
 
 def _overexposed(rng: np.random.Generator, size: Size) -> np.ndarray:
     width, height = size
-    base = 225 + 40 * _fractal(rng, size, cells=2)
+    base = 225 + 40 * fractal(rng, size, cells=2)
     tint = np.array([rng.uniform(0.85, 1.0), 1.0, 1.0], np.float32)
-    return base[..., None] * tint + _grain(rng, (height, width), 3.0)
+    return base[..., None] * tint + grain(rng, (height, width), 3.0)
 
 
 def _noise(rng: np.random.Generator, size: Size) -> np.ndarray:
@@ -232,11 +232,11 @@ def _glare(rng: np.random.Generator, size: Size) -> np.ndarray:
     streak = np.exp(-across / rng.uniform(0.004, 0.015)) * rng.uniform(120, 255)
     light = (blob + halo + streak)[..., None] * np.array([1.0, 0.97, 0.9], np.float32)
     background = _earth(rng, size) * rng.uniform(0.0, 0.5) if rng.random() < 0.5 else 8.0
-    return background + light + _grain(rng, (height, width), 3.0)
+    return background + light + grain(rng, (height, width), 3.0)
 
 
 def _blur(rng: np.random.Generator, size: Size) -> np.ndarray:
-    sharp = _to_image(_earth(rng, size))
+    sharp = to_image(_earth(rng, size))
     radius = max(size) * rng.uniform(0.02, 0.05)
     return np.asarray(sharp.filter(ImageFilter.GaussianBlur(radius)), np.float32)
 
@@ -267,7 +267,7 @@ def _scene(label: str, rng: np.random.Generator, size: Size) -> np.ndarray:
 def make_thumbnail(label: str, rng: np.random.Generator,
                    size: Size = THUMBNAIL_SIZE) -> Image.Image:
     """One synthetic RGB thumbnail of ``label`` (``bad``, ``earth`` or ``edge``)."""
-    return _to_image(_scene(label, rng, size))
+    return to_image(_scene(label, rng, size))
 
 
 # --- bursts and files ------------------------------------------------------------
@@ -295,7 +295,7 @@ def _bursts(rng: np.random.Generator, counts: dict[str, int]) -> list[tuple[str,
     return [bursts[i] for i in order]
 
 
-def _jpeg_bytes(img: Image.Image) -> bytes:
+def jpeg_bytes(img: Image.Image) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
@@ -337,11 +337,11 @@ def generate(all_dir: Path, count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED
     truncated = False
     for label, burst in _bursts(rng, counts):
         ms += int(rng.uniform(5 * 60_000, 6 * 3_600_000))
-        scene = _to_image(_scene(label, rng, canvas))
+        scene = to_image(_scene(label, rng, canvas))
         for _ in range(burst):
             dx, dy = (int(v) for v in rng.integers(0, 2 * margin + 1, 2))
             frame = scene.crop((dx, dy, dx + width, dy + height))
-            data = _jpeg_bytes(frame)
+            data = jpeg_bytes(frame)
             if label == TRUNCATED_LABEL and not truncated:
                 data, truncated = truncate_jpeg(data), True
             atomic.write_bytes(all_dir / label / file_name(ms), data)
@@ -350,174 +350,6 @@ def generate(all_dir: Path, count: int = DEFAULT_COUNT, seed: int = DEFAULT_SEED
            b"Downlink notes: this is text, not an image.\n")
     return counts
 
-
-
-# --- the kinds of bad image the real sample lacks ---------------------------------
-
-
-def _overexposed_earth(rng: np.random.Generator, size: Size) -> np.ndarray:
-    """Clouds shot far too long: white almost everywhere, a cyan trace of texture."""
-    earth = _earth_rgb(rng, size, "cyan")
-    return earth * rng.uniform(3.0, 6.0) + rng.uniform(40, 90) + _grain(rng, earth.shape[:2], 3.0)
-
-
-def _saturated_limb(rng: np.random.Generator, size: Size) -> np.ndarray:
-    """A blown-out Earth beside a dim, hazy sky: a sharp boundary, one side pure white."""
-    width, height = size
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    offset = rng.uniform(-0.35, 0.35) * max(size)
-    across = (xs - width / 2) * np.cos(angle) + (ys - height / 2) * np.sin(angle) - offset
-    white = _smoothstep(across, -1.5, 1.5)[..., None]
-    texture = _fractal(rng, size, cells=2)[..., None]
-    haze = np.array([38, 62, 58], np.float32) * (0.6 + 0.6 * texture)
-    lit = np.array([255, 255, 255], np.float32) * rng.uniform(1.1, 1.6)
-    return haze * (1 - white) + lit * white + _grain(rng, (height, width), 2.5)
-
-
-def _washed_out(rng: np.random.Generator, size: Size) -> np.ndarray:
-    """Part of the frame saturates: an exposure that climbs across the image."""
-    width, height = size
-    earth = _earth_rgb(rng, size, "cyan")
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    ramp = ((xs / width - 0.5) * np.cos(angle) + (ys / height - 0.5) * np.sin(angle)) + 0.5
-    ramp = np.clip(ramp + rng.uniform(0.0, 0.4), 0, 1) ** rng.uniform(0.5, 1.5)
-    gain = 1.5 + rng.uniform(6.0, 12.0) * ramp
-    return earth * gain[..., None] + _grain(rng, (height, width), 3.0)
-
-
-#: ``bad`` kinds for topping up the real sample: the exposure failures it has too few of.
-TOP_UP_BAD_KINDS = {"overexposed_earth": 0.4, "saturated_limb": 0.3, "washed_out": 0.3}
-_TOP_UP_BAD: dict[str, Callable[[np.random.Generator, Size], np.ndarray]] = {
-    "overexposed_earth": _overexposed_earth,
-    "saturated_limb": _saturated_limb,
-    "washed_out": _washed_out,
-}
-#: Top-up file names start with this, so every tool can tell them from real images.
-SYNTHETIC_PREFIX = "synthetic_"
-#: Top-up acquisition times (ms) lie in 2031, far from any real or generated burst.
-TOP_UP_START_MS = 1_920_000_000_000
-#: Top-up images are this far apart, so that each is a burst of its own.
-_TOP_UP_GAP_MS = 10 * 60_000
-
-
-def is_synthetic(path: str | Path) -> bool:
-    """True for a top-up image (named by ``top_up``), which belongs in training only."""
-    return Path(path).name.startswith(SYNTHETIC_PREFIX)
-
-
-def top_up_thumbnail(label: str, rng: np.random.Generator, size: Size = THUMBNAIL_SIZE
-                     ) -> Image.Image:
-    """One synthetic thumbnail for topping up ``label``: for ``bad``, an exposure failure
-    drawn from scratch (``top_up`` prefers ones made from real frames)."""
-    if label != "bad":
-        return make_thumbnail(label, rng, size)
-    kinds = list(TOP_UP_BAD_KINDS)
-    kind = kinds[rng.choice(len(kinds), p=list(TOP_UP_BAD_KINDS.values()))]
-    return _to_image(_TOP_UP_BAD[kind](rng, size))
-
-
-#: Share of saturated pixels (luma >= 250) and the floor (1st-percentile luma) of the
-#: bundled sample's five over-exposed ``bad`` frames (two bursts: 1609233349321 to
-#: 1609233377561, 1609402442350 and 1609402462591): 0.28 to 0.81, and 37 to 121 (stray
-#: light lifts even their darkest parts). Top-up exposure failures are drawn in these ranges.
-OVEREXPOSED_SATURATED = (0.28, 0.81)
-OVEREXPOSED_FLOOR = (37.0, 121.0)
-#: Labels whose real frames the ``bad`` top-up over-exposes.
-TOP_UP_SOURCE_LABELS = ("earth", "edge")
-
-
-
-def top_up_sources(items: Sequence[tuple[Path, str]]) -> list[Path]:
-    """The real ``earth`` and ``edge`` frames of (path, label) pairs: what ``top_up``
-    over-exposes. Give it the training side only, never images that will be judged."""
-    return [Path(p) for p, label in items
-            if label in TOP_UP_SOURCE_LABELS and not is_synthetic(p)]
-
-
-def data_top_up_sources(all_dir: Path, test_dir: Path | None = None) -> list[Path]:
-    """``all_dir``'s readable earth and edge frames but those also in ``test_dir`` (a test
-    split): a test image must not reach training, even over-exposed."""
-    tested = ({(p.parent.name, p.name) for p in test_dir.rglob("*") if p.is_file()}
-              if test_dir is not None and test_dir.is_dir() else set())
-    return top_up_sources(
-        [(p, folder.name) for folder in images.label_folders(all_dir)
-         for p in images.list_files(folder)
-         if (folder.name, p.name) not in tested and images.readable(p)])
-
-
-def _saturated_share(pixels: np.ndarray) -> float:
-    gray = pixels[::4, ::4].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return float(np.mean(gray >= stress.SATURATED))
-
-
-def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) uint8: a real frame over-exposed until the share of saturated pixels and
-    the floor match the sample's over-exposed frames (OVEREXPOSED_*): the whole frame
-    (``stress.expose``) or, half the time, washed out across part of it (``stress.ramp``)."""
-    target = rng.uniform(*OVEREXPOSED_SATURATED)
-    floor = rng.uniform(*OVEREXPOSED_FLOOR)
-    climb = stress.ramp(rng, pixels.shape[:2]) if rng.random() < 0.5 else None
-
-    def exposed(stops: float) -> np.ndarray:
-        if climb is None:
-            lift = max(0.0, floor - stress.BLACK_LEVEL)
-            return stress.expose(pixels, stops, lift)
-        return stress.expose(pixels, stops * climb, floor * climb)
-
-    low, high = 0.0, 16.0  # stops: bisect to the target share of saturated pixels
-    for _ in range(12):
-        middle = (low + high) / 2
-        if _saturated_share(exposed(middle)) < target:
-            low = middle
-        else:
-            high = middle
-    return np.round(exposed(high)).astype(np.uint8)
-
-
-def parse_top_up(text: str) -> tuple[str, int]:
-    """``LABEL=N`` from the command line, e.g. ``bad=20``."""
-    label, sep, number = text.partition("=")
-    try:
-        count = int(number)
-    except ValueError:
-        count = -1
-    if not sep or count < 1 or label not in LABEL_SHARES:
-        raise UserError(f"--top_up {text!r}: write LABEL=N with LABEL one of "
-                        f"{', '.join(LABEL_SHARES)} and N >= 1, e.g. bad=20")
-    return label, count
-
-
-def top_up(all_dir: Path, label: str, count: int, seed: int = DEFAULT_SEED,
-           size: Size = THUMBNAIL_SIZE, start_ms: int = TOP_UP_START_MS,
-           sources: Sequence[Path] = ()) -> list[Path]:
-    """Write ``count`` synthetic ``label`` images into ``all_dir/<label>/``; return them.
-
-    ``bad`` images are real ``sources`` frames over-exposed as the sample's real
-    over-exposed frames are (``overexposed_from_real``), each source in turn in a
-    seeded order; without sources, exposure failures drawn from scratch.
-
-    Names start with ``SYNTHETIC_PREFIX`` and carry timestamps from ``start_ms``
-    (2031), so they never join a real burst and replace nothing real. The same
-    seed gives the same files, so a re-run rewrites them rather than adding more.
-    """
-    if count < 1:
-        raise UserError(f"top-up count {count}: use 1 or more")
-    rng = np.random.default_rng([seed, len(label), *label.encode("utf-8")])
-    order = [sources[i] for i in rng.permutation(len(sources))] if sources else []
-    written = []
-    for n in range(count):
-        ms = start_ms + n * _TOP_UP_GAP_MS
-        path = all_dir / label / f"{SYNTHETIC_PREFIX}{file_name(ms)}"
-        if label == "bad" and sources:
-            source = order[n % len(order)]
-            image = _to_image(overexposed_from_real(stress.read_rgb(source), rng))
-        else:
-            image = top_up_thumbnail(label, rng, size)
-        atomic.write_bytes(path, _jpeg_bytes(image))
-        written.append(path)
-    return written
 
 
 # --- the bundled real sample ------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import atomic, images, labels, sample
+from opssat import atomic, images, labels, topup
 from opssat.errors import UserError
 from opssat.paths import ModelPaths, check_inside
 
@@ -194,7 +194,7 @@ def plan_split(
     Per label, whole time groups go to test so that the test share is as close
     as possible to ``test_pct``; a label with at least two images always gets
     at least one on each side (a single group is then cut at its largest time
-    gap, and a note says so). Synthetic top-up images (``sample.is_synthetic``)
+    gap, and a note says so). Synthetic top-up images (``topup.is_synthetic``)
     always train: the test side holds real images only. The same inputs and
     seed give the same plan.
     """
@@ -203,11 +203,11 @@ def plan_split(
     notes: list[str] = []
     next_group = 1
     for label in sorted(by_label):
-        synthetic = [p for p in by_label[label] if sample.is_synthetic(p)]
+        synthetic = [p for p in by_label[label] if topup.is_synthetic(p)]
         if synthetic:
             assignments.extend(Assignment(p, label, TRAINING, next_group) for p in synthetic)
             next_group += 1
-        real = [p for p in by_label[label] if not sample.is_synthetic(p)]
+        real = [p for p in by_label[label] if not topup.is_synthetic(p)]
         groups = time_groups(real, group_seconds)
         total = sum(len(g) for g in groups)
         test_groups: set[int] = set()

@@ -32,7 +32,7 @@ when any of these holds, each threshold measured on the bundled sample:
 
 Milder stresses keep the frame's label; a ``bad`` frame stays ``bad``.
 
-The same primitives make the ``bad`` top-up (``opssat.sample.top_up``) from
+The same primitives make the ``bad`` top-up (``opssat.topup.top_up``) from
 real frames.
 """
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import run_script, write_image
 
-from opssat import crossval, sample, split
+from opssat import crossval, sample, split, topup
 from opssat.confidences import load_confidences
 from opssat.errors import UserError
 from opssat.paths import ModelPaths
@@ -68,12 +68,12 @@ def test_label_with_fewer_bursts_than_folds_is_one_clear_error() -> None:
 
 
 def test_synthetic_images_are_never_held_out() -> None:
-    items = _items() + [(Path("bad") / f"{sample.SYNTHETIC_PREFIX}{sample.file_name(ms)}", "bad")
+    items = _items() + [(Path("bad") / f"{topup.SYNTHETIC_PREFIX}{sample.file_name(ms)}", "bad")
                         for ms in (1_920_000_000_000, 1_920_000_600_000)]
     plan = crossval.plan_folds(items, folds=3)
     assert len(plan.paths) == len(_items())
     assert [p.name for p, _ in plan.synthetic] == [p.name for p, _ in items[-2:]]
-    assert not any(sample.is_synthetic(p) for p in plan.paths)
+    assert not any(topup.is_synthetic(p) for p in plan.paths)
 
 
 def test_reserved_trainer_flags_are_refused() -> None:
@@ -89,7 +89,7 @@ def _colour_model(root: Path) -> ModelPaths:
         for i, (path, _) in enumerate(_bursts(label, [1, 2, 1, 1], 1_600_000_000_000 + n * 10**9)):
             write_image(paths.all_dir / path, colour, size=(24, 22), seed=i)
     (paths.all_dir / "red" / "broken.jpeg").write_bytes(b"not a jpeg")
-    synthetic = f"{sample.SYNTHETIC_PREFIX}{sample.file_name(1_920_000_000_000)}"
+    synthetic = f"{topup.SYNTHETIC_PREFIX}{sample.file_name(1_920_000_000_000)}"
     write_image(paths.all_dir / "red" / synthetic, COLOURS["red"], size=(24, 22))
     return paths
 
@@ -110,7 +110,7 @@ def test_oof_csv_has_one_row_per_image_and_model_files_stay(tiny_hub: Path,
     for mode in crossval.MODES:
         conf = load_confidences(paths.oof_csv(mode))
         names = sorted(p.name for p in paths.all_dir.rglob("*.jpeg")
-                       if p.name != "broken.jpeg" and not sample.is_synthetic(p))
+                       if p.name != "broken.jpeg" and not topup.is_synthetic(p))
         assert sorted(conf.filenames) == names
         assert Counter(conf.expected) == {"blue": 5, "green": 5, "red": 5}
         assert conf.labels == sorted(COLOURS)

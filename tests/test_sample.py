@@ -13,7 +13,7 @@ import pytest
 from helpers import run_script
 from PIL import Image
 
-from opssat import images, sample
+from opssat import images, sample, topup
 from opssat.errors import UserError
 
 TINY = (48, 46)
@@ -216,7 +216,7 @@ def test_cli_real_then_top_up(repo_root: Path) -> None:
     assert _run(repo_root, "m", "--real", "--force").returncode == 0
     topped = _run(repo_root, "m", "--top_up", "bad=3")
     assert topped.returncode == 0, topped.stderr
-    synthetic = sorted(p for p in (all_dir / "bad").iterdir() if sample.is_synthetic(p))
+    synthetic = sorted(p for p in (all_dir / "bad").iterdir() if topup.is_synthetic(p))
     assert len(synthetic) == 3 and len(list((all_dir / "bad").iterdir())) == 29
     first = [p.read_bytes() for p in synthetic]
     assert _run(repo_root, "m", "--top_up", "bad=3").returncode == 0
@@ -230,5 +230,5 @@ def test_top_up_bad_images_are_exposure_failures() -> None:
     """Mostly saturated: the over-exposed kinds the real sample has too few of."""
     rng = np.random.default_rng(0)
     for _ in range(12):
-        pixels = np.asarray(sample.top_up_thumbnail("bad", rng, size=(96, 91)), float)
+        pixels = np.asarray(topup.top_up_thumbnail("bad", rng, size=(96, 91)), float)
         assert (pixels.mean(axis=2) > 200).mean() > 0.4

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import run_script
 
-from opssat import sample, split
+from opssat import sample, split, topup
 from opssat.errors import UserError
 from opssat.paths import model_paths
 
@@ -306,7 +306,7 @@ def test_cli_bad_input(repo_root: Path, case: str, args: tuple, message: str) ->
 
 def test_synthetic_top_up_images_always_train() -> None:
     real = [(_name(1_600_000_000_000 + i * 3_600_000), "bad") for i in range(6)]
-    synthetic = [(Path(f"{sample.SYNTHETIC_PREFIX}{sample.file_name(1_920_000_000_000 + i)}"),
+    synthetic = [(Path(f"{topup.SYNTHETIC_PREFIX}{sample.file_name(1_920_000_000_000 + i)}"),
                   "bad") for i in range(0, 40 * 600_000, 600_000)]
     plan = split.plan_split([*real, *synthetic], 50, seed=1)
     sides = {a.path.name: a.side for a in plan.assignments}

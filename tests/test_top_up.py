@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from test_stress import scene
 
-from opssat import sample
+from opssat import topup
 
 
 def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: Path) -> None:
@@ -21,15 +21,15 @@ def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: 
         sources.append(path)
     items = [(p, "earth") for p in sources] + [(tmp_path / "b.jpeg", "bad"),
                                                (tmp_path / "synthetic_x.jpeg", "edge")]
-    assert sample.top_up_sources(items) == sources
-    made = sample.top_up(tmp_path / "all", "bad", 4, seed=1, sources=sources)
-    low, high = sample.OVEREXPOSED_SATURATED
+    assert topup.top_up_sources(items) == sources
+    made = topup.top_up(tmp_path / "all", "bad", 4, seed=1, sources=sources)
+    low, high = topup.OVEREXPOSED_SATURATED
     for path in made:
-        assert sample.is_synthetic(path)
+        assert topup.is_synthetic(path)
         pixels = np.asarray(Image.open(path).convert("L"), np.float32)
         assert pixels.shape == (80, 90)  # the source frame's size: made from it
         assert low - 0.1 < np.mean(pixels >= 250) < high + 0.1
-    again = sample.top_up(tmp_path / "again", "bad", 4, seed=1, sources=sources)
+    again = topup.top_up(tmp_path / "again", "bad", 4, seed=1, sources=sources)
     assert [p.read_bytes() for p in made] == [p.read_bytes() for p in again]
 
 
@@ -46,6 +46,6 @@ def test_top_up_never_draws_on_the_test_split(tmp_path: Path) -> None:
         names[n] = name
     (all_dir / "earth" / "synthetic_x.jpeg").write_bytes((all_dir / "earth" / names[0])
                                                          .read_bytes())
-    found = sample.data_top_up_sources(all_dir, test_dir)
+    found = topup.data_top_up_sources(all_dir, test_dir)
     assert sorted(p.name for p in found) == sorted([names[0], names[2]])
-    assert len(sample.data_top_up_sources(all_dir)) == 3
+    assert len(topup.data_top_up_sources(all_dir)) == 3
