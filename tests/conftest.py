@@ -4,6 +4,7 @@ Plain helper functions live in ``helpers.py``."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,16 @@ import opssat  # noqa: F401  (selects tf_keras before any TensorFlow import)
 def _private_weights_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Converted backbone weights go to a temporary folder, not the user's ~/.cache."""
     os.environ["OPSSAT_CACHE_DIR"] = str(tmp_path_factory.mktemp("weights-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigint_handler():
+    """A script's ``main`` run in this process may install its Ctrl-C handler
+    (``cli.on_interrupt`` exits at once); put pytest's back after each test, or a
+    later test's SIGINT would end the whole run."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
 
 
 @pytest.fixture
