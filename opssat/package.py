@@ -90,9 +90,15 @@ def recommend_threshold(
         warnings.append(f"{csv_path} evaluated labels {', '.join(conf.labels)}, not this "
                         f"model's {', '.join(labels)}: ignoring it")
         conf = None
-    if conf is not None and model_file is not None and model_file.is_file() \
-            and csv_path.stat().st_mtime < model_file.stat().st_mtime:
-        warnings.append(f"{csv_path} is older than {model_file}: re-run "
+    judged, of_split_model = model_file, False
+    all_data_dir = paths.all_data.model_dir.resolve()
+    if model_file is not None and all_data_dir in model_file.resolve().parents:
+        # The all-data model has no held-out images: the evaluation of its recipe is the
+        # test split's, made by the split model.
+        judged, of_split_model = paths.tflite_model, True
+    if conf is not None and judged is not None and judged.is_file() \
+            and csv_path.stat().st_mtime < judged.stat().st_mtime:
+        warnings.append(f"{csv_path} is older than {judged}: re-run "
                         "batch_label_images.py for a current evaluation")
 
     if threshold is not None:
@@ -118,6 +124,9 @@ def recommend_threshold(
     reason = (f"suggested from {csv_path}: the lowest threshold from "
               f"{MIN_SUGGESTED_THRESHOLD:.2f} up whose kept images reach "
               f"{target_accuracy:.0%} accuracy")
+    if of_split_model:
+        reason += (" (the split model's test images, the same recipe: the all-data model "
+                   "has none held out)")
     return ThresholdAdvice(round(float(best.threshold), 4), reason, csv_path, best, warnings)
 
 

@@ -267,6 +267,28 @@ def test_onboard_evaluation_is_preferred_and_reported(repo_root, contract_models
     assert "warning" not in result.stderr
 
 
+def test_the_all_data_model_takes_its_threshold_from_the_split_models_test(repo_root):
+    """The model trained on all of data/all has no held-out images: the test split's
+    evaluation (made by the split model, the same recipe) is its evidence, stale only
+    when the split model is newer than it."""
+    paths = model_paths("demo")
+    csv_path = _write_confidences(paths.confidences_csv("onboard"), ROWS)
+    for model in (paths.tflite_model, paths.all_data.tflite_model):
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(b"tflite")
+    os.utime(paths.tflite_model, (1, 1))  # evaluated after the split model was trained
+    uplink = paths.all_data.tflite_model
+    advice = package.recommend_threshold(paths, 0.95, LABELS, model_file=uplink)
+    assert advice.threshold == pytest.approx(0.81)
+    assert advice.source == csv_path and advice.warnings == []
+    assert "the split model's test images" in advice.reason
+    os.utime(csv_path, (0, 0))  # now the split model is newer than its evaluation
+    advice = package.recommend_threshold(paths, 0.95, LABELS, model_file=uplink)
+    assert len(advice.warnings) == 1 and str(paths.tflite_model) in advice.warnings[0]
+    advice = package.recommend_threshold(paths, 0.95, LABELS, model_file=paths.tflite_model)
+    assert "split model" not in advice.reason
+
+
 def test_evaluation_of_other_labels_is_ignored(repo_root):
     paths = model_paths("demo")
     _write_confidences(paths.confidences_csv("ground"), ROWS)
