@@ -279,7 +279,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
     template = parse_flags(trainer_args)
     template.check_settings()
     label_list = sorted(set(plan.labels))
-    variants = [FLOAT, *dict.fromkeys(q for q in template.recipe.quantize if q != "none")]
+    variants = [FLOAT, *template.recipe.quantized_variants]
     with_stress = with_stress and "onboard" in modes and stress.BAD in label_list
     runs = [_SeedRun(s, len(plan.paths), len(label_list), modes, variants)
             for s in trainer_seeds]

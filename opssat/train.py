@@ -333,7 +333,7 @@ def _export(run: PreparedRun, outputs: atomic.OutputSet) -> dict[str, Path]:
     written: dict[str, Path] = {}
     if options.paths.tflite_output_file:
         float_file = Path(options.paths.tflite_output_file)
-        variants = ["none"] + [q for q in dict.fromkeys(options.recipe.quantize) if q != "none"]
+        variants = ["none", *options.recipe.quantized_variants]
         calibration = _calibration(run.train_files, run.preprocessing)
         classifier = _computing_in_float32(run)
         for name in variants:
