@@ -100,9 +100,7 @@ def _prepare(options: TrainOptions, started: float) -> PreparedRun:
     if options.paths.summaries_dir:
         print(f"watch training with: tensorboard --logdir {options.paths.summaries_dir}")
     with strategy.scope():
-        backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
-                                 recipe.backbone_weights,
-                                 trainable=options.schedule.do_fine_tuning)
+        backbone = _load_backbone(options)
     check_feature_extractor(backbone)
     with strategy.scope():
         head = build_head(len(files.labels), options)
@@ -151,6 +149,13 @@ def _strategy(options: TrainOptions) -> tf.distribute.Strategy:
           f"({where}); global batch {options.schedule.batch_size} x "
           f"{strategy.num_replicas_in_sync}")
     return strategy
+
+
+def _load_backbone(options: TrainOptions) -> Backbone:
+    """The backbone ``options`` name, trainable when fine-tuning."""
+    recipe = options.recipe
+    return load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
+                         recipe.backbone_weights, trainable=options.schedule.do_fine_tuning)
 
 
 def _warn_if_labels_changed(options: TrainOptions, new_labels: list[str]) -> None:
@@ -350,11 +355,8 @@ def _computing_in_float32(run: PreparedRun) -> tf_keras.Model:
     version 5) do not exist in SmartCam's TensorFlow Lite 2.5 (issue 18)."""
     if not run.options.runtime.mixed_precision:
         return run.classifier
-    recipe = run.options.recipe
-    backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
-                             recipe.backbone_weights,
-                             trainable=run.options.schedule.do_fine_tuning)
-    classifier = build_classifier(backbone, build_head(len(run.files.labels), run.options))
+    classifier = build_classifier(_load_backbone(run.options),
+                                  build_head(len(run.files.labels), run.options))
     classifier.set_weights(run.classifier.get_weights())
     return classifier
 
