@@ -177,9 +177,14 @@ def too_dark(pixels: np.ndarray) -> bool:
     return float(np.percentile(_gray(pixels), 99)) < DARK_P99
 
 
+def saturated_share(pixels: np.ndarray) -> float:
+    """Share of the frame's pixels with luma at SATURATED or above."""
+    return float(np.mean(_gray(pixels) >= SATURATED))
+
+
 def too_bright(pixels: np.ndarray) -> bool:
     """Saturated over SATURATED_SHARE of the frame, as no real earth or edge frame is."""
-    return float(np.mean(_gray(pixels) >= SATURATED)) >= SATURATED_SHARE
+    return saturated_share(pixels) >= SATURATED_SHARE
 
 
 def stressed_label(label: str, r2: float | None, dark: bool = False,
