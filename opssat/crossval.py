@@ -217,11 +217,10 @@ def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int,
     return made
 
 
-def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int,
-                labels: list[str], log) -> list[stress.StressedFrame]:
-    """The fold's stress set: its held-out frames only, each with every exposure failure."""
-    if stress.BAD not in labels:
-        return []
+def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int, log
+                ) -> list[stress.StressedFrame]:
+    """The fold's stress set: its held-out frames only, each with every exposure failure
+    (only called when there is a ``bad`` label to judge it by)."""
     frames = stress.build(held_out, folder, seed)
     log(f"stress set: {len(frames)} frames from the {len(held_out)} held-out ones "
         f"({stress.summary(frames)})")
@@ -296,7 +295,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
             training = real_training + extra
             _link_training_set(fold_dir / "training", training)
             held_out = [(plan.paths[i], plan.labels[i]) for i in held]
-            fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, label_list, log)
+            fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, log)
                            if with_stress else [])
             frames += fold_frames
             counts = ", ".join(f"{lab} {sum(plan.labels[i] == lab for i in held)}"
