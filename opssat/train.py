@@ -173,9 +173,9 @@ def _warn_if_labels_changed(options: TrainOptions, new_labels: list[str]) -> Non
 
 def class_weights(files: LabelledFiles, mode: str) -> np.ndarray:
     """Per-label loss weights: ``balanced`` makes every label count as much in total."""
-    counts = np.bincount(files.targets, minlength=len(files.labels)).astype(np.float64)
     if mode == "none":
         return np.ones(len(files.labels))
+    counts = np.bincount(files.targets, minlength=len(files.labels)).astype(np.float64)
     present = counts > 0
     result = np.ones(len(files.labels))
     result[present] = counts[present].sum() / (present.sum() * counts[present])
