@@ -295,6 +295,8 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
             training = real_training + extra
             _link_training_set(fold_dir / "training", training)
             held_out = [(plan.paths[i], plan.labels[i]) for i in held]
+            held_paths = [p for p, _ in held_out]
+            expected = [label for _, label in held_out]
             fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, log)
                            if with_stress else [])
             frames += fold_frames
@@ -322,10 +324,8 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                                     "training fold")
                 model_files = {FLOAT: model_file,
                                **{q: tflite_variant(model_file, q) for q in variants[1:]}}
-                fold_probs, fold_times = _judge(model_files, label_file,
-                                                [p for p, _ in held_out], modes,
+                fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
                                                 options.recipe.onboard_channels, runtime)
-                expected = [label for _, label in held_out]
                 scores: dict[str, dict[str, dict[str, float | None]]] = {}
                 for (mode, variant), values in fold_probs.items():
                     one.probs[(mode, variant)][held] = values
