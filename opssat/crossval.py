@@ -217,11 +217,10 @@ def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int,
     return made
 
 
-def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int,
-                labels: list[str], log) -> list[stress.StressedFrame]:
-    """The fold's stress set: its held-out frames only, each with every exposure failure."""
-    if stress.BAD not in labels:
-        return []
+def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int, log
+                ) -> list[stress.StressedFrame]:
+    """The fold's stress set: its held-out frames only, each with every exposure failure
+    (only called when there is a ``bad`` label to judge it by)."""
     frames = stress.build(held_out, folder, seed)
     log(f"stress set: {len(frames)} frames from the {len(held_out)} held-out ones "
         f"({stress.summary(frames)})")
@@ -279,7 +278,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
     template = parse_flags(trainer_args)
     template.check_settings()
     label_list = sorted(set(plan.labels))
-    variants = [FLOAT, *dict.fromkeys(q for q in template.recipe.quantize if q != "none")]
+    variants = [FLOAT, *template.recipe.quantized_variants]
     with_stress = with_stress and "onboard" in modes and stress.BAD in label_list
     runs = [_SeedRun(s, len(plan.paths), len(label_list), modes, variants)
             for s in trainer_seeds]
@@ -296,7 +295,9 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
             training = real_training + extra
             _link_training_set(fold_dir / "training", training)
             held_out = [(plan.paths[i], plan.labels[i]) for i in held]
-            fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, label_list, log)
+            held_paths = [p for p, _ in held_out]
+            expected = [label for _, label in held_out]
+            fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, log)
                            if with_stress else [])
             frames += fold_frames
             counts = ", ".join(f"{lab} {sum(plan.labels[i] == lab for i in held)}"
@@ -323,10 +324,8 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                                     "training fold")
                 model_files = {FLOAT: model_file,
                                **{q: tflite_variant(model_file, q) for q in variants[1:]}}
-                fold_probs, fold_times = _judge(model_files, label_file,
-                                                [p for p, _ in held_out], modes,
+                fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
                                                 options.recipe.onboard_channels, runtime)
-                expected = [label for _, label in held_out]
                 scores: dict[str, dict[str, dict[str, float | None]]] = {}
                 for (mode, variant), values in fold_probs.items():
                     one.probs[(mode, variant)][held] = values

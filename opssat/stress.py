@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from opssat import atomic, images, smartcam
+from opssat import atomic, images, sample, smartcam
 
 #: Display gamma of the thumbnails: one stop of exposure multiplies a value by 2**(1/GAMMA).
 GAMMA = 2.2
@@ -64,8 +63,6 @@ SATURATED = 250
 #: A frame whose 99th-percentile luma is below this is too dark to be ``earth`` or ``edge``:
 #: every one of the 97 in the bundled sample reaches 37 or more.
 DARK_P99 = 36.0
-#: JPEG quality of the written stressed thumbnails.
-JPEG_QUALITY = 90
 BAD = "bad"
 
 #: Severity drawn per kind, uniformly over these ranges, wide enough to give mild and
@@ -177,9 +174,14 @@ def too_dark(pixels: np.ndarray) -> bool:
     return float(np.percentile(_gray(pixels), 99)) < DARK_P99
 
 
+def saturated_share(pixels: np.ndarray) -> float:
+    """Share of the frame's pixels with luma at SATURATED or above."""
+    return float(np.mean(_gray(pixels) >= SATURATED))
+
+
 def too_bright(pixels: np.ndarray) -> bool:
     """Saturated over SATURATED_SHARE of the frame, as no real earth or edge frame is."""
-    return float(np.mean(_gray(pixels) >= SATURATED)) >= SATURATED_SHARE
+    return saturated_share(pixels) >= SATURATED_SHARE
 
 
 def stressed_label(label: str, r2: float | None, dark: bool = False,
@@ -216,12 +218,6 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return np.asarray(images.open_rgb(path))
 
 
-def jpeg_bytes(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 def build(items: Sequence[tuple[Path, str]], folder: Path, seed: int = 0,
           kinds: Sequence[str] = KINDS,
           size: tuple[int, int] = smartcam.INPUT_SIZE) -> list[StressedFrame]:
@@ -237,7 +233,7 @@ def build(items: Sequence[tuple[Path, str]], folder: Path, seed: int = 0,
             r2 = scene_r2(original, stressed, size)
             new_label = stressed_label(label, r2, too_dark(stressed), too_bright(stressed))
             target = folder / new_label / f"{kind}_{Path(path).stem}.jpeg"
-            atomic.write_bytes(target, jpeg_bytes(stressed))
+            atomic.write_bytes(target, sample.jpeg_bytes(Image.fromarray(stressed)))
             frames.append(StressedFrame(target, Path(path), label, kind, severity, r2,
                                         new_label))
     return frames

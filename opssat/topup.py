@@ -109,11 +109,6 @@ def data_top_up_sources(all_dir: Path, test_dir: Path | None = None) -> list[Pat
          if (folder.name, p.name) not in tested and images.readable(p)])
 
 
-def _saturated_share(pixels: np.ndarray) -> float:
-    gray = pixels[::4, ::4].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    return float(np.mean(gray >= stress.SATURATED))
-
-
 def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(H, W, 3) uint8: a real frame over-exposed until the share of saturated pixels and
     the floor match the sample's over-exposed frames (OVEREXPOSED_*): the whole frame
@@ -131,7 +126,7 @@ def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.nd
     low, high = 0.0, 16.0  # stops: bisect to the target share of saturated pixels
     for _ in range(12):
         middle = (low + high) / 2
-        if _saturated_share(exposed(middle)) < target:
+        if stress.saturated_share(exposed(middle)[::4, ::4]) < target:  # every 16th pixel
             low = middle
         else:
             high = middle

@@ -100,9 +100,7 @@ def _prepare(options: TrainOptions, started: float) -> PreparedRun:
     if options.paths.summaries_dir:
         print(f"watch training with: tensorboard --logdir {options.paths.summaries_dir}")
     with strategy.scope():
-        backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
-                                 recipe.backbone_weights,
-                                 trainable=options.schedule.do_fine_tuning)
+        backbone = _load_backbone(options)
     check_feature_extractor(backbone)
     with strategy.scope():
         head = build_head(len(files.labels), options)
@@ -153,6 +151,13 @@ def _strategy(options: TrainOptions) -> tf.distribute.Strategy:
     return strategy
 
 
+def _load_backbone(options: TrainOptions) -> Backbone:
+    """The backbone ``options`` name, trainable when fine-tuning."""
+    recipe = options.recipe
+    return load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
+                         recipe.backbone_weights, trainable=options.schedule.do_fine_tuning)
+
+
 def _warn_if_labels_changed(options: TrainOptions, new_labels: list[str]) -> None:
     labels_file = options.paths.labels_output_file
     if not labels_file or not Path(labels_file).is_file():
@@ -168,9 +173,9 @@ def _warn_if_labels_changed(options: TrainOptions, new_labels: list[str]) -> Non
 
 def class_weights(files: LabelledFiles, mode: str) -> np.ndarray:
     """Per-label loss weights: ``balanced`` makes every label count as much in total."""
-    counts = np.bincount(files.targets, minlength=len(files.labels)).astype(np.float64)
     if mode == "none":
         return np.ones(len(files.labels))
+    counts = np.bincount(files.targets, minlength=len(files.labels)).astype(np.float64)
     present = counts > 0
     result = np.ones(len(files.labels))
     result[present] = counts[present].sum() / (present.sum() * counts[present])
@@ -333,7 +338,7 @@ def _export(run: PreparedRun, outputs: atomic.OutputSet) -> dict[str, Path]:
     written: dict[str, Path] = {}
     if options.paths.tflite_output_file:
         float_file = Path(options.paths.tflite_output_file)
-        variants = ["none"] + [q for q in dict.fromkeys(options.recipe.quantize) if q != "none"]
+        variants = ["none", *options.recipe.quantized_variants]
         calibration = _calibration(run.train_files, run.preprocessing)
         classifier = _computing_in_float32(run)
         for name in variants:
@@ -350,11 +355,8 @@ def _computing_in_float32(run: PreparedRun) -> tf_keras.Model:
     version 5) do not exist in SmartCam's TensorFlow Lite 2.5 (issue 18)."""
     if not run.options.runtime.mixed_precision:
         return run.classifier
-    recipe = run.options.recipe
-    backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
-                             recipe.backbone_weights,
-                             trainable=run.options.schedule.do_fine_tuning)
-    classifier = build_classifier(backbone, build_head(len(run.files.labels), run.options))
+    classifier = build_classifier(_load_backbone(run.options),
+                                  build_head(len(run.files.labels), run.options))
     classifier.set_weights(run.classifier.get_weights())
     return classifier
 

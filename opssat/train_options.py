@@ -115,6 +115,11 @@ class RecipeOptions:
         if self.assert_accuracy_at_least is not None and self.validation_split == 0:
             raise UserError("--assert_accuracy_at_least needs a validation split above 0")
 
+    @property
+    def quantized_variants(self) -> list[str]:
+        """The ``--quantize`` variants written beside the float model, each once, in order."""
+        return [q for q in dict.fromkeys(self.quantize) if q != "none"]
+
 
 @dataclass(frozen=True)
 class Stage:
