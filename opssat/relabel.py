@@ -161,9 +161,8 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
             problems.append(f"{where}: {len(row)} field(s), the header has {len(header)}")
             continue
         name, new_label = row[name_col].strip(), row[label_col].strip()
-        if labels.label_problem(new_label):
-            problems.append(f"{where}: new label {new_label!r} "
-                            f"{labels.label_problem(new_label)}")
+        if problem := labels.label_problem(new_label):
+            problems.append(f"{where}: new label {new_label!r} {problem}")
             continue
         if new_label not in allowed:
             problems.append(f"{where}: unknown label {new_label!r} (labels: "
@@ -354,9 +353,9 @@ def _run_moves(paths: ModelPaths, batch: str, moves: list[Move], before: str, af
     """Journal ``moves`` as ``before`` (unless already ``journaled``), then rename each
     and journal it as ``after``."""
     check_inside(paths.model_dir, paths.relabel_log, what="relabel journal")
-    check_inside(paths.all_dir, *{p for m in moves for p in (m.source, m.target)},
-                 what="relabel path")
-    atomic.check_writable(paths.relabel_log, *{p for m in moves for p in (m.source, m.target)})
+    touched = {p for m in moves for p in (m.source, m.target)}
+    check_inside(paths.all_dir, *touched, what="relabel path")
+    atomic.check_writable(paths.relabel_log, *touched)
     atomic.check_appendable(paths.relabel_log)
     journal = Journal(paths.relabel_log)
     rel = [m.relative(paths.all_dir) for m in moves]
