@@ -210,8 +210,5 @@ def write_html(paths: ModelPaths, results: Sequence[report.ModeResult],
     page = paths.report_html
     text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir],
                        outputs)
-    if outputs is None:
-        atomic.write_text(page, text)
-    else:
-        outputs.stage(page).write_text(text, encoding="utf-8")
+    atomic.write_text(page, text, outputs)
     return page
