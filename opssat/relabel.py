@@ -28,7 +28,7 @@ from pathlib import Path
 
 from opssat import atomic, images, labels, split
 from opssat.errors import UserError
-from opssat.paths import ModelPaths, check_inside
+from opssat.paths import ModelPaths, check_inside, outside_root
 
 REVIEWED_COLUMNS = ("filename", "new_label")
 JOURNAL_COLUMNS = ("time", "batch", "status", "file", "sha256", "from", "to")
@@ -193,10 +193,8 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
             problems.append(f"{where}: {found.name} would land on the same name in {new_label}"
                             f" as line {seen_target[target]}")
             continue
-        try:
-            check_inside(all_dir, found, target, what="relabel path")
-        except UserError as err:
-            problems.append(f"{where}: {err}".removesuffix("; nothing was changed"))
+        if problem := outside_root(all_dir, found, target, what="relabel path"):
+            problems.append(f"{where}: {problem}")
             continue
         seen_target[target] = line
         moves.append(Move(found, target, ""))
@@ -416,10 +414,8 @@ def plan_undo(paths: ModelPaths) -> tuple[str, list[Move]]:
         if entry["batch"] != batch or entry["status"] != PLANNED:
             continue
         old, new = all_dir / entry["from"], all_dir / entry["to"]
-        try:
-            check_inside(all_dir, old, new, what="journal path")
-        except UserError as err:
-            problems.append(str(err).removesuffix("; nothing was changed"))
+        if problem := outside_root(all_dir, old, new, what="journal path"):
+            problems.append(problem)
             continue
         if old.is_file() and not new.exists() and sha256_file(old) == entry["sha256"]:
             continue  # never moved (interrupted batch) or already back
