@@ -60,7 +60,7 @@ def main() -> int:
     if args.csv is not None:
         if not args.csv.is_file():
             raise errors.UserError(f"CSV {args.csv} not found: pass the confidences CSV that "
-                                "batch_label_images.py wrote")
+                                   "batch_label_images.py wrote")
         csvs = [("ground" if args.csv == paths.confidences_csv() else args.csv.stem, args.csv)]
     else:
         csvs = [(mode, paths.confidences_csv(mode))
@@ -68,7 +68,7 @@ def main() -> int:
                 if paths.confidences_csv(mode).is_file()]
         if not csvs:
             raise errors.UserError(f"{paths.confidences_csv()} not found: run "
-                                f"batch_label_images.py {args.model} first")
+                                   f"batch_label_images.py {args.model} first")
     outputs = [paths.report_md, paths.plot_png("threshold_curve"),
                *report_page.html_outputs(paths)]
     check_inside(paths.model_dir, *outputs, what="report output")

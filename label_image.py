@@ -64,7 +64,7 @@ def main() -> int:
         paths = model_paths(args.model_name).require_model_dir()
         if args.expected_label is None:
             raise errors.UserError("-n/--model_name records the image for calc_perf.py, which "
-                                "needs its true label: pass -e/--expected_label <label>")
+                                   "needs its true label: pass -e/--expected_label <label>")
         model_file = args.model_file or paths.tflite_model
         label_file = args.label_file or paths.labels_file
     elif args.expected_label is not None:

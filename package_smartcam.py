@@ -72,7 +72,7 @@ def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
         model_file = resolve(paths, args.model_file, paths.tflite_model)
     else:
         raise errors.UserError("--check_only needs a .tflite FILE or a model name: "
-                            "package_smartcam.py --check_only model.tflite")
+                               "package_smartcam.py --check_only model.tflite")
     default_labels = paths.labels_file if paths is not None else model_file.parent / "labels.txt"
     label_file = resolve(paths, args.label_file, default_labels)
     report = contract.check_contract(model_file, label_file)
@@ -90,7 +90,7 @@ def main() -> int:
         return check_only(args, paths)
     if paths is None:
         raise errors.UserError("no model given: package_smartcam.py <model> "
-                            "(or --check_only FILE to only check a .tflite)")
+                               "(or --check_only FILE to only check a .tflite)")
     name = package.package_name(args.name, paths.name)
     model_file = resolve(paths, args.model_file, paths.tflite_model)
     label_file = resolve(paths, args.label_file, paths.labels_file)

@@ -95,15 +95,19 @@ def append_whole(fd: int, data: bytes) -> None:
         raise
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically."""
+def write_bytes(path: Path, data: bytes, outputs: OutputSet | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically; with ``outputs``, stage it there
+    instead, to replace ``path`` at ``outputs.commit()`` with the others."""
+    if outputs is not None:
+        outputs.stage(path).write_bytes(data)
+        return
     with staged_file(path) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) atomically."""
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: Path, text: str, outputs: OutputSet | None = None) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) atomically, or stage it in ``outputs``."""
+    write_bytes(path, text.encode("utf-8"), outputs)
 
 
 def _make_folders(folder: Path) -> list[Path]:

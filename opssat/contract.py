@@ -151,7 +151,6 @@ def model_ops(data: bytes) -> list[str]:
     their custom code (``FlexCumprod``). Read from the flatbuffer itself, so
     it works for models the interpreter cannot prepare.
     """
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     model = schema.Model.GetRootAs(data, 0)
     ops = []
     for index in range(model.OperatorCodesLength()):
@@ -161,7 +160,7 @@ def model_ops(data: bytes) -> list[str]:
             custom = code.CustomCode()
             ops.append(custom.decode("utf-8", "replace") if custom else "CUSTOM")
         else:
-            ops.append(names.get(builtin, f"BUILTIN_{builtin}"))
+            ops.append(tflite25.operator_name(builtin))
     return ops
 
 

@@ -195,16 +195,23 @@ def model_paths(name: str, root: Path | None = None) -> ModelPaths:
     return ModelPaths(check_model_name(name), root)
 
 
-def check_inside(root: Path, *targets: Path | str | None, what: str = "target") -> None:
-    """Refuse any target that leaves ``root`` once symlinks are resolved (in the target,
-    its folders or ``root`` itself): one rule for every path a script writes or moves,
-    checked before anything changes. ``root`` is ``repo/<model>/``, or ``data/all``
-    for relabelling."""
+def outside_root(root: Path, *targets: Path | str | None, what: str = "target") -> str | None:
+    """Why the first target that leaves ``root`` once symlinks are resolved (in the
+    target, its folders or ``root`` itself) is refused, or None when all stay inside:
+    one rule for every path a script writes or moves. ``root`` is ``repo/<model>/``, or
+    ``data/all`` for relabelling."""
     base = Path(root).resolve()
     for target in targets:
         if not target:
             continue
         resolved = Path(target).resolve()  # a missing tail is kept as it is
         if resolved != base and base not in resolved.parents:
-            raise UserError(f"{what} {target} leads outside {root} (to {resolved}): a symlink or "
-                            "a '..' in a name; nothing was changed")
+            return (f"{what} {target} leads outside {root} (to {resolved}): a symlink or "
+                    "a '..' in a name")
+    return None
+
+
+def check_inside(root: Path, *targets: Path | str | None, what: str = "target") -> None:
+    """``outside_root``'s refusal as a UserError, checked before anything changes."""
+    if problem := outside_root(root, *targets, what=what):
+        raise UserError(f"{problem}; nothing was changed")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from opssat import atomic, images, labels, split
 from opssat.errors import UserError
-from opssat.paths import ModelPaths, check_inside
+from opssat.paths import ModelPaths, check_inside, outside_root
 
 REVIEWED_COLUMNS = ("filename", "new_label")
 JOURNAL_COLUMNS = ("time", "batch", "status", "file", "sha256", "from", "to")
@@ -161,9 +161,8 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
             problems.append(f"{where}: {len(row)} field(s), the header has {len(header)}")
             continue
         name, new_label = row[name_col].strip(), row[label_col].strip()
-        if labels.label_problem(new_label):
-            problems.append(f"{where}: new label {new_label!r} "
-                            f"{labels.label_problem(new_label)}")
+        if problem := labels.label_problem(new_label):
+            problems.append(f"{where}: new label {new_label!r} {problem}")
             continue
         if new_label not in allowed:
             problems.append(f"{where}: unknown label {new_label!r} (labels: "
@@ -194,10 +193,8 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
             problems.append(f"{where}: {found.name} would land on the same name in {new_label}"
                             f" as line {seen_target[target]}")
             continue
-        try:
-            check_inside(all_dir, found, target, what="relabel path")
-        except UserError as err:
-            problems.append(f"{where}: {err}".removesuffix("; nothing was changed"))
+        if problem := outside_root(all_dir, found, target, what="relabel path"):
+            problems.append(f"{where}: {problem}")
             continue
         seen_target[target] = line
         moves.append(Move(found, target, ""))
@@ -354,9 +351,9 @@ def _run_moves(paths: ModelPaths, batch: str, moves: list[Move], before: str, af
     """Journal ``moves`` as ``before`` (unless already ``journaled``), then rename each
     and journal it as ``after``."""
     check_inside(paths.model_dir, paths.relabel_log, what="relabel journal")
-    check_inside(paths.all_dir, *{p for m in moves for p in (m.source, m.target)},
-                 what="relabel path")
-    atomic.check_writable(paths.relabel_log, *{p for m in moves for p in (m.source, m.target)})
+    touched = {p for m in moves for p in (m.source, m.target)}
+    check_inside(paths.all_dir, *touched, what="relabel path")
+    atomic.check_writable(paths.relabel_log, *touched)
     atomic.check_appendable(paths.relabel_log)
     journal = Journal(paths.relabel_log)
     rel = [m.relative(paths.all_dir) for m in moves]
@@ -417,10 +414,8 @@ def plan_undo(paths: ModelPaths) -> tuple[str, list[Move]]:
         if entry["batch"] != batch or entry["status"] != PLANNED:
             continue
         old, new = all_dir / entry["from"], all_dir / entry["to"]
-        try:
-            check_inside(all_dir, old, new, what="journal path")
-        except UserError as err:
-            problems.append(str(err).removesuffix("; nothing was changed"))
+        if problem := outside_root(all_dir, old, new, what="journal path"):
+            problems.append(problem)
             continue
         if old.is_file() and not new.exists() and sha256_file(old) == entry["sha256"]:
             continue  # never moved (interrupted batch) or already back

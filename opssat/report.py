@@ -270,8 +270,5 @@ def write_report(paths: ModelPaths, results: Sequence[ModeResult],
     if not results:
         raise UserError("nothing to report: run batch_label_images.py first")
     text = render_markdown(paths.name, results, agree, plots)
-    if outputs is None:
-        atomic.write_text(paths.report_md, text)
-    else:
-        outputs.stage(paths.report_md).write_text(text, encoding="utf-8")
+    atomic.write_text(paths.report_md, text, outputs)
     return paths.report_md

@@ -71,8 +71,9 @@ def _confusion_html(index: int, result: report.ModeResult, cards: list[str]) -> 
     conf, perf = result.confidences, result.performance
     position = {label: i for i, label in enumerate(conf.labels)}
     cells: dict[tuple[int, int], list[str]] = {}
+    top1 = conf.top1  # a property that ranks every row: read it once
     for row, card in enumerate(cards):
-        key = (position[conf.expected[row]], position[conf.top1[row]])
+        key = (position[conf.expected[row]], position[top1[row]])
         cells.setdefault(key, []).append(card)
     esc = html_report.esc
     head = "".join(f"<th>{esc(label)}</th>" for label in perf.labels)
@@ -180,8 +181,9 @@ def render_html(model: str, results: Sequence[report.ModeResult],
                  html_report.table(report.THRESHOLD_HEADER, report.threshold_rows(perf)),
                  f"<p>{esc(report.suggestion_line(perf))}</p>"]
         conf = result.confidences
+        top1 = conf.top1  # a property that ranks every row: read it once
         flagged = [row for row in range(perf.images)
-                   if conf.top1[row] != conf.expected[row]
+                   if top1[row] != conf.expected[row]
                    or conf.probabilities[row].max() < perf.threshold]
         gallery = f"gallery-{index}"
         body += [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
@@ -210,8 +212,5 @@ def write_html(paths: ModelPaths, results: Sequence[report.ModeResult],
     page = paths.report_html
     text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir],
                        outputs)
-    if outputs is None:
-        atomic.write_text(page, text)
-    else:
-        outputs.stage(page).write_text(text, encoding="utf-8")
+    atomic.write_text(page, text, outputs)
     return page

@@ -27,10 +27,7 @@ def _save(fig: Figure, path: Path, outputs: atomic.OutputSet | None = None) -> P
     """Write the PNG to ``path``, staged in ``outputs`` when given; return ``path``."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    if outputs is None:
-        atomic.write_bytes(path, buffer.getvalue())
-    else:
-        outputs.stage(path).write_bytes(buffer.getvalue())
+    atomic.write_bytes(path, buffer.getvalue(), outputs)
     return path
 
 

@@ -186,10 +186,8 @@ def write_review(paths: ModelPaths, result: Review) -> tuple[Path, Path]:
     and then replacing the old ones together."""
     outputs = atomic.OutputSet()
     try:
-        outputs.stage(paths.label_issues_csv).write_text(issues_csv_text(result.suspects),
-                                                         encoding="utf-8")
-        text = render_page(paths, result, outputs)
-        outputs.stage(paths.review_html).write_text(text, encoding="utf-8")
+        atomic.write_text(paths.label_issues_csv, issues_csv_text(result.suspects), outputs)
+        atomic.write_text(paths.review_html, render_page(paths, result, outputs), outputs)
         outputs.commit()
     finally:
         outputs.discard()

@@ -333,8 +333,8 @@ def quarantine(
         try:
             os.rename(path, target)
         except OSError as err:
-            raise UserError(f"cannot move to quarantine: {atomic.write_failure(err)}"
-                            if atomic.write_failure(err)
+            failure = atomic.write_failure(err)
+            raise UserError(f"cannot move to quarantine: {failure}" if failure
                             else f"cannot move {path} to {target}: {err.strerror}") from err
         moved.append((path, target))
     return moved

@@ -70,6 +70,12 @@ def operator_name(code: int) -> str:
     return _NAMES.get(code, f"BUILTIN_{code}")
 
 
+def _builtin(code) -> int:
+    """An OperatorCode's builtin operator: newer files keep it in ``builtinCode``, old
+    ones (codes up to 127) in ``deprecatedBuiltinCode``."""
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
 def problems(data: bytes) -> list[str]:
     """One line per thing in the flatbuffer ``data`` that TFLite 2.5 cannot run
     correctly, each saying what to do; [] when it can.
@@ -81,7 +87,7 @@ def problems(data: bytes) -> list[str]:
     found: list[str] = []
     codes = model.operatorCodes or []
     for code in codes:
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        builtin = _builtin(code)
         if builtin == schema.BuiltinOperator.CUSTOM:
             continue
         name, version = operator_name(builtin), code.version
@@ -101,9 +107,7 @@ def problems(data: bytes) -> list[str]:
         for op in graph.operators or []:
             if not 0 <= op.opcodeIndex < len(codes):
                 continue
-            code = codes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) != \
-                    schema.BuiltinOperator.FULLY_CONNECTED:
+            if _builtin(codes[op.opcodeIndex]) != schema.BuiltinOperator.FULLY_CONNECTED:
                 continue
             inputs = list(op.inputs) if op.inputs is not None else []
             if len(inputs) > 1 and 0 <= inputs[1] < len(tensors):
