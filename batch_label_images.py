@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opssat import cli, errors, flight, images, smartcam
-from opssat.infer import RUNTIMES, label_test_set
-from opssat.paths import model_paths
+from opssat.core import cli, errors
+from opssat.core.paths import model_paths
+from opssat.data import images
+from opssat.judge.infer import RUNTIMES, label_test_set
+from opssat.onboard import flight, smartcam
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,19 +21,12 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import (
-    atomic,
-    cli,
-    errors,
-    flight,
-    images,
-    report,
-    report_page,
-    report_plots,
-    smartcam,
-)
-from opssat.confidences import check_threshold
-from opssat.paths import check_inside, model_paths
+from opssat.core import atomic, cli, errors
+from opssat.core.paths import check_inside, model_paths
+from opssat.data import images
+from opssat.judge import report, report_page, report_plots
+from opssat.judge.confidences import check_threshold
+from opssat.onboard import flight, smartcam
 
 
 def parse_args() -> argparse.Namespace:

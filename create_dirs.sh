@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the folders of one model: repo/<model>/data/{all,training,test,classification}.
 # Usage: ./create_dirs.sh <model>. Idempotent; never deletes. Needs no virtualenv.
-# OPSSAT_REPO overrides the repo/ folder beside this script, as in opssat/paths.py.
+# OPSSAT_REPO overrides the repo/ folder beside this script, as in opssat/core/paths.py.
 set -euo pipefail
 # Match bytes, not characters, whatever the user's locale.
 export LC_ALL=C
@@ -14,7 +14,7 @@ fail() {
 [ "$#" -eq 1 ] || fail "usage: ./create_dirs.sh <model> (one model name, e.g. ./create_dirs.sh opssat_v1)"
 name=$1
 
-# The same rule as opssat.paths.check_model_name; the tests check that both agree:
+# The same rule as opssat.core.paths.check_model_name; the tests check that both agree:
 # ASCII letters, digits, '_' and '-' (bytes, whatever the locale), not starting with '-',
 # at most 100 characters.
 if ! [[ $name =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$ ]]; then

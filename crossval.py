@@ -8,7 +8,7 @@ temporary folder, and is judged through its TFLite files on the images it did
 not see, as the spacecraft sees them (onboard) and as the ground does.
 Each fold is also judged on its stress set: its held-out frames with exposure
 failures applied as on board (saturated, washed out, dark, noisy), labelled bad
-when their scene is destroyed (rule in opssat/stress.py), through the on-board
+when their scene is destroyed (rule in opssat/data/stress.py), through the on-board
 chain. Prints per-fold and mean ± sd accuracy, macro-F1 and Cohen's kappa (the
 stress set's beside the plain folds), and writes every image's out-of-fold
 confidences and the stress set's to repo/<model>/crossval/. The model's own
@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, crossval, flight, split, topup
-from opssat.paths import model_paths
+from opssat.core import cli
+from opssat.core.paths import model_paths
+from opssat.data import split, topup
+from opssat.onboard import flight
+from opssat.train import crossval
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:

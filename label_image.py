@@ -15,10 +15,13 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat import cli, confidences, errors, images, smartcam
-from opssat.confidences import ranked
-from opssat.infer import Classifier, predicted_label, record_image
-from opssat.paths import model_paths
+from opssat.core import cli, errors
+from opssat.core.paths import model_paths
+from opssat.data import images
+from opssat.judge import confidences
+from opssat.judge.confidences import ranked
+from opssat.judge.infer import Classifier, predicted_label, record_image
+from opssat.onboard import smartcam
 
 
 def parse_args() -> argparse.Namespace:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import atomic, cli, errors, images, sample, topup
-from opssat.paths import model_paths
+from opssat.core import atomic, cli, errors
+from opssat.core.paths import model_paths
+from opssat.data import images, sample, topup
 
 
 def parse_args() -> argparse.Namespace:

@@ -13,8 +13,11 @@ import argparse
 from pathlib import Path
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, contract, errors, flight, package, smartcam
-from opssat.paths import ModelPaths, model_paths
+from opssat.core import cli, errors
+from opssat.core.paths import ModelPaths, model_paths
+from opssat.judge import contract
+from opssat.onboard import flight, smartcam
+from opssat.uplink import package
 
 
 def parse_args() -> argparse.Namespace:

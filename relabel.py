@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from opssat import cli, relabel
-from opssat.paths import model_paths
+from opssat.core import cli
+from opssat.core.paths import model_paths
+from opssat.data import relabel
 
 
 def parse_args() -> argparse.Namespace:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import atomic, cli, errors, review
-from opssat.paths import check_inside, model_paths
+from opssat.core import atomic, cli, errors
+from opssat.core.paths import check_inside, model_paths
+from opssat.judge import review
 
 #: Suspects printed on the terminal (the CSV and the page have all).
 SHOWN = 20

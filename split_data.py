@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from opssat import cli, errors, split
-from opssat.paths import model_paths
+from opssat.core import cli, errors
+from opssat.core.paths import model_paths
+from opssat.data import split
 
 
 def parse_args() -> argparse.Namespace:

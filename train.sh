@@ -27,5 +27,5 @@ if [ $# -gt 0 ] && [[ $1 != --* ]]; then
 fi
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
-exec "$python" -m opssat.make_image_classifier --model "$model" \
+exec "$python" -m opssat.train.make_image_classifier --model "$model" \
     --image_size 224 --do_fine_tuning "${epochs[@]}" "$@"

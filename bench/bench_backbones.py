@@ -16,11 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import contract, export, labels, smartcam
-from opssat.backbones import load_backbone
-from opssat.infer import Classifier
-from opssat.train import build_classifier, build_head
-from opssat.train_options import TrainOptions
+from opssat.data import labels
+from opssat.judge import contract
+from opssat.judge.infer import Classifier
+from opssat.onboard import smartcam
+from opssat.train import export
+from opssat.train.backbones import load_backbone
+from opssat.train.options import TrainOptions
+from opssat.train.trainer import build_classifier, build_head
 
 LABELS = list(smartcam.DEFAULT_LABELS)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import smartcam
+from opssat.onboard import smartcam
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ BUILD_MODEL = """
 import sys
 import opssat
 import tf_keras
-from opssat import export
+from opssat.train import export
 model = tf_keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=3)
 open(sys.argv[1], "wb").write(export.tflite_bytes(model))
 """
@@ -115,7 +115,7 @@ def build_model(path: Path, cache: Path, rebuild: bool) -> str:
 
 
 def thumbnails(count: int, seed: int = 0) -> list[bytes]:
-    """``count`` distinct 614x583 JPEGs: synthetic OPS-SAT scenes when opssat.sample
+    """``count`` distinct 614x583 JPEGs: synthetic OPS-SAT scenes when opssat.data.sample
     has them, random noise otherwise."""
     from PIL import Image
 
@@ -123,7 +123,7 @@ def thumbnails(count: int, seed: int = 0) -> list[bytes]:
     out = []
     for index in range(count):
         try:
-            from opssat.sample import make_thumbnail
+            from opssat.data.sample import make_thumbnail
 
             img = make_thumbnail(LABELS[index % len(LABELS)], rng)
         except ImportError:
@@ -210,7 +210,7 @@ def bare_loop(files: list[Path], model: Path, num_threads: int | None) -> tuple[
     decoded beforehand."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from opssat import images
+    from opssat.data import images
 
     decoded = [images.load_input(p)[None] for p in files[:DISTINCT_IMAGES]]
     interpreter = Interpreter(model_path=str(model), num_threads=num_threads)
@@ -231,7 +231,8 @@ def bare_loop(files: list[Path], model: Path, num_threads: int | None) -> tuple[
 
 def preprocessing_steps(jpegs: list[bytes], repeat: int = 3) -> dict[str, float]:
     """CPU ms per image of each preprocessing step, one thread: where decoding time goes."""
-    from opssat import images, onboard
+    from opssat.data import images
+    from opssat.onboard import chain
 
     folder = Path(tempfile.mkdtemp(prefix="opssat_steps_"))
     try:
@@ -241,15 +242,15 @@ def preprocessing_steps(jpegs: list[bytes], repeat: int = 3) -> dict[str, float]
             paths[-1].write_bytes(data)
         size = smartcam.INPUT_SIZE
         onboard_mode = images.Preprocessing("onboard")
-        loaded = [onboard.stb_load(p, 1, size) for p in paths]
-        resized = [onboard.stb_resize(x, size) for x in loaded]
-        coded = [onboard.stb_write_jpeg(x) for x in resized]
+        loaded = [chain.stb_load(p, 1, size) for p in paths]
+        resized = [chain.stb_resize(x, size) for x in loaded]
+        coded = [chain.stb_write_jpeg(x) for x in resized]
         steps = {
             "ground (Pillow decode + bilinear)": lambda i: images.load_pixels(paths[i]),
-            "onboard stb_load": lambda i: onboard.stb_load(paths[i], 1, size),
-            "onboard stb_resize": lambda i: onboard.stb_resize(loaded[i], size),
-            "onboard stb_write_jpeg": lambda i: onboard.stb_write_jpeg(resized[i]),
-            "onboard ujpeg_decode": lambda i: onboard.ujpeg_decode(coded[i]),
+            "onboard stb_load": lambda i: chain.stb_load(paths[i], 1, size),
+            "onboard stb_resize": lambda i: chain.stb_resize(loaded[i], size),
+            "onboard stb_write_jpeg": lambda i: chain.stb_write_jpeg(resized[i]),
+            "onboard ujpeg_decode": lambda i: chain.ujpeg_decode(coded[i]),
             "onboard whole chain": lambda i: images.load_pixels(paths[i], onboard_mode),
         }
         timings = {}

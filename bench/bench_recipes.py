@@ -2,10 +2,10 @@
 cross-validation of several recipes on the bundled real sample (123 OPS-SAT
 thumbnails), each with several trainer seeds, every model judged through its
 TFLite file on on-board input, as the spacecraft sees images, and on the stress
-set (opssat.stress: the held-out frames with on-board exposure failures).
+set (opssat.data.stress: the held-out frames with on-board exposure failures).
 
 Each recipe is the toolkit's trainer with its own flags (see RECIPES); folds
-are stratified by label and grouped by acquisition burst (opssat.crossval), the
+are stratified by label and grouped by acquisition burst (opssat.train.crossval), the
 same folds and stress set for every recipe and seed. Per recipe and seed: the
 fold mean of Cohen's kappa, the pooled out-of-fold kappa and the stress set's
 pooled kappa (``SEED`` lines). Per recipe (``RESULT`` lines): the mean over
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import crossval, sample
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
+from opssat.data import sample
+from opssat.train import crossval
 
 #: Every recipe; each run adds ``--seed``.
 BASE = ["--backbone", "efficientnet_lite0", "--validation_split", "0"]

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from opssat import images, report, report_page
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
+from opssat.data import images
+from opssat.judge import report, report_page
 
 PROJECT = Path(__file__).resolve().parent.parent
 

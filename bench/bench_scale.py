@@ -24,23 +24,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from opssat import sample
+from opssat.data import sample
 
 BATCH = 32
 
 
 def measure(count: int, work: Path) -> dict:
     """One N, in this process (the parent runs each N in its own process)."""
-    from opssat.backbones import check_feature_extractor, load_backbone
-    from opssat.dataset import (
+    from opssat.train.backbones import check_feature_extractor, load_backbone
+    from opssat.train.dataset import (
         FeatureCache,
         Preprocessing,
         feature_dataset,
         image_dataset,
         list_labelled_files,
     )
-    from opssat.train import build_head, class_weights, compile_model
-    from opssat.train_options import TrainOptions
+    from opssat.train.options import TrainOptions
+    from opssat.train.trainer import build_head, class_weights, compile_model
 
     data = work / f"n{count}"
     if not (data / "done").exists():

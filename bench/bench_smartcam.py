@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import cli, errors, export, flight, images, sample, smartcam, tflite25
-from opssat.infer import Classifier, RuntimeComparison, compare_runtimes
-from opssat.labels import read_labels
-from opssat.paths import model_paths
+from opssat.core import cli, errors
+from opssat.core.paths import model_paths
+from opssat.data import images, sample
+from opssat.data.labels import read_labels
+from opssat.judge.infer import Classifier, RuntimeComparison, compare_runtimes
+from opssat.onboard import flight, smartcam, tflite25
+from opssat.train import export
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat import sample, smartcam
-from opssat.infer import Classifier
-from opssat.make_image_classifier import options_from_args
-from opssat.train import train
-from opssat.train_record import TrainRecord
+from opssat.data import sample
+from opssat.judge.infer import Classifier
+from opssat.onboard import smartcam
+from opssat.train.make_image_classifier import options_from_args
+from opssat.train.record import TrainRecord
+from opssat.train.trainer import train
 
 
 def invoke_ms(model_file: Path, labels_file: Path, repeats: int) -> float:

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 from eval_real import DEFAULT_REAL_DIR, MODES, evaluate, real_images
 
-from opssat import sample, smartcam
-from opssat.infer import Classifier
-from opssat.make_image_classifier import options_from_args
-from opssat.train import train
+from opssat.data import sample
+from opssat.judge.infer import Classifier
+from opssat.onboard import smartcam
+from opssat.train.make_image_classifier import options_from_args
+from opssat.train.trainer import train
 
 
 def main() -> None:

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat import cli, errors, images, package, sample, smartcam
-from opssat.confidences import check_threshold
-from opssat.infer import Classifier
-from opssat.paths import model_paths
+from opssat.core import cli, errors
+from opssat.core.paths import model_paths
+from opssat.data import images, sample
+from opssat.judge.confidences import check_threshold
+from opssat.judge.infer import Classifier
+from opssat.onboard import smartcam
+from opssat.uplink import package
 
 DEFAULT_REAL_DIR = sample.REAL_SAMPLE_DIR
 MODES = images.PREPROCESS_MODES

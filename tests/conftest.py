@@ -51,7 +51,7 @@ def make_tflite(tmp_path: Path):
              size=32, name="model") -> Path:
         import tensorflow as tf
 
-        from opssat import export
+        from opssat.train import export
 
         model = tiny_classifier(list(labels), size)
         rng = np.random.default_rng(1)

@@ -85,7 +85,8 @@ def shared_dir(name: str) -> Path:
 
 def trainer_cli_error(*args: str) -> str:
     """The one ``error:`` line the trainer's command line prints for ``args``."""
-    from opssat import cli, make_image_classifier
+    from opssat.core import cli
+    from opssat.train import make_image_classifier
 
     capture = io.StringIO()
     with contextlib.redirect_stderr(capture), pytest.raises(SystemExit) as exited:
@@ -109,7 +110,7 @@ def contract_model_bytes(kind: str) -> bytes:
     ``signed``; its outputs are OPSSAT_LABELS."""
     import tensorflow as tf
 
-    from opssat import export
+    from opssat.train import export
 
     size = 32 if kind == "size32" else 224
     if kind in ("good", "size32", "uint8"):

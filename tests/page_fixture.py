@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
 
 LABELS = ["bad", "earth", "edge"]
 HEADER = ["filename", "time_ms", "predicted_label", "expected_label", *LABELS]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import trainer_cli_error, write_image
 
-from opssat import make_image_classifier, sample
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
+from opssat.data import sample
+from opssat.train import make_image_classifier
 
 COLOURS = {"bad": (230, 230, 230), "earth": (30, 160, 60), "edge": (20, 20, 200)}
 

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from helpers import trainer_cli_error, write_image
 
-from opssat import augment
-from opssat import train as trainer
-from opssat.dataset import Preprocessing, image_dataset, list_labelled_files, load_image
-from opssat.make_image_classifier import options_from_args
+from opssat.train import augment, trainer
+from opssat.train.dataset import Preprocessing, image_dataset, list_labelled_files, load_image
+from opssat.train.make_image_classifier import options_from_args
 
 SIZE = 32
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from opssat.errors import UserError
-from opssat.train_options import TrainOptions
+from opssat.core.errors import UserError
+from opssat.train.options import TrainOptions
 
 
 @pytest.mark.slow
 def test_the_model_ends_with_the_mean_of_the_last_epochs_weights() -> None:
-    from opssat.averaging import LastEpochsAverage
-    from opssat.tf_setup import tf_keras
+    from opssat.core.tf_setup import tf_keras
+    from opssat.train.averaging import LastEpochsAverage
 
     tf_keras.utils.set_random_seed(0)
     model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])

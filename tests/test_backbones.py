@@ -8,11 +8,11 @@ import pytest
 import tf_keras
 from helpers import write_image
 
-from opssat import contract
-from opssat.backbones import load_backbone
-from opssat.errors import UserError
-from opssat.make_image_classifier import options_from_args
-from opssat.train import train
+from opssat.core.errors import UserError
+from opssat.judge import contract
+from opssat.train.backbones import load_backbone
+from opssat.train.make_image_classifier import options_from_args
+from opssat.train.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import run_script, write_image
 
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
 
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}

@@ -1,4 +1,4 @@
-"""calc_perf.py and opssat.metrics on a small fixed CSV whose figures are worked
+"""calc_perf.py and opssat.judge.metrics on a small fixed CSV whose figures are worked
 out by hand here (kappa and balanced accuracy from their definitions)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from helpers import run_script
 from PIL import Image
 
-from opssat import metrics
-from opssat.confidences import load_confidences
-from opssat.errors import UserError
-from opssat.paths import ModelPaths
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.judge import metrics
+from opssat.judge.confidences import load_confidences
 
 LABELS = ["bad", "earth", "edge"]
 HEADER = "filename,time_ms,predicted_label,expected_label,bad,earth,edge"

@@ -1,4 +1,4 @@
-"""The SmartCam contract check (opssat/contract.py): what a .tflite must be for
+"""The SmartCam contract check (opssat/judge/contract.py): what a .tflite must be for
 SmartCam to run it, and one clear reason for each violation."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from helpers import OPSSAT_LABELS as LABELS
 from helpers import write_labels_file
 
-from opssat import contract
+from opssat.judge import contract
 
 
 def test_good_model_passes_every_check(contract_models, tmp_path):

@@ -1,5 +1,5 @@
 """create_dirs.sh: the four data folders and nothing else, safe to re-run, and
-the same model-name rule as opssat.paths (it runs without the virtualenv)."""
+the same model-name rule as opssat.core.paths (it runs without the virtualenv)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import PROJECT
 
-from opssat.errors import UserError
-from opssat.paths import check_model_name
+from opssat.core.errors import UserError
+from opssat.core.paths import check_model_name
 
 SCRIPT = PROJECT / "create_dirs.sh"
 FOLDERS = ["all", "classification", "test", "training"]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from helpers import run_script, write_image
 
-from opssat import crossval, sample, split, topup
-from opssat.confidences import load_confidences
-from opssat.errors import UserError
-from opssat.paths import ModelPaths
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.data import sample, split, topup
+from opssat.judge.confidences import load_confidences
+from opssat.train import crossval
 
 COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
 

@@ -7,7 +7,7 @@ import re
 
 from helpers import PROJECT
 
-from opssat.train_options import flags_document
+from opssat.train.options import flags_document
 
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 

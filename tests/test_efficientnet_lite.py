@@ -14,9 +14,9 @@ import tensorflow as tf
 import tf_keras
 from PIL import Image
 
-from opssat import efficientnet_lite as el
-from opssat.errors import UserError
-from opssat.torch_pickle import load_state_dict
+from opssat.core.errors import UserError
+from opssat.train import efficientnet_lite as el
+from opssat.train.torch_pickle import load_state_dict
 
 CAT_CLASSES = range(281, 286)
 COFFEE_CLASSES = (967, 968)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from opssat import export
-from opssat.tf_setup import tf, tf_keras
+from opssat.core.tf_setup import tf, tf_keras
+from opssat.train import export
 
 SIZE = 16
 

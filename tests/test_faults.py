@@ -27,11 +27,14 @@ from test_hostile import (
 )
 from test_security import listing
 
-from opssat import atomic, confidences, crossval, relabel, split
-from opssat.errors import UserError
-from opssat.infer import record_image
-from opssat.paths import ModelPaths
-from opssat.relabel import JOURNAL_COLUMNS
+from opssat.core import atomic
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.data import relabel, split
+from opssat.data.relabel import JOURNAL_COLUMNS
+from opssat.judge import confidences
+from opssat.judge.infer import record_image
+from opssat.train import crossval
 
 
 @pytest.fixture

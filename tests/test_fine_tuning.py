@@ -12,11 +12,10 @@ import tensorflow as tf
 import tf_keras
 from helpers import trainer_cli_error, write_image
 
-from opssat import make_image_classifier
-from opssat import train as trainer
-from opssat.backbones import Backbone, load_backbone
-from opssat.make_image_classifier import options_from_args
-from opssat.train_options import Stage, TrainOptions
+from opssat.train import make_image_classifier, trainer
+from opssat.train.backbones import Backbone, load_backbone
+from opssat.train.make_image_classifier import options_from_args
+from opssat.train.options import Stage, TrainOptions
 
 SIZE = 32
 COLOURS = {"dark": (20, 20, 20), "grey": (120, 120, 120), "white": (240, 240, 240)}

@@ -1,4 +1,4 @@
-"""Running SmartCam's own binaries (opssat.flight): finding a build, batch labelling as
+"""Running SmartCam's own binaries (opssat.onboard.flight): finding a build, batch labelling as
 mode ``flight`` and the package's flight check. Tests that run the binaries need
 ../shared/smartcam_runtime (and, for armhf, qemu-user with the armhf C/C++ runtime)."""
 
@@ -14,9 +14,12 @@ import pytest
 from helpers import PROJECT, one_error_line, run_script, shared_dir
 from test_calc_perf import ROWS, csv_text
 
-from opssat import flight, images, infer, package, sample
-from opssat.contract import ContractError
-from opssat.paths import model_paths
+from opssat.core.paths import model_paths
+from opssat.data import images, sample
+from opssat.judge import infer
+from opssat.judge.contract import ContractError
+from opssat.onboard import flight
+from opssat.uplink import package
 
 RUNTIME_DIR = shared_dir("smartcam_runtime")
 LABELS = ["bad", "earth", "edge"]

@@ -23,10 +23,12 @@ from pathlib import Path
 import pytest
 from helpers import PROJECT, write_image
 
-from opssat import cli, dataset, make_image_classifier, package
-from opssat.errors import UserError
-from opssat.infer import label_test_set
-from opssat.paths import ModelPaths
+from opssat.core import cli
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.judge.infer import label_test_set
+from opssat.train import dataset, make_image_classifier
+from opssat.uplink import package
 
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}
@@ -125,7 +127,7 @@ SCRIPTS = {
     "make_sample_data": ["make_sample_data.py", "m", "--force", "--count", "10"],
     # train.sh's trainer, as train.sh runs it (bash cannot run the shared .venv's python
     # as nobody here, since it links into /root).
-    "train": ["-m", "opssat.make_image_classifier", "--model", "m", "--train_epochs", "1"],
+    "train": ["-m", "opssat.train.make_image_classifier", "--model", "m", "--train_epochs", "1"],
     "batch_label_images": ["batch_label_images.py", "m", "--no_progress"],
     "calc_perf": ["calc_perf.py", "m"],
     "package_smartcam": ["package_smartcam.py", "m"],
@@ -280,7 +282,7 @@ def test_label_image_refuses_a_scaling_that_gives_nan(model: ModelPaths, flag, v
 
 def test_interrupt_after_the_work_names_what_is_in_place():
     code = ("import os, signal, time\n"
-            "from opssat import cli\n"
+            "from opssat.core import cli\n"
             "cli.on_interrupt('the new model is in place (repo/m/tflite_model.tflite)')\n"
             "os.kill(os.getpid(), signal.SIGINT)\n"
             "time.sleep(30)\n")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from opssat import images, sample
+from opssat.data import images, sample
 
 REAL = sample.REAL_SAMPLE_DIR
 

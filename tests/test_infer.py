@@ -13,10 +13,10 @@ import pytest
 from helpers import PROJECT, run_script, write_image
 from PIL import Image
 
-from opssat import images
-from opssat.confidences import NOT_CLASSIFIED, ranked
-from opssat.errors import UserError
-from opssat.infer import Classifier, predicted_label
+from opssat.core.errors import UserError
+from opssat.data import images
+from opssat.judge.confidences import NOT_CLASSIFIED, ranked
+from opssat.judge.infer import Classifier, predicted_label
 
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}

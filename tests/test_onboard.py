@@ -14,7 +14,8 @@ import pytest
 from helpers import PROJECT, run_script, write_image
 from PIL import Image
 
-from opssat import images, onboard, sample, smartcam
+from opssat.data import images, sample
+from opssat.onboard import chain, smartcam
 
 REAL_DIR = sample.REAL_SAMPLE_DIR
 
@@ -54,7 +55,7 @@ def test_onboard_with_three_channels_keeps_colour(tmp_path):
 
 @pytest.mark.parametrize("shape", [(583, 614, 1), (583, 614, 3), (100, 50, 1), (300, 100, 1)])
 def test_stb_resize_keeps_a_constant_image_constant(shape):
-    out = onboard.stb_resize(np.full(shape, 77, np.uint8), (224, 224))
+    out = chain.stb_resize(np.full(shape, 77, np.uint8), (224, 224))
     assert out.shape == (224, 224, shape[2])
     assert np.all(out == 77)
 
@@ -65,7 +66,7 @@ def test_stb_resize_keeps_a_ramp_linear(n_in, n_out):
     # the clamped edges bend, and the rounding of input and output adds about a level.
     ramp = np.linspace(20, 230, n_in)
     pixels = np.tile(np.rint(ramp).astype(np.uint8), (8, 1))[..., None]
-    out = onboard.stb_resize(pixels, (8, n_out))[0, :, 0].astype(float)
+    out = chain.stb_resize(pixels, (8, n_out))[0, :, 0].astype(float)
     centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
     expected = np.interp(centres, np.arange(n_in), ramp)
     interior = slice(4, n_out - 4)
@@ -76,7 +77,7 @@ def test_stb_resize_keeps_a_ramp_linear(n_in, n_out):
 def test_onboard_does_a_jpeg_round_trip(tmp_path):
     path = _thumbnail(tmp_path)
     pixels = images.load_pixels(path, images.Preprocessing("onboard"))
-    resized = onboard.stb_resize(onboard.stb_load(path, 1), smartcam.INPUT_SIZE)[..., 0]
+    resized = chain.stb_resize(chain.stb_load(path, 1), smartcam.INPUT_SIZE)[..., 0]
     difference = np.abs(pixels[..., 0].astype(int) - resized.astype(int))
     assert difference.max() > 0  # JPEG changed some pixels...
     assert difference.mean() < 4  # ...slightly, at quality 90
@@ -87,7 +88,7 @@ def test_onboard_does_a_jpeg_round_trip(tmp_path):
 HUGE_CHILD = """
 import sys
 from pathlib import Path
-from opssat import images
+from opssat.data import images
 Path("/proc/self/clear_refs").write_text("5")
 for mode, channels in (("onboard", 3), ("onboard", 1), ("ground", 1)):
     pixels = images.load_pixels(sys.argv[1], images.Preprocessing(mode, channels, (224, 224)))
@@ -113,8 +114,8 @@ def test_a_huge_jpeg_is_decoded_at_reduced_size_with_a_one_line_warning(tmp_path
 
 def test_a_large_colour_jpeg_keeps_its_colour_at_reduced_size(tmp_path):
     path = write_image(tmp_path / "big.jpeg", (200, 40, 30), size=(2000, 1900), noise=5)
-    pixels = onboard.onboard_pixels(path, (224, 224), 3)
-    assert onboard.reduction((2000, 1900), (224, 224)) == 2
+    pixels = chain.onboard_pixels(path, (224, 224), 3)
+    assert chain.reduction((2000, 1900), (224, 224)) == 2
     assert np.abs(pixels.reshape(-1, 3).mean(0) - (200, 40, 30)).max() < 4
 
 
@@ -124,10 +125,10 @@ def test_a_large_png_is_box_reduced_first_and_stays_close(tmp_path):
     path = tmp_path / "big.png"
     Image.fromarray(pixels).save(path)
     size = (32, 32)
-    assert onboard.reduction((1000, 1000), size) == 7
-    reduced = onboard.onboard_pixels(path, size, 1).astype(int)
-    exact = onboard.ujpeg_decode(onboard.stb_write_jpeg(
-        onboard.stb_resize(onboard.stb_load(path, 1), size))).astype(int)
+    assert chain.reduction((1000, 1000), size) == 7
+    reduced = chain.onboard_pixels(path, size, 1).astype(int)
+    exact = chain.ujpeg_decode(chain.stb_write_jpeg(
+        chain.stb_resize(chain.stb_load(path, 1), size))).astype(int)
     assert 0 < np.abs(reduced - exact).max() <= 4
 
 

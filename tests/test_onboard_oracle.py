@@ -1,4 +1,4 @@
-"""opssat.onboard against SmartCam's own chain compiled from C (../shared/onboard_oracle):
+"""opssat.onboard.chain against SmartCam's own chain compiled from C (../shared/onboard_oracle):
 each step (stb load, stb resize, stb JPEG encode + uJPEG decode) and the whole chain.
 
 ``pytest -s tests/test_onboard_oracle.py`` prints the parity figures.
@@ -17,7 +17,8 @@ import pytest
 from helpers import shared_dir
 from PIL import Image
 
-from opssat import images, onboard, smartcam
+from opssat.data import images
+from opssat.onboard import chain, smartcam
 
 #: Every test here compiles SmartCam's C chain with gcc first.
 pytestmark = pytest.mark.slow
@@ -207,7 +208,7 @@ def _figures(diff: np.ndarray) -> dict[str, float]:
 def test_stb_load_generated_inputs(oracle, generated, channels):
     """Exact but for a JPEG's IDCT (libjpeg's in Pillow vs stb's): 1 level at most."""
     for path in generated:
-        diff = np.abs(onboard.stb_load(path, channels).astype(int) - oracle.load(path, channels))
+        diff = np.abs(chain.stb_load(path, channels).astype(int) - oracle.load(path, channels))
         assert diff.max() <= (1 if path.suffix == ".jpeg" else 0), path.name
 
 
@@ -218,7 +219,7 @@ def test_stb_load_jpeg_thumbnails_within_a_level(oracle, thumbnails, channels):
     diffs = []
     for path in thumbnails[::6]:
         expected = oracle.load(path, channels)
-        diffs.append(np.abs(onboard.stb_load(path, channels).astype(int) - expected))
+        diffs.append(np.abs(chain.stb_load(path, channels).astype(int) - expected))
     figures = _figures(np.concatenate([d.ravel() for d in diffs]))
     print(f"\nstb_load, {channels} channel(s), {len(diffs)} thumbnails: {figures}")
     if channels == 1:
@@ -235,7 +236,7 @@ def test_stb_resize_is_bit_exact(oracle, thumbnails, generated, size):
         for channels in (1, 3):
             pixels = oracle.load(path, channels)
             expected = oracle.resize(pixels, size)
-            assert np.array_equal(onboard.stb_resize(pixels, size), expected), (path.name,
+            assert np.array_equal(chain.stb_resize(pixels, size), expected), (path.name,
                                                                                  channels)
 
 
@@ -248,7 +249,7 @@ def test_stb_write_jpeg_and_ujpeg_decode_are_bit_exact(oracle, thumbnails, gener
         for channels in (1, 3):
             resized = oracle.resize(oracle.load(path, channels), size)
             expected = oracle.encode_decode(resized, quality)
-            mine = onboard.ujpeg_decode(onboard.stb_write_jpeg(resized, quality))
+            mine = chain.ujpeg_decode(chain.stb_write_jpeg(resized, quality))
             assert np.array_equal(mine, expected), (path.name, channels, size)
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from helpers import PROJECT, write_image
 
-from opssat import confidences
-from opssat.confidences import load_confidences
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
+from opssat.judge import confidences
+from opssat.judge.confidences import load_confidences
 
 LABELS = ["red", "green", "blue"]
 COLOURS = {"red": (220, 25, 25), "green": (25, 220, 25), "blue": (25, 25, 220)}

@@ -1,4 +1,4 @@
-"""The SmartCam package (opssat/package.py, package_smartcam.py): its files, config
+"""The SmartCam package (opssat/uplink/package.py, package_smartcam.py): its files, config
 snippet and checksums, refusals that keep the previous package, and the threshold
 suggestion."""
 
@@ -17,10 +17,12 @@ import pytest
 from helpers import OPSSAT_LABELS as LABELS
 from helpers import run_script, write_labels_file
 
-from opssat import metrics, package, smartcam
-from opssat.confidences import load_confidences
-from opssat.errors import UserError
-from opssat.paths import model_paths
+from opssat.core.errors import UserError
+from opssat.core.paths import model_paths
+from opssat.judge import metrics
+from opssat.judge.confidences import load_confidences
+from opssat.onboard import smartcam
+from opssat.uplink import package
 
 
 def _model_dir(repo_root: Path, models, kind: str = "good", name: str = "demo") -> Path:

@@ -15,9 +15,9 @@ import pytest
 from helpers import run_script
 from page_fixture import make_model
 
-from opssat import relabel
-from opssat.errors import UserError
-from opssat.paths import ModelPaths
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.data import relabel
 
 
 def tree(all_dir: Path) -> dict[str, str]:

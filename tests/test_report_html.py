@@ -20,9 +20,10 @@ import pytest
 from page_fixture import LABELS, make_model
 from PIL import Image
 
-from opssat import html_report, images, report, report_page, report_plots
-from opssat.confidences import load_confidences
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
+from opssat.data import images
+from opssat.judge import html_report, report, report_page, report_plots
+from opssat.judge.confidences import load_confidences
 
 
 class PageParser(HTMLParser):

@@ -13,9 +13,9 @@ import pytest
 from helpers import run_script
 from page_fixture import LABELS, make_model, probabilities, write_csv, write_oof
 
-from opssat import review
-from opssat.confidences import load_confidences
-from opssat.errors import UserError
+from opssat.core.errors import UserError
+from opssat.judge import review
+from opssat.judge.confidences import load_confidences
 
 PLANTED = "img_msec_1700000100000_1.png"  # the second bad image
 

@@ -13,8 +13,8 @@ import pytest
 from helpers import run_script
 from PIL import Image
 
-from opssat import images, sample, topup
-from opssat.errors import UserError
+from opssat.core.errors import UserError
+from opssat.data import images, sample, topup
 
 TINY = (48, 46)
 

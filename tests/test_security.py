@@ -17,10 +17,11 @@ import pytest
 from helpers import one_error_line, run_script
 from page_fixture import LABELS, make_model
 
-from opssat import html_report, labels, report
-from opssat.confidences import load_confidences
-from opssat.errors import UserError
-from opssat.paths import ModelPaths, check_inside
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths, check_inside
+from opssat.data import labels
+from opssat.judge import html_report, report
+from opssat.judge.confidences import load_confidences
 
 TRAVERSAL = "../../../../tmp/opssat-escape"
 
@@ -230,7 +231,7 @@ class Elements(HTMLParser):
 
 
 def _review_page(paths: ModelPaths) -> Path:
-    from opssat import review
+    from opssat.judge import review
 
     conf = load_confidences(paths.confidences_csv("ground"))
     source = review.Source(paths.confidences_csv("ground"), "ground", "test set")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from helpers import run_script
 
-from opssat import sample, split, topup
-from opssat.errors import UserError
-from opssat.paths import model_paths
+from opssat.core.errors import UserError
+from opssat.core.paths import model_paths
+from opssat.data import sample, split, topup
 
 T0 = 1_608_588_759_000
 MINUTE = 60_000

@@ -11,8 +11,9 @@ import pytest
 from helpers import write_image
 from PIL import Image
 
-from opssat import crossval, sample, stress
-from opssat.paths import ModelPaths
+from opssat.core.paths import ModelPaths
+from opssat.data import sample, stress
+from opssat.train import crossval
 
 
 def scene(seed: int = 0, size: tuple[int, int] = (120, 100), level: float = 110,

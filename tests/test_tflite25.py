@@ -1,4 +1,4 @@
-"""The static TensorFlow Lite 2.5 check (opssat.tflite25) and the exports that pass it,
+"""The static TensorFlow Lite 2.5 check (opssat.onboard.tflite25) and the exports that pass it,
 judged against SmartCam's shipped binaries (../shared/smartcam_runtime) when present."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import pytest
 from ai_edge_litert import schema_py_generated as schema
 from helpers import run_script, shared_dir
 
-from opssat import contract, export, flight, images, tflite25
-from opssat.infer import Classifier
+from opssat.data import images
+from opssat.judge import contract
+from opssat.judge.infer import Classifier
+from opssat.onboard import flight, tflite25
+from opssat.train import export
 
 RUNTIME_DIR = shared_dir("smartcam_runtime")
 LABELS = ["bad", "earth", "edge"]
@@ -95,7 +98,7 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 
 
 def bundled_images(count: int) -> list[Path]:
-    from opssat import sample
+    from opssat.data import sample
 
     files = [p for folder in images.label_folders(sample.REAL_SAMPLE_DIR)
              for p in images.list_files(folder)]

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from test_stress import scene
 
-from opssat import topup
+from opssat.data import topup
 
 
 def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: Path) -> None:

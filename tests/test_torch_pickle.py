@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from opssat.efficientnet_lite import imagenet_weights_file
-from opssat.errors import UserError
-from opssat.torch_pickle import TorchPickleError, load_state_dict
+from opssat.core.errors import UserError
+from opssat.train.efficientnet_lite import imagenet_weights_file
+from opssat.train.torch_pickle import TorchPickleError, load_state_dict
 
 #: torch.serialization's MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.
 MAGIC = 0x1950A86A20F9469CFC6C

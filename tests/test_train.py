@@ -18,19 +18,20 @@ import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 from helpers import PROJECT, write_image
 
-from opssat import cli, contract, make_image_classifier
-from opssat import train as trainer
-from opssat.dataset import (
+from opssat.core import cli
+from opssat.core.errors import UserError
+from opssat.judge import contract
+from opssat.train import make_image_classifier, trainer
+from opssat.train.dataset import (
     FeatureCache,
     Preprocessing,
     image_dataset,
     list_labelled_files,
     stratified_split,
 )
-from opssat.errors import UserError
-from opssat.make_image_classifier import options_from_args
-from opssat.train_options import TrainOptions
-from opssat.train_record import read_record
+from opssat.train.make_image_classifier import options_from_args
+from opssat.train.options import TrainOptions
+from opssat.train.record import read_record
 
 COLOURS = {"blue": (30, 30, 200), "green": (30, 200, 30), "red": (200, 30, 30)}
 COUNTS = {"blue": 4, "green": 8, "red": 10}
@@ -83,7 +84,7 @@ def test_old_style_command_writes_all_outputs(tiny_hub, colour_images, tmp_path)
     """The original README's command line, flag for flag, through the module's CLI."""
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "opssat.make_image_classifier",
+        sys.executable, "-m", "opssat.train.make_image_classifier",
         "--image_dir", str(colour_images), "--tfhub_module", str(tiny_hub),
         "--saved_model_dir", str(out / "model"), "--labels_output_file", str(out / "labels.txt"),
         "--tflite_output_file", str(out / "tflite_model.tflite"),

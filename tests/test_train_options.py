@@ -7,10 +7,11 @@ import dataclasses
 
 import pytest
 
-from opssat import augment, crossval, flags, make_image_classifier, train_options
-from opssat.errors import UserError
-from opssat.flags import Limits
-from opssat.train_options import GROUPS, PathOptions, TrainOptions
+from opssat.core import flags
+from opssat.core.errors import UserError
+from opssat.core.flags import Limits
+from opssat.train import augment, crossval, make_image_classifier, options
+from opssat.train.options import GROUPS, PathOptions, TrainOptions
 
 ALL_FLAGS = [flag for group in GROUPS for flag in flags.flags_of(group)]
 
@@ -106,7 +107,7 @@ def test_crossval_reserves_every_path_flag():
 
 
 def test_crossval_builds_fold_options_from_the_trainer_flags():
-    template = train_options.parse_flags(["--quantize", "int8", "--nocache_features"])
+    template = options.parse_flags(["--quantize", "int8", "--nocache_features"])
     fold = template.with_paths(image_dir="a", tflite_output_file="b/m.tflite")
     assert fold.recipe.quantize == ["int8"] and not fold.runtime.cache_features
     assert fold.paths.image_dir == "a" and fold.paths.cache_dir is None

@@ -1,4 +1,4 @@
-"""train_record.json: one typed record, written and read by opssat.train_record."""
+"""train_record.json: one typed record, written and read by opssat.train.record."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from opssat.errors import UserError
-from opssat.train_options import PathOptions
-from opssat.train_record import TrainRecord, read_record, record_path, sha256_tree, versions
+from opssat.core.errors import UserError
+from opssat.train.options import PathOptions
+from opssat.train.record import TrainRecord, read_record, record_path, sha256_tree, versions
 
 
 def a_record() -> TrainRecord:

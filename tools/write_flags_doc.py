@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Write docs/flags.md, the trainer's flag table, from the option declarations in
-opssat/train_options.py (tests/test_docs.py fails when the file is stale)."""
+opssat/train/options.py (tests/test_docs.py fails when the file is stale)."""
 
 from pathlib import Path
 
-from opssat.train_options import flags_document
+from opssat.train.options import flags_document
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "flags.md"
 

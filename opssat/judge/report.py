@@ -1,0 +1,277 @@
+"""calc_perf's output in words: the text table, report.md and the JSON figures.
+The plots are in ``report_plots``, the HTML page in ``report_page``.
+
+The figures come from ``opssat.judge.metrics``; this module only lays them out. Text
+from outside (labels, CSV names) is escaped in Markdown, so report.md shows it
+as it is and never as markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from opssat.core import atomic
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.data import images
+from opssat.judge import metrics
+from opssat.judge.confidences import NOT_CLASSIFIED, Confidences, load_confidences
+from opssat.onboard import flight
+
+#: The rows of the threshold table printed in text and Markdown (JSON has all 100).
+COMPACT_THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+@dataclass
+class ModeResult:
+    """One preprocessing mode's CSV and its figures."""
+
+    mode: str
+    csv_path: Path
+    confidences: Confidences
+    performance: metrics.Performance
+
+
+def evaluate_csvs(
+    csvs: Sequence[tuple[str, Path]], threshold: float, target_accuracy: float
+) -> list[ModeResult]:
+    """Load and score each (mode, CSV) pair."""
+    results = []
+    for mode, path in csvs:
+        conf = load_confidences(path)
+        results.append(ModeResult(mode, path, conf,
+                                  metrics.evaluate(conf, threshold, target_accuracy)))
+    return results
+
+
+def mode_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
+    """Top-1 agreement of the first two modes, when there are two."""
+    if len(results) < 2:
+        return None
+    return metrics.agreement(results[0].confidences, results[1].confidences)
+
+
+def flight_pair(results: Sequence[ModeResult]) -> tuple[int, int] | None:
+    """(LiteRT's result, SmartCam's own runtime's result) as indices into ``results``:
+    mode flight against LiteRT fed the same on-board input (else ground), when both
+    are there."""
+    modes = [r.mode for r in results]
+    if flight.MODE not in modes:
+        return None
+    litert = next((modes.index(m) for m in images.PREPROCESS_MODES[::-1] if m in modes), None)
+    return None if litert is None else (litert, modes.index(flight.MODE))
+
+
+def flight_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
+    pair = flight_pair(results)
+    return None if pair is None else metrics.agreement(results[pair[0]].confidences,
+                                                       results[pair[1]].confidences)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
+def md(text: object) -> str:
+    """``text`` shown literally in Markdown: HTML characters as entities, Markdown
+    punctuation backslash-escaped, line breaks as spaces."""
+    plain = " ".join(str(text).splitlines())
+    plain = plain.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", plain)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> list[str]:
+    """A plain aligned table, or a Markdown one (cells escaped)."""
+    if markdown:
+        lines = ["| " + " | ".join(map(md, header)) + " |", "|" + "---|" * len(header)]
+        return lines + ["| " + " | ".join(map(md, row)) + " |" for row in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip()
+    return [fmt(header), *(fmt(row) for row in rows)]
+
+
+def _compact_rows(perf: metrics.Performance) -> list[metrics.ThresholdRow]:
+    wanted = {*COMPACT_THRESHOLDS, perf.threshold}
+    if perf.suggested is not None:
+        wanted.add(perf.suggested.threshold)
+    return [row for row in perf.threshold_table
+            if any(abs(row.threshold - w) < 1e-9 for w in wanted)]
+
+
+def sensitivity_rows(perf: metrics.Performance) -> list[list[str]]:
+    return [[s.label, f"{s.correct} / {s.total}", _num(s.sensitivity)] for s in perf.per_label]
+
+
+def prf_rows(perf: metrics.Performance) -> list[list[str]]:
+    return [[s.label, _num(s.precision), _num(s.sensitivity), _num(s.f1)]
+            for s in perf.per_label]
+
+
+def accuracy_line(perf: metrics.Performance) -> str:
+    return (f"total accuracy: {perf.correct} / {perf.images} = {perf.accuracy:.3f} "
+            "(top-1 over all images, threshold ignored)")
+
+
+def figure_lines(perf: metrics.Performance) -> list[str]:
+    figures = [
+        f"macro-F1: {perf.macro_f1:.3f}    balanced accuracy: {perf.balanced_accuracy:.3f}",
+        f"Cohen's kappa: {_num(perf.kappa)}    1 - kappa (ESA OPS-SAT competition score, "
+        f"lower is better): {_num(perf.competition_score)}",
+        f"at threshold {perf.threshold:.2f}: kept {perf.kept} / {perf.images} "
+        f"({_pct(perf.coverage)}), accuracy of kept {_num(perf.kept_accuracy)}",
+    ]
+    if perf.mean_time_ms is not None:
+        figures.append(f"mean invoke time: {perf.mean_time_ms:.2f} ms")
+    return figures
+
+
+CONFUSION_CORNER = "expected \\ predicted"
+THRESHOLD_HEADER = ["threshold", "kept", "kept share", "kept accuracy"]
+
+
+def confusion_rows(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> list[list[str]]:
+    return [[label, *map(str, row)] for label, row in zip(labels, matrix, strict=True)]
+
+
+def threshold_rows(perf: metrics.Performance) -> list[list[str]]:
+    return [[f"{r.threshold:.2f}", str(r.kept), _pct(r.kept_share), _num(r.kept_accuracy)]
+            for r in _compact_rows(perf)]
+
+
+def suggestion_line(perf: metrics.Performance) -> str:
+    best = perf.suggested
+    if best is None:
+        return f"no threshold keeps accuracy >= {perf.target_accuracy:.3f}"
+    return (f"lowest threshold with accuracy >= {perf.target_accuracy:.3f}: "
+            f"{best.threshold:.2f} (keeps {best.kept} / {perf.images}, "
+            f"{_pct(best.kept_share)}; accuracy {_num(best.kept_accuracy)})")
+
+
+def mode_title(result: ModeResult) -> str:
+    return (f"{result.mode} preprocessing: {result.csv_path} "
+            f"({result.performance.images} images)")
+
+
+def _mode_section(result: ModeResult, markdown: bool) -> list[str]:
+    perf = result.performance
+    h = "### " if markdown else "== "
+    title = md(mode_title(result)) if markdown else mode_title(result)
+    lines = [f"{h}{title}", ""]
+    lines += _table(["label", "correct / total", "sensitivity"], sensitivity_rows(perf),
+                    markdown)
+    lines += ["", f"{'- ' if markdown else ''}{accuracy_line(perf)}", ""]
+    lines += _table(["label", "precision", "recall", "F1"], prf_rows(perf), markdown)
+    lines += ["", *(f"- {line}" if markdown else line for line in figure_lines(perf))]
+    lines += ["", "confusion matrix, top-1 (rows expected, columns predicted):", ""]
+    lines += _table([CONFUSION_CORNER, *perf.labels],
+                    confusion_rows(perf.labels, perf.confusion), markdown)
+    lines += ["", f"confusion matrix at threshold {perf.threshold:.2f} "
+              f"({NOT_CLASSIFIED} = below threshold):", ""]
+    lines += _table([CONFUSION_CORNER, *perf.labels, NOT_CLASSIFIED],
+                    confusion_rows(perf.labels, perf.confusion_at_threshold), markdown)
+    lines += ["", "threshold trade-off (kept: top-1 confidence >= threshold):", ""]
+    lines += _table(THRESHOLD_HEADER, threshold_rows(perf), markdown)
+    return lines + ["", suggestion_line(perf), ""]
+
+
+_COMPARED = [
+    ("images", lambda p: str(p.images)),
+    ("accuracy", lambda p: _num(p.accuracy)),
+    ("macro-F1", lambda p: _num(p.macro_f1)),
+    ("balanced accuracy", lambda p: _num(p.balanced_accuracy)),
+    ("Cohen's kappa", lambda p: _num(p.kappa)),
+    ("1 - kappa", lambda p: _num(p.competition_score)),
+    ("kept at threshold", lambda p: _pct(p.coverage)),
+    ("accuracy of kept", lambda p: _num(p.kept_accuracy)),
+]
+
+
+def comparison_rows(results: Sequence[ModeResult]) -> list[list[str]]:
+    return [[name, *(get(r.performance) for r in results)] for name, get in _COMPARED]
+
+
+def agreement_line(results: Sequence[ModeResult], agree: metrics.Agreement) -> str:
+    return (f"top-1 agreement {results[0].mode} vs {results[1].mode}: "
+            f"{agree.agreeing} / {agree.matched} images ({_pct(agree.share)}), "
+            f"matched by filename; only in {results[0].mode}: {agree.only_first}, "
+            f"only in {results[1].mode}: {agree.only_second}")
+
+
+def _comparison(results: Sequence[ModeResult], agree: metrics.Agreement | None,
+                markdown: bool) -> list[str]:
+    if len(results) < 2:
+        return []
+    h = "## " if markdown else "== "
+    lines = [f"{h}modes side by side", ""]
+    lines += _table(["figure", *(r.mode for r in results)], comparison_rows(results), markdown)
+    if agree is not None:
+        line = agreement_line(results, agree)
+        lines += ["", md(line) if markdown else line]
+    pair = flight_pair(results)
+    if pair is not None and pair != (0, 1):
+        line = agreement_line([results[i] for i in pair], flight_agreement(results))
+        lines += ["", md(line) if markdown else line]
+    return lines + [""]
+
+
+def render_text(results: Sequence[ModeResult], agree: metrics.Agreement | None) -> str:
+    lines: list[str] = []
+    for result in results:
+        lines += _mode_section(result, markdown=False)
+    lines += _comparison(results, agree, markdown=False)
+    return "\n".join(lines)
+
+
+def render_markdown(model: str, results: Sequence[ModeResult],
+                    agree: metrics.Agreement | None, plots: Sequence[Path]) -> str:
+    lines = [
+        f"# Performance of model `{model}`",
+        "",
+        "Main figures: the top-1 label of every test image, whatever its confidence. "
+        "The \"at threshold\" figures show what SmartCam keeps on board: images whose top-1 "
+        "confidence reaches the threshold.",
+        "",
+    ]
+    lines += _comparison(results, agree, markdown=True)
+    lines += ["## Per mode", ""]
+    for result in results:
+        lines += _mode_section(result, markdown=True)
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in plots]  # our own file names
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_json(model: str, results: Sequence[ModeResult], agree: metrics.Agreement | None,
+            report: Path, plots: Sequence[Path]) -> dict:
+    return {
+        "model": model,
+        "modes": {r.mode: {"csv": str(r.csv_path), **r.performance.to_dict()} for r in results},
+        "agreement": None if agree is None else asdict(agree),
+        "flight_agreement": None if (fa := flight_agreement(results)) is None else asdict(fa),
+        "report": str(report),
+        "plots": [str(p) for p in plots],
+    }
+
+
+def write_report(paths: ModelPaths, results: Sequence[ModeResult],
+                 agree: metrics.Agreement | None, plots: Sequence[Path],
+                 outputs: atomic.OutputSet | None = None) -> Path:
+    """report.md; staged in ``outputs`` when given (calc_perf commits all at once)."""
+    if not results:
+        raise UserError("nothing to report: run batch_label_images.py first")
+    text = render_markdown(paths.name, results, agree, plots)
+    atomic.write_text(paths.report_md, text, outputs)
+    return paths.report_md

@@ -1,0 +1,219 @@
+"""calc_perf's report.html: report.md's figures, a clickable confusion matrix, the
+gallery of misclassified and below-threshold images, and the modes side by side.
+Every text from outside (file names, labels, CSV names, paths) goes through
+``html_report.esc``; images are shown only from inside the model folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from opssat.core import atomic
+from opssat.core.errors import UserError
+from opssat.core.paths import ModelPaths
+from opssat.data import images
+from opssat.judge import html_report, metrics, report
+from opssat.judge.confidences import NOT_CLASSIFIED, ranked
+from opssat.onboard import flight
+
+
+def preprocessing_of(result: report.ModeResult) -> str:
+    """The preprocessing a CSV was made with: confidences.csv is ground,
+    confidences_onboard.csv on-board; a CSV passed by name is judged by its name."""
+    if result.mode in images.PREPROCESS_MODES:
+        return result.mode
+    stem = result.csv_path.stem
+    # flight: SmartCam's own resizer, which onboard reproduces
+    return "onboard" if result.mode == flight.MODE or "onboard" in stem or \
+        flight.MODE in stem else "ground"
+
+
+def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
+              modes: Sequence[str], others: Sequence[tuple[report.ModeResult, int]] = ()) -> str:
+    """An image's card: thumbnail, model input(s), expected label and top-3 of each mode."""
+    conf = result.confidences
+    name, expected = conf.filenames[row], conf.expected[row]
+    probabilities = conf.probabilities[row]
+    top = float(probabilities.max())
+    top1 = conf.labels[int(np.argmax(probabilities))]
+    classes = []
+    if top1 != expected:
+        classes.append("wrong")
+    if top < result.performance.threshold:
+        classes.append("low")
+    original = None if source is None else html_report.relative_url(source, page)
+    body = html_report.image_pair(pairs.get(source) if source else None, original, modes)
+    rankings = [(result, row), *others]
+    lists = "".join(_ranking(r, i, expected, len(rankings) > 1) for r, i in rankings)
+    caption = (f'<span class="name">{html_report.esc(name)}</span><br>expected '
+               f"<b>{html_report.esc(expected)}</b>{lists}")
+    return html_report.card(body, caption, {"conf": f"{top:.6f}", "name": name}, classes)
+
+
+def _ranking(result: report.ModeResult, row: int, expected: str, named: bool) -> str:
+    """Top-3 of one mode, tagged when wrong or below the threshold."""
+    probabilities = result.confidences.probabilities[row]
+    top = ranked(probabilities, result.confidences.labels, 3)
+    tags = ""
+    if top[0][0] != expected:
+        tags += '<span class="tag">misclassified</span>'
+    if top[0][1] < result.performance.threshold:
+        tags += '<span class="tag low">below threshold</span>'
+    title = f"{html_report.esc(result.mode)} top-3" if named else "top-3"
+    return html_report.top_k(top, expected, f"{title} {tags}")
+
+
+_SORTS = [("confidence ↑", "conf", 1), ("confidence ↓", "conf", -1), ("name", "name", 1)]
+
+
+def _confusion_html(index: int, result: report.ModeResult, cards: list[str]) -> list[str]:
+    """The top-1 confusion matrix; each cell links to a panel of its images."""
+    conf, perf = result.confidences, result.performance
+    position = {label: i for i, label in enumerate(conf.labels)}
+    cells: dict[tuple[int, int], list[str]] = {}
+    top1 = conf.top1  # a property that ranks every row: read it once
+    for row, card in enumerate(cards):
+        key = (position[conf.expected[row]], position[top1[row]])
+        cells.setdefault(key, []).append(card)
+    esc = html_report.esc
+    head = "".join(f"<th>{esc(label)}</th>" for label in perf.labels)
+    rows, panels = [], []
+    for r, label in enumerate(perf.labels):
+        tds = []
+        for c, count in enumerate(perf.confusion[r]):
+            anchor = f"cell-{index}-{r}-{c}"
+            cls = "diag" if r == c else "off"
+            value = f'<a href="#{anchor}">{count}</a>' if count else "0"
+            tds.append(f'<td class="{cls}" data-expected="{esc(label)}" '
+                       f'data-predicted="{esc(perf.labels[c])}" data-count="{count}">{value}</td>')
+            if count:
+                panels.append(
+                    f'<section class="cell" id="{anchor}"><h3>{esc(result.mode)}: expected '
+                    f"{esc(label)}, predicted {esc(perf.labels[c])} ({count} images) "
+                    f'<a href="#confusion-{index}">close</a></h3>'
+                    + html_report.gallery(f"{anchor}-gallery", cells.get((r, c), []))
+                    + "</section>")
+        rows.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
+    table = (f'<table class="confusion" id="confusion-{index}" data-mode="{esc(result.mode)}">'
+             f"<tr><th>{esc(report.CONFUSION_CORNER)}</th>{head}</tr>{''.join(rows)}</table>")
+    return [table, *panels]
+
+
+def render_html(model: str, results: Sequence[report.ModeResult],
+                agree: metrics.Agreement | None, plots: Sequence[Path], page: Path,
+                roots: Sequence[Path], outputs: atomic.OutputSet | None = None) -> str:
+    """report.html: report.md's figures, a clickable confusion matrix, the gallery of
+    misclassified and below-threshold images, and the modes side by side."""
+    esc = html_report.esc
+    modes = [preprocessing_of(r) for r in results]
+    files = html_report.ImageFiles(page)
+    sources: list[list[Path | None]] = []
+    for result, mode in zip(results, modes, strict=True):
+        conf = result.confidences
+        found = [html_report.locate_image(n, e, roots)
+                 for n, e in zip(conf.filenames, conf.expected, strict=True)]
+        for source in found:
+            if source is not None:
+                files.want(source, [mode])
+        sources.append(found)
+    compared = [(0, 1)] if len(results) >= 2 else []
+    if (pair := report.flight_pair(results)) is not None and pair != (0, 1):
+        compared.append(pair)
+    differing: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, b in compared:
+        second = {name: i for i, name in enumerate(results[b].confidences.filenames)}
+        top_a, top_b = results[a].confidences.top1, results[b].confidences.top1
+        differing[(a, b)] = []
+        for i, name in enumerate(results[a].confidences.filenames):
+            j = second.get(name)
+            if j is not None and top_a[i] != top_b[j]:
+                differing[(a, b)].append((i, j))
+                if sources[a][i] is not None:
+                    files.want(sources[a][i], [modes[a], modes[b]])
+    pairs = files.write(outputs)
+
+    body = [f"<h1>Performance of model <code>{esc(model)}</code></h1>", "<nav>"]
+    if len(results) >= 2:
+        body.append('<a href="#compare">modes side by side</a>')
+    body += [f'<a href="#mode-{i}">{esc(r.mode)}</a>' for i, r in enumerate(results)]
+    body += ['<a href="#plots">plots</a>' if plots else "", "</nav>",
+             '<p class="muted">Main figures: the top-1 label of every test image, whatever its '
+             'confidence. The "at threshold" figures show what SmartCam keeps on board: images '
+             "whose top-1 confidence reaches the threshold. Each image is shown as a thumbnail "
+             "(click for the original) beside the model's input as its preprocessing made "
+             "it.</p>"]
+    if len(results) >= 2:
+        body += ['<h2 id="compare">Modes side by side</h2>',
+                 html_report.table(["figure", *(r.mode for r in results)],
+                                   report.comparison_rows(results))]
+    for number, (a, b) in enumerate(compared):
+        shown = agree if (a, b) == (0, 1) else report.flight_agreement(results)
+        if shown is not None:
+            body.append(f"<p>{esc(report.agreement_line([results[a], results[b]], shown))}</p>")
+        found = differing[(a, b)]
+        body.append(f"<h3>Images whose top-1 differs, {esc(results[a].mode)} vs "
+                    f"{esc(results[b].mode)} ({len(found)})</h3>")
+        cards = [_row_card(results[a], i, sources[a][i], pairs, page, [modes[a], modes[b]],
+                           [(results[b], j)]) for i, j in found]
+        gallery = "differ" if number == 0 else f"differ-{number}"
+        body += [html_report.sort_buttons(gallery, _SORTS[2:]),
+                 html_report.gallery(gallery, cards)]
+    for index, (result, mode) in enumerate(zip(results, modes, strict=True)):
+        perf = result.performance
+        body += [f'<h2 id="mode-{index}">{esc(report.mode_title(result))}</h2>',
+                 html_report.table(["label", "correct / total", "sensitivity"],
+                                   report.sensitivity_rows(perf)),
+                 f"<p>{esc(report.accuracy_line(perf))}</p>",
+                 html_report.table(["label", "precision", "recall", "F1"], report.prf_rows(perf)),
+                 '<ul class="figures">' + "".join(f"<li>{esc(line)}</li>"
+                                                  for line in report.figure_lines(perf)) + "</ul>",
+                 "<h3>Confusion matrix, top-1</h3>",
+                 '<p class="muted">Rows expected, columns predicted; click a count to see its '
+                 "images.</p>"]
+        cards = [_row_card(result, row, source, pairs, page, [mode])
+                 for row, source in enumerate(sources[index])]
+        body += _confusion_html(index, result, cards)
+        body += [f"<h3>Confusion matrix at threshold {perf.threshold:.2f} ({NOT_CLASSIFIED} = "
+                 "below threshold)</h3>",
+                 html_report.table([report.CONFUSION_CORNER, *perf.labels, NOT_CLASSIFIED],
+                                   report.confusion_rows(perf.labels, perf.confusion_at_threshold)),
+                 "<h3>Threshold trade-off</h3>",
+                 html_report.table(report.THRESHOLD_HEADER, report.threshold_rows(perf)),
+                 f"<p>{esc(report.suggestion_line(perf))}</p>"]
+        conf = result.confidences
+        top1 = conf.top1  # a property that ranks every row: read it once
+        flagged = [row for row in range(perf.images)
+                   if top1[row] != conf.expected[row]
+                   or conf.probabilities[row].max() < perf.threshold]
+        gallery = f"gallery-{index}"
+        body += [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
+                 f"({len(flagged)} of {perf.images})</h3>",
+                 html_report.sort_buttons(gallery, _SORTS),
+                 html_report.gallery(gallery, [cards[row] for row in flagged])]
+    if plots:
+        body.append('<h2 id="plots">Plots</h2>')
+        body += [f'<img class="plot" loading="lazy" src="{esc(html_report.relative_url(p, page))}"'
+                 f' alt="{esc(p.stem)}">' for p in plots]
+    return html_report.page(f"Performance of {model}", body)
+
+
+def html_outputs(paths: ModelPaths) -> list[Path]:
+    """What write_html replaces: the page and its image folder."""
+    return [paths.report_html, html_report.files_dir(paths.report_html)]
+
+
+def write_html(paths: ModelPaths, results: Sequence[report.ModeResult],
+               agree: metrics.Agreement | None, plots: Sequence[Path],
+               outputs: atomic.OutputSet | None = None) -> Path:
+    """report.html beside report.md, its images in report_files/ (both staged in
+    ``outputs`` when given)."""
+    if not results:
+        raise UserError("nothing to report: run batch_label_images.py first")
+    page = paths.report_html
+    text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir],
+                       outputs)
+    atomic.write_text(page, text, outputs)
+    return page

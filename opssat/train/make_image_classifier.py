@@ -1,0 +1,91 @@
+"""Command line of the trainer, flag for flag TF Hub's ``make_image_classifier``
+(same names, defaults and absl-style booleans: ``--flag``, ``--flag=false``,
+``--noflag``), plus the toolkit's own flags. Old command lines run unchanged.
+The flags are generated from the option declarations in ``opssat.train.options``.
+
+    python -m opssat.train.make_image_classifier --image_dir DIR --tflite_output_file F ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from opssat.core import cli
+from opssat.core.paths import ModelPaths, model_paths
+from opssat.train import options
+from opssat.train.options import TrainOptions
+from opssat.train.trainer import train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every trainer option as a flag, and ``--model`` for the repo/<model>/ layout."""
+    parser = cli.ArgumentParser(
+        prog="make_image_classifier",
+        description="Train an image classifier on a backbone and export it for TFLite.",
+    )
+    parser.add_argument("--model", help="a repo/<model>/ folder: its data/training is the "
+                        "image dir and every output goes to its usual place there (train.sh "
+                        "uses it)")
+    parser.add_argument("--all_data", action="store_true",
+                        help="with --model: train on all of its data/all (top-up included), "
+                        "not data/training, and write every output to repo/<model>/all_data/: "
+                        "the model to uplink once cross-validation has chosen the recipe; the "
+                        "test split's model and its figures stay as they are")
+    options.add_flags(parser)
+    return parser
+
+
+def options_from_args(argv: list[str] | None = None) -> TrainOptions:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.all_data and not args.model:
+        parser.error("--all_data needs --model (train.sh gives it)")
+    if args.model:
+        paths = model_paths(args.model).require_model_dir()
+        if args.all_data:
+            _fill_model_paths(args, paths.all_data, image_dir=paths.all_dir)
+        else:
+            _fill_model_paths(args, paths)
+    if not args.image_dir:
+        parser.error("--image_dir (or --model) is required")
+    return options.from_namespace(args)
+
+
+def _fill_model_paths(args: argparse.Namespace, paths: ModelPaths,
+                      image_dir: Path | None = None) -> None:
+    """Default every input and output to its place in ``repo/<model>/`` (``paths``),
+    images from ``image_dir`` (default: its data/training)."""
+    defaults = {
+        "image_dir": image_dir or paths.training_dir,
+        "saved_model_dir": paths.saved_model_dir,
+        "tflite_output_file": paths.tflite_model,
+        "labels_output_file": paths.labels_file,
+        "summaries_dir": paths.summaries_dir,
+        "record_file": paths.train_record,
+        "cache_dir": paths.cache_dir,
+    }
+    for name, value in defaults.items():
+        if not getattr(args, name):
+            setattr(args, name, str(value))
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = options_from_args(argv)
+    result = train(options)
+    done = options.paths.tflite_output_file or options.paths.saved_model_dir
+    cli.on_interrupt(f"training had finished; the new model is complete and in place ({done})")
+    accuracy = result.validation_accuracy
+    shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
+    print(f"validation accuracy {shown} (best epoch {result.best_epoch}); wrote:")
+    for path in result.outputs:
+        print(f"  {path}")
+    return 0
+
+
+def run() -> None:
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    run()
