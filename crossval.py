@@ -26,7 +26,7 @@ from opssat.core import cli
 from opssat.core.paths import model_paths
 from opssat.data import split, topup
 from opssat.onboard import flight
-from opssat.train import crossval
+from opssat.train import crossval, recipes
 
 
 def parse_args() -> tuple[argparse.Namespace, list[str]]:
@@ -41,6 +41,10 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--group_seconds", "--group-seconds", type=split.parse_group_seconds,
                         default=split.DEFAULT_GROUP_SECONDS,
                         help="images this close in time are one burst (default: %(default)s)")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="a named recipe: its trainer flags (flags after the model name "
+                        "still win) and its top-up (unless --top_up is given): "
+                        + ", ".join([*recipes.ALIASES, *recipes.RECIPES]))
     parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
                         help="add N synthetic LABEL images to every training fold (never held "
                              "out; bad ones over-exposed from that fold's real training frames), "
@@ -63,6 +67,10 @@ def main() -> int:
     args, trainer_args = parse_args()
     paths = model_paths(args.model).require_model_dir()
     top_up = [topup.parse_top_up(text) for text in args.top_up]
+    if args.recipe:
+        recipe = recipes.get(args.recipe)
+        trainer_args = [*recipe.flags, *trainer_args]
+        top_up = top_up or list(recipe.top_up)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     folder = flight.smartcam_dir(args.smartcam_dir)
     runtime = flight.Runtime(folder, args.smartcam_arch) \

@@ -16,12 +16,9 @@ started=$SECONDS
 
 step() { printf '\n== %s\n' "$*"; }
 
-# The recipe cross-validation chose over seeds (docs/results.md, fine_tune_strong_top_up):
-# EfficientNet-Lite0 on on-board input, 15 head epochs, then 5 fine-tuning epochs at 1e-4
-# (Adam), all images for training, 20 bad over-exposed from real training frames (step 3).
-recipe=(20 --backbone efficientnet_lite0 --do_fine_tuning --fine_tune_after_epochs 15
-        --optimizer adam --learning_rate 0.001 --fine_tuning_learning_rate 1e-4
-        --train_preprocess onboard --validation_split 0)
+# The recipe cross-validation chose over seeds (docs/results.md), declared in
+# opssat/train/recipes.py: its trainer flags go through train.sh --recipe, its top-up here.
+top_up=($($py -c 'from opssat.train import recipes; print(*recipes.get("recommended").top_up_flags())'))
 
 step "1. the bundled real OPS-SAT thumbnails into $repo/$model/data/all/"
 ./create_dirs.sh "$model"
@@ -30,12 +27,12 @@ $py make_sample_data.py "$model" --real --force
 step "2. split 80/20, grouped by acquisition burst"
 $py split_data.py "$model" 20 --force
 
-step "3. top up bad: 20 exposure failures over-exposed from the training split's earth and edge frames (never the test split's); split again so they train (the real split is unchanged)"
-$py make_sample_data.py "$model" --top_up bad=20
+step "3. top up bad (${top_up[*]}): exposure failures over-exposed from the training split's earth and edge frames (never the test split's); split again so they train (the real split is unchanged)"
+$py make_sample_data.py "$model" "${top_up[@]}"
 $py split_data.py "$model" 20 --force
 
 step "4. train the recipe on the training split, on images prepared as on board"
-./train.sh "$model" "${recipe[@]}"
+./train.sh "$model" --recipe recommended
 
 step "5. classify the held-out real test images as the ground sees them, then as SmartCam sees them"
 $py batch_label_images.py "$model"
@@ -45,7 +42,7 @@ step "6. how good is it"
 $py calc_perf.py "$model"
 
 step "7. the model to uplink: the same recipe on all of data/all (float and int8 TFLite)"
-./train.sh "$model" "${recipe[@]}" --all_data --quantize int8
+./train.sh "$model" --recipe recommended --all_data --quantize int8
 
 step "8. package the all-data model for SmartCam"
 $py package_smartcam.py "$model" --model_file "$repo/$model/all_data/tflite_model.tflite" \

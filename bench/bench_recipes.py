@@ -4,7 +4,7 @@ thumbnails), each with several trainer seeds, every model judged through its
 TFLite file on on-board input, as the spacecraft sees images, and on the stress
 set (opssat.data.stress: the held-out frames with on-board exposure failures).
 
-Each recipe is the toolkit's trainer with its own flags (see RECIPES); folds
+Each recipe is the toolkit's trainer with its flags (opssat/train/recipes.py); folds
 are stratified by label and grouped by acquisition burst (opssat.train.crossval), the
 same folds and stress set for every recipe and seed. Per recipe and seed: the
 fold mean of Cohen's kappa, the pooled out-of-fold kappa and the stress set's
@@ -28,51 +28,10 @@ import numpy as np
 
 from opssat.core.paths import ModelPaths
 from opssat.data import sample
-from opssat.train import crossval
+from opssat.train import crossval, recipes
 
-#: Every recipe; each run adds ``--seed``.
-BASE = ["--backbone", "efficientnet_lite0", "--validation_split", "0"]
-FROZEN = [*BASE, "--train_epochs", "15", "--train_preprocess", "onboard"]
-AUGMENT = ["--orbit_augmentation", "--augmented_views", "4"]
-FINE_TUNE = [*BASE, "--train_preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
-             "--learning_rate", "0.001", "--train_epochs", "18", "--fine_tune_after_epochs", "15",
-             "--fine_tuning_learning_rate", "1e-5"]
-STRONG = [*BASE, "--train_preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
-          "--learning_rate", "0.001", "--train_epochs", "20", "--fine_tune_after_epochs", "15",
-          "--fine_tuning_learning_rate", "1e-4"]
-#: The trainer's defaults but for what the issue fixes: Lite0, on-board input, 10 epochs.
-AT_DEFAULTS = ["--backbone", "efficientnet_lite0", "--train_preprocess", "onboard",
-               "--train_epochs", "10"]
-TOP_UP = [("bad", 20)]
-
-#: name -> (trainer flags, synthetic top-up, what it tests)
-RECIPES: dict[str, tuple[list[str], list[tuple[str, int]], str]] = {
-    "frozen": (FROZEN, [], "frozen Lite0, 15 epochs, on-board training input"),
-    "frozen_ground": ([*BASE, "--train_epochs", "15", "--train_preprocess", "ground"], [],
-                      "the same, trained on ground (colour) input"),
-    "frozen_top_up": (FROZEN, TOP_UP, "frozen + 20 bad over-exposed from real frames"),
-    "frozen_top_up_average": ([*FROZEN, "--average_last_epochs", "3"], TOP_UP,
-                              "frozen_top_up, exporting the mean weights of its last 3 epochs"),
-    "frozen_augment": ([*FROZEN, *AUGMENT], [], "frozen + orbit augmentation, 4 cached views"),
-    "fine_tune_augment": ([*FINE_TUNE, *AUGMENT], [],
-                          "15 head epochs (adam 1e-3), 3 fine-tuning epochs (adam 1e-5), "
-                          "augmented"),
-    "fine_tune": (FINE_TUNE, [], "the same fine-tuning, no augmentation"),
-    "fine_tune_strong": (STRONG, [], "15 head epochs, then 5 fine-tuning epochs at 1e-4 (adam), "
-                         "no augmentation"),
-    "fine_tune_strong_top_up": (STRONG, TOP_UP, "fine_tune_strong + 20 bad over-exposed from "
-                                "real frames"),
-    "fine_tune_strong_top_up_average": (
-        [*STRONG, "--average_last_epochs", "3"], TOP_UP,
-        "fine_tune_strong_top_up, exporting the mean weights of its last 3 epochs"),
-    "frozen_at_defaults": ([*AT_DEFAULTS, "--nodo_fine_tuning"], [],
-                           "the trainer's defaults (SGD 0.005, 20 % validation), frozen"),
-    "fine_tune_at_defaults": ([*AT_DEFAULTS, "--do_fine_tuning"], [],
-                              "--do_fine_tuning with every other flag at its default"),
-    "fine_tune_one_stage": ([*AT_DEFAULTS, "--do_fine_tuning", "--fine_tune_after_epochs", "0"],
-                            [], "TF Hub's one-stage schedule: unfrozen from epoch 1 at SGD 0.005"),
-}
-DEFAULT_RECIPES = ("frozen", "fine_tune_strong", "fine_tune_strong_top_up")
+DEFAULT_RECIPES = ("frozen", "fine_tune_strong", recipes.RECOMMENDED)
+RECIPES = recipes.RECIPES
 SEEDS = (42, 7, 123)
 
 
@@ -103,8 +62,8 @@ def main() -> None:
           flush=True)
     rows = []
     for name in names:
-        flags, top_up, what = RECIPES[name]
-        flags = [*flags, *quantize]
+        recipe = RECIPES[name]
+        flags, top_up, what = [*recipe.flags, *quantize], recipe.top_up, recipe.summary
         print(f"\n######## {name}: {what}\n  trainer flags: {' '.join(flags)}"
               + (f"; top-up {top_up}" if top_up else ""), flush=True)
         started = time.perf_counter()

@@ -9,11 +9,12 @@ The flags are generated from the option declarations in ``opssat.train.options``
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from opssat.core import cli
 from opssat.core.paths import ModelPaths, model_paths
-from opssat.train import options
+from opssat.train import options, recipes
 from opssat.train.options import TrainOptions
 from opssat.train.trainer import train
 
@@ -32,13 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "not data/training, and write every output to repo/<model>/all_data/: "
                         "the model to uplink once cross-validation has chosen the recipe; the "
                         "test split's model and its figures stay as they are")
+    parser.add_argument("--recipe", metavar="NAME",
+                        help="a named recipe's flags, in place (flags after it win): "
+                        + ", ".join([*recipes.ALIASES, *recipes.RECIPES]))
     options.add_flags(parser)
     return parser
 
 
 def options_from_args(argv: list[str] | None = None) -> TrainOptions:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(recipes.expand(sys.argv[1:] if argv is None else argv))
     if args.all_data and not args.model:
         parser.error("--all_data needs --model (train.sh gives it)")
     if args.model:

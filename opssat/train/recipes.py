@@ -1,0 +1,107 @@
+"""Named training recipes, each declared once: its trainer flags, the synthetic top-up its
+training data gets, and what it is for. ``train.sh --recipe NAME``, ``crossval.py --recipe
+NAME``, the demo and ``bench/bench_recipes.py`` all read them from here, so a recipe that
+cross-validation chose is the one that gets trained and documented.
+
+A recipe's flags are trainer flags without ``--seed``; flags given after ``--recipe`` win.
+Its top-up (``label``, count) is applied by crossval to each training fold, and by the demo
+with ``make_sample_data.py --top_up`` before training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opssat.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    flags: tuple[str, ...]
+    summary: str
+    top_up: tuple[tuple[str, int], ...] = ()
+
+    def top_up_flags(self) -> list[str]:
+        """The top-up as ``make_sample_data.py`` / ``crossval.py`` flags."""
+        return [flag for label, count in self.top_up for flag in ("--top_up", f"{label}={count}")]
+
+
+_BASE = ("--backbone", "efficientnet_lite0", "--validation_split", "0")
+_FROZEN = (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15", "--train_preprocess", "onboard")
+_AUGMENT = ("--orbit_augmentation", "--augmented_views", "4")
+_FINE_TUNE = (*_BASE, "--train_preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
+              "--learning_rate", "0.001", "--train_epochs", "18", "--fine_tune_after_epochs",
+              "15", "--fine_tuning_learning_rate", "1e-5")
+_STRONG = (*_BASE, "--train_preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
+           "--learning_rate", "0.001", "--train_epochs", "20", "--fine_tune_after_epochs", "15",
+           "--fine_tuning_learning_rate", "1e-4")
+#: The trainer's defaults but for the backbone, on-board input and 10 epochs.
+_AT_DEFAULTS = ("--backbone", "efficientnet_lite0", "--train_preprocess", "onboard",
+                "--train_epochs", "10")
+_BAD_TOP_UP = (("bad", 20),)
+
+
+def _declare(*recipes: Recipe) -> dict[str, Recipe]:
+    return {recipe.name: recipe for recipe in recipes}
+
+
+RECIPES: dict[str, Recipe] = _declare(
+    Recipe("frozen", _FROZEN, "frozen Lite0, 15 epochs, on-board training input"),
+    Recipe("frozen_ground", (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15",
+                             "--train_preprocess", "ground"),
+           "the same, trained on ground (colour) input"),
+    Recipe("frozen_top_up", _FROZEN, "frozen + 20 bad over-exposed from real frames",
+           _BAD_TOP_UP),
+    Recipe("frozen_top_up_average", (*_FROZEN, "--average_last_epochs", "3"),
+           "frozen_top_up, exporting the mean weights of its last 3 epochs", _BAD_TOP_UP),
+    Recipe("frozen_augment", (*_FROZEN, *_AUGMENT),
+           "frozen + orbit augmentation, 4 cached views"),
+    Recipe("fine_tune_augment", (*_FINE_TUNE, *_AUGMENT),
+           "15 head epochs (adam 1e-3), 3 fine-tuning epochs (adam 1e-5), augmented"),
+    Recipe("fine_tune", _FINE_TUNE, "the same fine-tuning, no augmentation"),
+    Recipe("fine_tune_strong", _STRONG,
+           "15 head epochs, then 5 fine-tuning epochs at 1e-4 (adam), no augmentation"),
+    Recipe("fine_tune_strong_top_up", _STRONG,
+           "fine_tune_strong + 20 bad over-exposed from real frames", _BAD_TOP_UP),
+    Recipe("fine_tune_strong_top_up_average", (*_STRONG, "--average_last_epochs", "3"),
+           "fine_tune_strong_top_up, exporting the mean weights of its last 3 epochs",
+           _BAD_TOP_UP),
+    Recipe("frozen_at_defaults", (*_AT_DEFAULTS, "--nodo_fine_tuning"),
+           "the trainer's defaults (SGD 0.005, 20 % validation), frozen"),
+    Recipe("fine_tune_at_defaults", (*_AT_DEFAULTS, "--do_fine_tuning"),
+           "--do_fine_tuning with every other flag at its default"),
+    Recipe("fine_tune_one_stage", (*_AT_DEFAULTS, "--do_fine_tuning",
+                                   "--fine_tune_after_epochs", "0"),
+           "TF Hub's one-stage schedule: unfrozen from epoch 1 at SGD 0.005"),
+)
+#: The recipe cross-validation chose over seeds (docs/results.md): the demo's and the README's.
+RECOMMENDED = "fine_tune_strong_top_up"
+#: ``--recipe recommended`` names whichever recipe is recommended now.
+ALIASES = {"recommended": RECOMMENDED}
+
+
+def get(name: str) -> Recipe:
+    """The recipe called ``name`` (or an alias), or one line naming the choices."""
+    recipe = RECIPES.get(ALIASES.get(name, name))
+    if recipe is None:
+        raise UserError(f"unknown recipe '{name}': use one of {', '.join([*ALIASES, *RECIPES])}")
+    return recipe
+
+
+def expand(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--recipe NAME`` (or ``--recipe=NAME``) replaced in place by the
+    recipe's flags, so flags after it override the recipe and flags before it are overridden."""
+    expanded: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg == "--recipe":
+            name = next(items, None)
+            if name is None:
+                raise UserError("--recipe needs a name: " + ", ".join([*ALIASES, *RECIPES]))
+            expanded += get(name).flags
+        elif arg.startswith("--recipe="):
+            expanded += get(arg.removeprefix("--recipe=")).flags
+        else:
+            expanded.append(arg)
+    return expanded
