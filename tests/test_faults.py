@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import os
 import shutil
 import subprocess
@@ -274,6 +275,46 @@ def test_a_whole_last_row_without_newline_is_kept(model: ModelPaths) -> None:
     rows = len(confidences.load_confidences(csv_path).filenames)
     _record(model)
     assert len(confidences.load_confidences(csv_path).filenames) == rows + 1
+
+
+class CountingFile(io.FileIO):
+    """A file that counts the bytes read from it."""
+
+    bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+_ROW = "earth/img_msec_1.png,2.500,earth,earth,0.1,0.8,0.1"
+
+
+@pytest.mark.parametrize(("ending", "kept", "dropped"), [
+    ("", "", None),  # a whole file: nothing to do
+    (_ROW, _ROW + "\r\n", None),  # a whole row without its newline gets one
+    ("edge/img_cut_off.png,2.5,ed", "", "edge/img_cut_off.png,2.5,ed"),  # a torn one goes
+])
+def test_an_append_reads_only_the_csv_tail(tmp_path: Path, ending: str, kept: str,
+                                           dropped: str | None) -> None:
+    """5 MB of rows: finding the last line reads at most two chunks of the end."""
+    csv_path = tmp_path / "confidences.csv"
+    body = ",".join(confidences.header(LABELS)) + "\r\n" + (_ROW + "\r\n") * 100_000
+    csv_path.write_bytes((body + ending).encode())
+    with CountingFile(csv_path, "r+") as raw:
+        assert confidences._end_last_line(raw, len(confidences.header(LABELS))) == dropped
+    assert raw.bytes_read <= 2 * confidences.TAIL_CHUNK, raw.bytes_read
+    assert csv_path.read_bytes() == (body + kept).encode()
+
+
+def test_a_last_line_longer_than_a_chunk_is_found_whole(tmp_path: Path) -> None:
+    csv_path = tmp_path / "confidences.csv"
+    long_row = "earth/" + "x" * (3 * confidences.TAIL_CHUNK) + ".png,2.5,ea"
+    csv_path.write_bytes(("a,b\r\n" + long_row).encode())
+    with CountingFile(csv_path, "r+") as raw:
+        assert confidences._end_last_line(raw, 7) == long_row
+    assert csv_path.read_bytes() == b"a,b\r\n"
 
 
 # --- staging left by killed runs -------------------------------------------------------

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opssat.core import atomic
@@ -126,11 +126,28 @@ def _locate(name: str, all_dir: Path, label_names: list[str]) -> Path | str:
 def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
     """Check every row of a reviewed CSV (``filename,new_label``) and plan the moves;
     UserError on the first problem, before anything moves."""
+    rows, name_col, label_col = _reviewed_rows(paths, csv_path)
+    planner = _Planner.of(paths)
+    problems: list[str] = []
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{csv_path.name} line {line}"
+        if len(row) <= max(name_col, label_col):
+            problems.append(f"{where}: {len(row)} field(s), the header has {len(rows[0])}")
+        elif problem := planner.add(line, row[name_col].strip(), row[label_col].strip()):
+            problems.append(f"{where}: {problem}")
+    _fail(problems)
+    planned = [Move(m.source, m.target, sha256_file(m.source)) for m in planner.moves]
+    return Plan(planned, planner.unchanged, _resumed_batch(paths, planned))
+
+
+def _reviewed_rows(paths: ModelPaths, csv_path: Path) -> tuple[list[list[str]], int, int]:
+    """A reviewed CSV's rows (header first) and the columns of filename and new_label."""
     if not csv_path.is_file():
         raise UserError(f"reviewed CSV {csv_path} not found")
-    all_dir = paths.all_dir
-    if not all_dir.is_dir():
-        raise UserError(f"{all_dir} does not exist: run ./create_dirs.sh {paths.name}")
+    if not paths.all_dir.is_dir():
+        raise UserError(f"{paths.all_dir} does not exist: run ./create_dirs.sh {paths.name}")
     rows = list(csv.reader(io.StringIO(_decode(csv_path), newline="")))
     if not rows:
         raise UserError(f"{csv_path} is empty: write a header filename,new_label and one row "
@@ -141,67 +158,73 @@ def read_reviewed(paths: ModelPaths, csv_path: Path) -> Plan:
         raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing)} (header: "
                         f"{','.join(header)}): the header must name filename,new_label; "
                         "nothing moved")
-    name_col, label_col = header.index("filename"), header.index("new_label")
-    allowed = known_labels(paths)
-    folders = [f.name for f in images.label_folders(all_dir)]
-    if not folders:
-        raise UserError(f"{all_dir} has no label folders: nothing to relabel; nothing moved")
-    # Where earlier batches moved files: a re-run of an interrupted batch's CSV
-    # names files that are already in their new folder.
-    journaled = {e["from"]: e["to"] for e in read_journal(paths.relabel_log)
-                 if e["status"] == PLANNED}
-    problems: list[str] = []
-    seen_source: dict[Path, int] = {}
-    seen_target: dict[Path, int] = {}
-    moves, unchanged = [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        where = f"{csv_path.name} line {line}"
-        if len(row) <= max(name_col, label_col):
-            problems.append(f"{where}: {len(row)} field(s), the header has {len(header)}")
-            continue
-        name, new_label = row[name_col].strip(), row[label_col].strip()
+    return rows, header.index("filename"), header.index("new_label")
+
+
+@dataclass
+class _Planner:
+    """The moves of a reviewed CSV, each row checked against data/all and the rows
+    before it."""
+
+    all_dir: Path
+    allowed: list[str]  # the labels a row may name
+    folders: list[str]  # data/all's label folders
+    #: Where earlier batches moved files: a re-run of an interrupted batch's CSV
+    #: names files that are already in their new folder.
+    journaled: dict[str, str]
+    moves: list[Move] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    seen_source: dict[Path, int] = field(default_factory=dict)  # file -> its line
+    seen_target: dict[Path, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, paths: ModelPaths) -> _Planner:
+        folders = [f.name for f in images.label_folders(paths.all_dir)]
+        if not folders:
+            raise UserError(f"{paths.all_dir} has no label folders: nothing to relabel; "
+                            "nothing moved")
+        journaled = {e["from"]: e["to"] for e in read_journal(paths.relabel_log)
+                     if e["status"] == PLANNED}
+        return cls(paths.all_dir, known_labels(paths), folders, journaled)
+
+    def add(self, line: int, name: str, new_label: str) -> str | None:
+        """Plan one row: None, or what is wrong with it."""
         if problem := labels.label_problem(new_label):
-            problems.append(f"{where}: new label {new_label!r} {problem}")
-            continue
-        if new_label not in allowed:
-            problems.append(f"{where}: unknown label {new_label!r} (labels: "
-                            f"{', '.join(allowed)})")
-            continue
-        found = _locate(name, all_dir, folders)
-        moved_to = journaled.get(name)
-        if (isinstance(found, str) and moved_to is not None
-                and Path(moved_to).parent.name == new_label and (all_dir / moved_to).is_file()):
-            found = all_dir / moved_to
+            return f"new label {new_label!r} {problem}"
+        if new_label not in self.allowed:
+            return f"unknown label {new_label!r} (labels: {', '.join(self.allowed)})"
+        found = self._source(name, new_label)
         if isinstance(found, str):
-            problems.append(f"{where}: {found}")
-            continue
-        if found in seen_source:
-            problems.append(f"{where}: {name} is listed twice (lines {seen_source[found]} and "
-                            f"{line})")
-            continue
-        seen_source[found] = line
+            return found
+        if found in self.seen_source:
+            return f"{name} is listed twice (lines {self.seen_source[found]} and {line})"
+        self.seen_source[found] = line
         if found.parent.name == new_label:
-            unchanged.append(name)
-            continue
-        target = all_dir / new_label / found.name
+            self.unchanged.append(name)
+            return None
+        target = self.all_dir / new_label / found.name
         if target.exists():
-            problems.append(f"{where}: {target} already exists: rename one of the two files "
-                            "(relabel never overwrites)")
-            continue
-        if target in seen_target:
-            problems.append(f"{where}: {found.name} would land on the same name in {new_label}"
-                            f" as line {seen_target[target]}")
-            continue
-        if problem := outside_root(all_dir, found, target, what="relabel path"):
-            problems.append(f"{where}: {problem}")
-            continue
-        seen_target[target] = line
-        moves.append(Move(found, target, ""))
-    _fail(problems)
-    planned = [Move(m.source, m.target, sha256_file(m.source)) for m in moves]
-    return Plan(planned, unchanged, _resumed_batch(paths, planned))
+            return (f"{target} already exists: rename one of the two files (relabel never "
+                    "overwrites)")
+        if target in self.seen_target:
+            return (f"{found.name} would land on the same name in {new_label} as line "
+                    f"{self.seen_target[target]}")
+        if problem := outside_root(self.all_dir, found, target, what="relabel path"):
+            return problem
+        self.seen_target[target] = line
+        self.moves.append(Move(found, target, ""))
+        return None
+
+    def _source(self, name: str, new_label: str) -> Path | str:
+        """The file a row names, or where an interrupted batch already moved it to
+        ``new_label``; else the problem."""
+        found = _locate(name, self.all_dir, self.folders)
+        moved_to = self.journaled.get(name)
+        if (isinstance(found, str) and moved_to is not None
+                and Path(moved_to).parent.name == new_label
+                and (self.all_dir / moved_to).is_file()):
+            return self.all_dir / moved_to
+        return found
 
 
 def _resumed_batch(paths: ModelPaths, moves: list[Move]) -> str | None:

@@ -9,9 +9,11 @@ import csv
 import fcntl
 import io
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -74,7 +76,11 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
                                 f"model's {','.join(wanted)!r}: move it away (or re-run "
                                 "batch_label_images.py), then run again")
             else:
-                _end_last_line(csv_path, len(wanted))
+                with csv_path.open("rb+") as raw:
+                    dropped = _end_last_line(raw, len(wanted))
+                if dropped is not None:
+                    warn(f"{csv_path}: dropped its cut-off last line {dropped[:60]!r} (a run "
+                         "stopped while writing it)")
             writer.writerow(values)
             try:
                 atomic.append_whole(handle.fileno(), text.getvalue().encode("utf-8"))
@@ -86,26 +92,47 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _end_last_line(csv_path: Path, fields: int) -> None:
+#: How much of a CSV's end one read takes while looking for its last line.
+TAIL_CHUNK = 4096
+
+
+def _last_line(raw: BinaryIO, size: int) -> tuple[int, bytes]:
+    """(offset, bytes) of the text after the file's last newline, read backwards one
+    ``TAIL_CHUNK`` at a time: an append costs the last line, not the whole file."""
+    tail, end = b"", size
+    while end > 0:
+        start = max(0, end - TAIL_CHUNK)
+        raw.seek(start)
+        tail = raw.read(end - start) + tail
+        if (cut := tail.rfind(b"\n")) >= 0:
+            return start + cut + 1, tail[cut + 1:]
+        end = start
+    return 0, tail
+
+
+def _end_last_line(raw: BinaryIO, fields: int) -> str | None:
     """Make the file end with a whole row, so a new row never glues onto a torn one:
     a complete last row without its newline gets one; a row cut off by a crash
-    (fewer fields) is dropped, with a warning naming it. Called under the lock."""
-    with csv_path.open("rb+") as raw:
-        data = raw.read()
-        if not data or data.endswith(b"\n"):
-            return
-        start = data.rfind(b"\n") + 1
-        last = data[start:].decode("utf-8", errors="replace")
-        try:
-            whole = len(next(csv.reader([last]))) == fields
-        except csv.Error:
-            whole = False
-        if whole:
-            raw.write(b"\r\n")
-            return
-        raw.truncate(start)
-    warn(f"{csv_path}: dropped its cut-off last line {last[:60]!r} (a run stopped while "
-         "writing it)")
+    (fewer fields) is dropped and returned for the caller's warning. Reads only the
+    file's tail. Called under the lock."""
+    size = raw.seek(0, os.SEEK_END)
+    if size == 0:
+        return None
+    raw.seek(size - 1)
+    if raw.read(1) == b"\n":
+        return None
+    start, data = _last_line(raw, size)
+    last = data.decode("utf-8", errors="replace")
+    try:
+        whole = len(next(csv.reader([last]))) == fields
+    except csv.Error:
+        whole = False
+    if whole:
+        raw.seek(size)
+        raw.write(b"\r\n")
+        return None
+    raw.truncate(start)
+    return last
 
 
 def ranked(probabilities: np.ndarray, labels: list[str],
@@ -142,6 +169,41 @@ def load_confidences(csv_path: Path) -> Confidences:
     """Read and check a CSV written by batch_label_images.py (UserError on missing
     columns, unknown labels or non-numeric values)."""
     csv_path = Path(csv_path)
+    rows = _read_rows(csv_path)
+    header = rows[0]
+    labels = _labels_of(csv_path, header)
+    body = [r for r in rows[1:] if r]
+    if not body:
+        raise UserError(f"{csv_path} has no images: put test images in data/test/<label>/ "
+                        "and re-run batch_label_images.py")
+    col = {name: i for i, name in enumerate(header)}
+    label_cols = [col[label] for label in labels]
+    filenames, expected, predicted = [], [], []
+    probabilities = np.zeros((len(body), len(labels)))
+    times = np.zeros(len(body))
+    for n, row in enumerate(body):
+        where = f"{csv_path} line {n + 2}"
+        if len(row) != len(header):
+            raise UserError(f"{where} has {len(row)} fields, the header "
+                            f"{len(header)}: re-run batch_label_images.py")
+        exp, pred = row[col["expected_label"]], row[col["predicted_label"]]
+        _check_labels(where, exp, pred, labels)
+        try:
+            probabilities[n] = [float(row[i]) for i in label_cols]
+            times[n] = float(row[col["time_ms"]]) if row[col["time_ms"]] else math.nan
+        except ValueError as err:
+            raise UserError(f"{where}: {err}: re-run batch_label_images.py") from err
+        if not np.all((probabilities[n] >= 0) & (probabilities[n] <= 1)):  # NaN fails too
+            raise UserError(f"{where}: a confidence is not a number from 0 to "
+                            "1: re-run batch_label_images.py")
+        filenames.append(row[col["filename"]])
+        expected.append(exp)
+        predicted.append(pred)
+    return Confidences(filenames, expected, predicted, probabilities, labels, times)
+
+
+def _read_rows(csv_path: Path) -> list[list[str]]:
+    """The CSV's rows, header first (UserError when missing, not UTF-8 or empty)."""
     if not csv_path.is_file():
         raise UserError(f"{csv_path} not found: run batch_label_images.py first")
     try:
@@ -153,7 +215,11 @@ def load_confidences(csv_path: Path) -> Confidences:
                         "or re-run batch_label_images.py") from err
     if not rows:
         raise UserError(f"{csv_path} is empty: re-run batch_label_images.py")
-    header = rows[0]
+    return rows
+
+
+def _labels_of(csv_path: Path, header: list[str]) -> list[str]:
+    """The label columns of a header that has every fixed column, each name once."""
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise UserError(f"{csv_path} lacks the column(s) {', '.join(missing)}: "
@@ -164,40 +230,15 @@ def load_confidences(csv_path: Path) -> Confidences:
                         "re-run batch_label_images.py")
     if len(set(labels)) != len(labels) or len(set(header)) != len(header):
         raise UserError(f"{csv_path} repeats a column name: re-run batch_label_images.py")
-    body = [r for r in rows[1:] if r]
-    if not body:
-        raise UserError(f"{csv_path} has no images: put test images in data/test/<label>/ "
-                        "and re-run batch_label_images.py")
-    col = {name: i for i, name in enumerate(header)}
-    label_cols = [col[label] for label in labels]
-    known = set(labels)
-    filenames, expected, predicted = [], [], []
-    probabilities = np.zeros((len(body), len(labels)))
-    times = np.zeros(len(body))
-    for n, row in enumerate(body):
-        line = n + 2
-        if len(row) != len(header):
-            raise UserError(f"{csv_path} line {line} has {len(row)} fields, the header "
-                            f"{len(header)}: re-run batch_label_images.py")
-        exp, pred = row[col["expected_label"]], row[col["predicted_label"]]
-        if exp not in known:
-            raise UserError(f"{csv_path} line {line}: unknown expected label {exp!r} (labels: "
-                            f"{', '.join(labels)}): fix the test folder names and re-run")
-        if pred not in known and pred != NOT_CLASSIFIED:
-            raise UserError(f"{csv_path} line {line}: unknown predicted label {pred!r} "
-                            f"(labels: {', '.join(labels)}, {NOT_CLASSIFIED}): re-run "
-                            "batch_label_images.py")
-        try:
-            probabilities[n] = [float(row[i]) for i in label_cols]
-            times[n] = float(row[col["time_ms"]]) if row[col["time_ms"]] else math.nan
-        except ValueError as err:
-            raise UserError(f"{csv_path} line {line}: {err}: re-run batch_label_images.py") from err
-        if not np.all((probabilities[n] >= 0) & (probabilities[n] <= 1)):  # NaN fails too
-            raise UserError(f"{csv_path} line {line}: a confidence is not a number from 0 to "
-                            "1: re-run batch_label_images.py")
-        filenames.append(row[col["filename"]])
-        expected.append(exp)
-        predicted.append(pred)
-    return Confidences(filenames, expected, predicted, probabilities, labels, times)
+    return labels
 
 
+def _check_labels(where: str, expected: str, predicted: str, labels: list[str]) -> None:
+    """A row's expected label must be one of ``labels``; its predicted one too, or n/a."""
+    if expected not in labels:
+        raise UserError(f"{where}: unknown expected label {expected!r} (labels: "
+                        f"{', '.join(labels)}): fix the test folder names and re-run")
+    if predicted not in labels and predicted != NOT_CLASSIFIED:
+        raise UserError(f"{where}: unknown predicted label {predicted!r} "
+                        f"(labels: {', '.join(labels)}, {NOT_CLASSIFIED}): re-run "
+                        "batch_label_images.py")

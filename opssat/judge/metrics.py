@@ -148,20 +148,9 @@ def evaluate(
         balanced = float(balanced_accuracy_score(expected, top1))
         kappa = _none_if_nan(cohen_kappa_score(expected, top1, labels=labels))
         matrix = confusion_matrix(expected, top1, labels=labels)
-        at_threshold = [
-            label if c >= threshold else NOT_CLASSIFIED
-            for label, c in zip(top1, conf.top1_confidence, strict=True)
-        ]
-        matrix_at = confusion_matrix(expected, at_threshold, labels=[*labels, NOT_CLASSIFIED])
     per_label = [
-        LabelStats(
-            label=label,
-            total=int(support[i]),
-            correct=int(matrix[i, i]),
-            sensitivity=_none_if_nan(recall[i]),
-            precision=_none_if_nan(precision[i]),
-            f1=_none_if_nan(f1[i]),
-        )
+        LabelStats(label, int(support[i]), int(matrix[i, i]), _none_if_nan(recall[i]),
+                   _none_if_nan(precision[i]), _none_if_nan(f1[i]))
         for i, label in enumerate(labels)
     ]
     table = threshold_table(conf)
@@ -179,7 +168,7 @@ def evaluate(
         kappa=kappa,
         competition_score=None if kappa is None else 1.0 - kappa,
         confusion=matrix.tolist(),
-        confusion_at_threshold=matrix_at[: len(labels)].tolist(),
+        confusion_at_threshold=confusion_at_threshold(conf, threshold),
         threshold=float(threshold),
         kept=int(kept.sum()),
         coverage=float(kept.mean()),
@@ -189,6 +178,18 @@ def evaluate(
         suggested=suggest_threshold(table, target_accuracy),
         target_accuracy=float(target_accuracy),
     )
+
+
+def confusion_at_threshold(conf: Confidences, threshold: float) -> list[list[int]]:
+    """The confusion matrix of what SmartCam keeps: a top-1 below ``threshold`` is
+    counted in a last column, ``n/a``."""
+    labels = conf.labels
+    at_threshold = [label if c >= threshold else NOT_CLASSIFIED
+                    for label, c in zip(conf.top1, conf.top1_confidence, strict=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        matrix = confusion_matrix(conf.expected, at_threshold, labels=[*labels, NOT_CLASSIFIED])
+    return matrix[: len(labels)].tolist()
 
 
 @dataclass
