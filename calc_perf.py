@@ -66,26 +66,25 @@ def main() -> int:
                *report_page.html_outputs(paths)]
     check_inside(paths.model_dir, *outputs, what="report output")
     atomic.check_writable(*outputs)
-    results = report.evaluate_csvs(csvs, args.threshold, args.target_accuracy)
-    agreement = report.mode_agreement(results)
+    rep = report.build(args.model, csvs, args.threshold, args.target_accuracy)
     # Every output is staged, then all replace the old ones together: a full disk
     # leaves the previous report whole.
     staged = atomic.OutputSet()
     try:
-        plots = report_plots.write_plots(paths, results, staged)
-        report_md = report.write_report(paths, results, agreement, plots, staged)
-        report_html = report_page.write_html(paths, results, agreement, plots, staged)
+        rep.plots = report_plots.write_plots(paths, rep.modes, staged)
+        report_md = report.write_report(paths, rep, staged)
+        report_html = report_page.write_html(paths, rep, staged)
         staged.commit()
     finally:
         staged.discard()
     if args.json:
-        figures = report.to_json(args.model, results, agreement, report_md, plots)
-        print(json.dumps({**figures, "report_html": str(report_html)}, indent=2))
+        print(json.dumps(report.to_json(rep, report=report_md, report_html=report_html),
+                         indent=2))
         return 0
-    print(report.render_text(results, agreement))
+    print(report.render_text(rep))
     print(f"report: {report_md}")
     print(f"page:   {report_html} (open it in a browser; works offline)")
-    print(f"plots:  {', '.join(str(p) for p in plots)}")
+    print(f"plots:  {', '.join(str(p) for p in rep.plots)}")
     return 0
 
 

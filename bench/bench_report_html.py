@@ -75,8 +75,7 @@ def make_data(paths: ModelPaths, count: int, distinct: int, seed: int) -> None:
 def write_page(paths: ModelPaths) -> float:
     start = time.perf_counter()
     csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES]
-    results = report.evaluate_csvs(csvs, 0.7, 0.95)
-    report_page.write_html(paths, results, report.mode_agreement(results), [])
+    report_page.write_html(paths, report.build(paths.name, csvs, 0.7, 0.95))
     return time.perf_counter() - start
 
 

@@ -70,11 +70,11 @@ class PageParser(HTMLParser):
 def write_report(paths: ModelPaths, plots: bool = False) -> tuple[list[report.ModeResult], Path]:
     """What calc_perf writes (plots only when asked: they take seconds)."""
     csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES]
-    results = report.evaluate_csvs(csvs, 0.7, 0.95)
-    agreement = report.mode_agreement(results)
-    pngs = report_plots.write_plots(paths, results) if plots else []
-    report.write_report(paths, results, agreement, pngs)
-    return results, report_page.write_html(paths, results, agreement, pngs)
+    rep = report.build(paths.name, csvs, 0.7, 0.95)
+    if plots:
+        rep.plots = report_plots.write_plots(paths, rep.modes)
+    report.write_report(paths, rep)
+    return rep.modes, report_page.write_html(paths, rep)
 
 
 @pytest.fixture(scope="module")

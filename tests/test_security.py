@@ -200,8 +200,7 @@ def _markup_model(tmp_path: Path) -> tuple[ModelPaths, Path]:
 
 def test_report_md_shows_outside_text_literally(tmp_path: Path) -> None:
     paths, csv_path = _markup_model(tmp_path)
-    results = report.evaluate_csvs([(csv_path.stem, csv_path)], 0.7, 0.95)
-    text = report.render_markdown("m", results, None, [])
+    text = report.render_markdown(report.build("m", [(csv_path.stem, csv_path)], 0.7, 0.95))
     assert "<img" not in text and "<script" not in text
     assert "&lt;img src=x onerror=document.body.dataset.pwned=1&gt;" in text
 

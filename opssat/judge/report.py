@@ -1,7 +1,8 @@
-"""calc_perf's output in words: the text table, report.md and the JSON figures.
+"""calc_perf's report: one value, ``Report``, that holds every figure (computed once
+by ``build``), and its renderings in words: the text table, report.md and the JSON.
 The plots are in ``report_plots``, the HTML page in ``report_page``.
 
-The figures come from ``opssat.judge.metrics``; this module only lays them out. Text
+The figures come from ``opssat.judge.metrics``; the renderers only lay them out. Text
 from outside (labels, CSV names) is escaped in Markdown, so report.md shows it
 as it is and never as markup.
 """
@@ -9,8 +10,8 @@ as it is and never as markup.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from opssat.core import atomic
@@ -47,13 +48,6 @@ def evaluate_csvs(
     return results
 
 
-def mode_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
-    """Top-1 agreement of the first two modes, when there are two."""
-    if len(results) < 2:
-        return None
-    return metrics.agreement(results[0].confidences, results[1].confidences)
-
-
 def flight_pair(results: Sequence[ModeResult]) -> tuple[int, int] | None:
     """(LiteRT's result, SmartCam's own runtime's result) as indices into ``results``:
     mode flight against LiteRT fed the same on-board input (else ground), when both
@@ -65,10 +59,70 @@ def flight_pair(results: Sequence[ModeResult]) -> tuple[int, int] | None:
     return None if litert is None else (litert, modes.index(flight.MODE))
 
 
-def flight_agreement(results: Sequence[ModeResult]) -> metrics.Agreement | None:
+@dataclass
+class Comparison:
+    """Two modes' top-1 on the same images (matched by filename): how often they agree
+    and which images differ."""
+
+    first: int  # indices into Report.modes
+    second: int
+    agreement: metrics.Agreement
+    differing: list[tuple[int, int]]  # (row in first, row in second) whose top-1 differs
+
+
+def compare(results: Sequence[ModeResult], first: int, second: int) -> Comparison:
+    a, b = results[first].confidences, results[second].confidences
+    agree = metrics.agreement(a, b)
+    rows_b = {name: j for j, name in enumerate(b.filenames)}
+    top_a, top_b = a.top1, b.top1  # properties that rank every row: read each once
+    differing = [(i, j) for i, name in enumerate(a.filenames)
+                 if (j := rows_b.get(name)) is not None and top_a[i] != top_b[j]]
+    return Comparison(first, second, agree, differing)
+
+
+@dataclass
+class Report:
+    """Everything calc_perf reports, computed once by ``build``; the text, report.md,
+    report.html and the JSON are renderings of this one value.
+
+    A new section is a field here (None when there is nothing to show), filled in by
+    ``build``, and one renderer per format: a function in ``TEXT_SECTIONS`` and
+    ``MARKDOWN_SECTIONS`` (one function may serve both: it gets ``markdown``), one in
+    ``report_page.HTML_SECTIONS`` and one in ``JSON_SECTIONS``. Per-mode figures belong
+    in ``metrics.Performance`` instead, shown by ``figure_lines`` and ``_COMPARED``.
+    """
+
+    model: str
+    modes: list[ModeResult]
+    agreement: Comparison | None = None  # the first two modes, when there are two
+    #: SmartCam's own runtime against LiteRT fed the same input (``flight_pair``);
+    #: the same object as ``agreement`` when that is the pair.
+    flight: Comparison | None = None
+    plots: list[Path] = field(default_factory=list)  # report_plots' PNGs, in report order
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        """Each compared pair once, the first two modes first."""
+        found = [self.agreement] if self.agreement is not None else []
+        if self.flight is not None and self.flight is not self.agreement:
+            found.append(self.flight)
+        return found
+
+    def pair(self, comparison: Comparison) -> list[ModeResult]:
+        return [self.modes[comparison.first], self.modes[comparison.second]]
+
+
+def build(model: str, csvs: Sequence[tuple[str, Path]], threshold: float,
+          target_accuracy: float) -> Report:
+    """Read and score every (mode, CSV) pair and compare the modes: every figure of the
+    report, once."""
+    results = evaluate_csvs(csvs, threshold, target_accuracy)
+    if not results:
+        raise UserError("nothing to report: run batch_label_images.py first")
+    agreement = compare(results, 0, 1) if len(results) >= 2 else None
     pair = flight_pair(results)
-    return None if pair is None else metrics.agreement(results[pair[0]].confidences,
-                                                       results[pair[1]].confidences)
+    flown = None if pair is None else agreement if pair == (0, 1) else compare(results, *pair)
+    return Report(model, results, agreement, flown)
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -208,70 +262,85 @@ def agreement_line(results: Sequence[ModeResult], agree: metrics.Agreement) -> s
             f"only in {results[1].mode}: {agree.only_second}")
 
 
-def _comparison(results: Sequence[ModeResult], agree: metrics.Agreement | None,
-                markdown: bool) -> list[str]:
-    if len(results) < 2:
-        return []
-    h = "## " if markdown else "== "
-    lines = [f"{h}modes side by side", ""]
-    lines += _table(["figure", *(r.mode for r in results)], comparison_rows(results), markdown)
-    if agree is not None:
-        line = agreement_line(results, agree)
-        lines += ["", md(line) if markdown else line]
-    pair = flight_pair(results)
-    if pair is not None and pair != (0, 1):
-        line = agreement_line([results[i] for i in pair], flight_agreement(results))
-        lines += ["", md(line) if markdown else line]
-    return lines + [""]
+# --- sections in text and Markdown: each gets the report and whether Markdown is wanted ---
 
 
-def render_text(results: Sequence[ModeResult], agree: metrics.Agreement | None) -> str:
-    lines: list[str] = []
-    for result in results:
-        lines += _mode_section(result, markdown=False)
-    lines += _comparison(results, agree, markdown=False)
-    return "\n".join(lines)
-
-
-def render_markdown(model: str, results: Sequence[ModeResult],
-                    agree: metrics.Agreement | None, plots: Sequence[Path]) -> str:
-    lines = [
-        f"# Performance of model `{model}`",
+def _title(rep: Report, markdown: bool) -> list[str]:
+    return [
+        f"# Performance of model `{rep.model}`",
         "",
         "Main figures: the top-1 label of every test image, whatever its confidence. "
         "The \"at threshold\" figures show what SmartCam keeps on board: images whose top-1 "
         "confidence reaches the threshold.",
         "",
     ]
-    lines += _comparison(results, agree, markdown=True)
-    lines += ["## Per mode", ""]
-    for result in results:
-        lines += _mode_section(result, markdown=True)
-    if plots:
-        lines += ["## Plots", ""]
-        lines += [f"![{p.stem}]({p.name})" for p in plots]  # our own file names
-        lines.append("")
-    return "\n".join(lines)
 
 
-def to_json(model: str, results: Sequence[ModeResult], agree: metrics.Agreement | None,
-            report: Path, plots: Sequence[Path]) -> dict:
-    return {
-        "model": model,
-        "modes": {r.mode: {"csv": str(r.csv_path), **r.performance.to_dict()} for r in results},
-        "agreement": None if agree is None else asdict(agree),
-        "flight_agreement": None if (fa := flight_agreement(results)) is None else asdict(fa),
-        "report": str(report),
-        "plots": [str(p) for p in plots],
-    }
+def _comparison(rep: Report, markdown: bool) -> list[str]:
+    if len(rep.modes) < 2:
+        return []
+    h = "## " if markdown else "== "
+    lines = [f"{h}modes side by side", ""]
+    lines += _table(["figure", *(r.mode for r in rep.modes)], comparison_rows(rep.modes),
+                    markdown)
+    for compared in rep.comparisons:
+        line = agreement_line(rep.pair(compared), compared.agreement)
+        lines += ["", md(line) if markdown else line]
+    return lines + [""]
 
 
-def write_report(paths: ModelPaths, results: Sequence[ModeResult],
-                 agree: metrics.Agreement | None, plots: Sequence[Path],
+def _per_mode(rep: Report, markdown: bool) -> list[str]:
+    lines = ["## Per mode", ""] if markdown else []
+    for result in rep.modes:
+        lines += _mode_section(result, markdown)
+    return lines
+
+
+def _plots(rep: Report, markdown: bool) -> list[str]:
+    if not rep.plots:
+        return []
+    # our own file names
+    return ["## Plots", "", *(f"![{p.stem}]({p.name})" for p in rep.plots), ""]
+
+
+SectionLines = Callable[[Report, bool], list[str]]
+#: What the terminal shows, in order.
+TEXT_SECTIONS: tuple[SectionLines, ...] = (_per_mode, _comparison)
+#: report.md, in order.
+MARKDOWN_SECTIONS: tuple[SectionLines, ...] = (_title, _comparison, _per_mode, _plots)
+
+
+def render_text(rep: Report) -> str:
+    return "\n".join(line for section in TEXT_SECTIONS for line in section(rep, False))
+
+
+def render_markdown(rep: Report) -> str:
+    return "\n".join(line for section in MARKDOWN_SECTIONS for line in section(rep, True))
+
+
+def _agreement_json(compared: Comparison | None) -> dict | None:
+    return None if compared is None else asdict(compared.agreement)
+
+
+#: The JSON's keys, in order, and how each is made from the report.
+JSON_SECTIONS: dict[str, Callable[[Report], object]] = {
+    "model": lambda rep: rep.model,
+    "modes": lambda rep: {r.mode: {"csv": str(r.csv_path), **r.performance.to_dict()}
+                          for r in rep.modes},
+    "agreement": lambda rep: _agreement_json(rep.agreement),
+    "flight_agreement": lambda rep: _agreement_json(rep.flight),
+    "plots": lambda rep: [str(p) for p in rep.plots],
+}
+
+
+def to_json(rep: Report, **written: Path) -> dict:
+    """Every figure, and where each output was written (``report=``, ``report_html=``)."""
+    return {**{key: make(rep) for key, make in JSON_SECTIONS.items()},
+            **{key: str(path) for key, path in written.items()}}
+
+
+def write_report(paths: ModelPaths, rep: Report,
                  outputs: atomic.OutputSet | None = None) -> Path:
     """report.md; staged in ``outputs`` when given (calc_perf commits all at once)."""
-    if not results:
-        raise UserError("nothing to report: run batch_label_images.py first")
-    text = render_markdown(paths.name, results, agree, plots)
-    atomic.write_text(paths.report_md, text, outputs)
+    atomic.write_text(paths.report_md, render_markdown(rep), outputs)
     return paths.report_md

@@ -6,16 +6,16 @@ Every text from outside (file names, labels, CSV names, paths) goes through
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from opssat.core import atomic
-from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
-from opssat.judge import html_report, metrics, report
+from opssat.judge import html_report, report
 from opssat.judge.confidences import NOT_CLASSIFIED, ranked
 from opssat.onboard import flight
 
@@ -102,16 +102,25 @@ def _confusion_html(index: int, result: report.ModeResult, cards: list[str]) -> 
     return [table, *panels]
 
 
-def render_html(model: str, results: Sequence[report.ModeResult],
-                agree: metrics.Agreement | None, plots: Sequence[Path], page: Path,
-                roots: Sequence[Path], outputs: atomic.OutputSet | None = None) -> str:
-    """report.html: report.md's figures, a clickable confusion matrix, the gallery of
-    misclassified and below-threshold images, and the modes side by side."""
-    esc = html_report.esc
-    modes = [preprocessing_of(r) for r in results]
+@dataclass
+class _Page:
+    """What every HTML section needs besides the report: where the page is, each mode's
+    preprocessing, the image file of each CSV row and the URLs written for each file."""
+
+    path: Path
+    preprocessing: list[str]  # per mode
+    sources: list[list[Path | None]]  # per mode, per row
+    pairs: dict[Path, html_report.Pair]
+
+
+def _write_images(rep: report.Report, page: Path, roots: Sequence[Path],
+                  outputs: atomic.OutputSet | None) -> _Page:
+    """Find every row's image and write the thumbnails and model inputs the page shows:
+    each mode's input, and both modes' for an image whose top-1 differs between them."""
+    modes = [preprocessing_of(r) for r in rep.modes]
     files = html_report.ImageFiles(page)
     sources: list[list[Path | None]] = []
-    for result, mode in zip(results, modes, strict=True):
+    for result, mode in zip(rep.modes, modes, strict=True):
         conf = result.confidences
         found = [html_report.locate_image(n, e, roots)
                  for n, e in zip(conf.filenames, conf.expected, strict=True)]
@@ -119,85 +128,120 @@ def render_html(model: str, results: Sequence[report.ModeResult],
             if source is not None:
                 files.want(source, [mode])
         sources.append(found)
-    compared = [(0, 1)] if len(results) >= 2 else []
-    if (pair := report.flight_pair(results)) is not None and pair != (0, 1):
-        compared.append(pair)
-    differing: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for a, b in compared:
-        second = {name: i for i, name in enumerate(results[b].confidences.filenames)}
-        top_a, top_b = results[a].confidences.top1, results[b].confidences.top1
-        differing[(a, b)] = []
-        for i, name in enumerate(results[a].confidences.filenames):
-            j = second.get(name)
-            if j is not None and top_a[i] != top_b[j]:
-                differing[(a, b)].append((i, j))
-                if sources[a][i] is not None:
-                    files.want(sources[a][i], [modes[a], modes[b]])
-    pairs = files.write(outputs)
+    for compared in rep.comparisons:
+        a, b = compared.first, compared.second
+        for i, _ in compared.differing:
+            if sources[a][i] is not None:
+                files.want(sources[a][i], [modes[a], modes[b]])
+    return _Page(page, modes, sources, files.write(outputs))
 
-    body = [f"<h1>Performance of model <code>{esc(model)}</code></h1>", "<nav>"]
-    if len(results) >= 2:
+
+# --- sections: each gets the report and the page, and returns its HTML parts ----------
+
+
+def _title(rep: report.Report, page: _Page) -> list[str]:
+    esc = html_report.esc
+    body = [f"<h1>Performance of model <code>{esc(rep.model)}</code></h1>", "<nav>"]
+    if len(rep.modes) >= 2:
         body.append('<a href="#compare">modes side by side</a>')
-    body += [f'<a href="#mode-{i}">{esc(r.mode)}</a>' for i, r in enumerate(results)]
-    body += ['<a href="#plots">plots</a>' if plots else "", "</nav>",
-             '<p class="muted">Main figures: the top-1 label of every test image, whatever its '
-             'confidence. The "at threshold" figures show what SmartCam keeps on board: images '
-             "whose top-1 confidence reaches the threshold. Each image is shown as a thumbnail "
-             "(click for the original) beside the model's input as its preprocessing made "
-             "it.</p>"]
-    if len(results) >= 2:
+    body += [f'<a href="#mode-{i}">{esc(r.mode)}</a>' for i, r in enumerate(rep.modes)]
+    return body + [
+        '<a href="#plots">plots</a>' if rep.plots else "", "</nav>",
+        '<p class="muted">Main figures: the top-1 label of every test image, whatever its '
+        'confidence. The "at threshold" figures show what SmartCam keeps on board: images '
+        "whose top-1 confidence reaches the threshold. Each image is shown as a thumbnail "
+        "(click for the original) beside the model's input as its preprocessing made it.</p>"]
+
+
+def _comparison(rep: report.Report, page: _Page) -> list[str]:
+    """The modes side by side, then for each compared pair its agreement and the images
+    whose top-1 differs."""
+    esc = html_report.esc
+    body = []
+    if len(rep.modes) >= 2:
         body += ['<h2 id="compare">Modes side by side</h2>',
-                 html_report.table(["figure", *(r.mode for r in results)],
-                                   report.comparison_rows(results))]
-    for number, (a, b) in enumerate(compared):
-        shown = agree if (a, b) == (0, 1) else report.flight_agreement(results)
-        if shown is not None:
-            body.append(f"<p>{esc(report.agreement_line([results[a], results[b]], shown))}</p>")
-        found = differing[(a, b)]
-        body.append(f"<h3>Images whose top-1 differs, {esc(results[a].mode)} vs "
-                    f"{esc(results[b].mode)} ({len(found)})</h3>")
-        cards = [_row_card(results[a], i, sources[a][i], pairs, page, [modes[a], modes[b]],
-                           [(results[b], j)]) for i, j in found]
+                 html_report.table(["figure", *(r.mode for r in rep.modes)],
+                                   report.comparison_rows(rep.modes))]
+    for number, compared in enumerate(rep.comparisons):
+        first, second = rep.pair(compared)
+        a, b = compared.first, compared.second
+        body.append(f"<p>{esc(report.agreement_line([first, second], compared.agreement))}</p>")
+        body.append(f"<h3>Images whose top-1 differs, {esc(first.mode)} vs "
+                    f"{esc(second.mode)} ({len(compared.differing)})</h3>")
+        inputs = [page.preprocessing[a], page.preprocessing[b]]
+        cards = [_row_card(first, i, page.sources[a][i], page.pairs, page.path, inputs,
+                           [(second, j)]) for i, j in compared.differing]
         gallery = "differ" if number == 0 else f"differ-{number}"
         body += [html_report.sort_buttons(gallery, _SORTS[2:]),
                  html_report.gallery(gallery, cards)]
-    for index, (result, mode) in enumerate(zip(results, modes, strict=True)):
-        perf = result.performance
-        body += [f'<h2 id="mode-{index}">{esc(report.mode_title(result))}</h2>',
-                 html_report.table(["label", "correct / total", "sensitivity"],
-                                   report.sensitivity_rows(perf)),
-                 f"<p>{esc(report.accuracy_line(perf))}</p>",
-                 html_report.table(["label", "precision", "recall", "F1"], report.prf_rows(perf)),
-                 '<ul class="figures">' + "".join(f"<li>{esc(line)}</li>"
-                                                  for line in report.figure_lines(perf)) + "</ul>",
-                 "<h3>Confusion matrix, top-1</h3>",
-                 '<p class="muted">Rows expected, columns predicted; click a count to see its '
-                 "images.</p>"]
-        cards = [_row_card(result, row, source, pairs, page, [mode])
-                 for row, source in enumerate(sources[index])]
-        body += _confusion_html(index, result, cards)
-        body += [f"<h3>Confusion matrix at threshold {perf.threshold:.2f} ({NOT_CLASSIFIED} = "
-                 "below threshold)</h3>",
-                 html_report.table([report.CONFUSION_CORNER, *perf.labels, NOT_CLASSIFIED],
-                                   report.confusion_rows(perf.labels, perf.confusion_at_threshold)),
-                 "<h3>Threshold trade-off</h3>",
-                 html_report.table(report.THRESHOLD_HEADER, report.threshold_rows(perf)),
-                 f"<p>{esc(report.suggestion_line(perf))}</p>"]
-        conf = result.confidences
-        top1 = conf.top1  # a property that ranks every row: read it once
-        flagged = [row for row in range(perf.images)
-                   if top1[row] != conf.expected[row]
-                   or conf.probabilities[row].max() < perf.threshold]
-        gallery = f"gallery-{index}"
-        body += [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
-                 f"({len(flagged)} of {perf.images})</h3>",
-                 html_report.sort_buttons(gallery, _SORTS),
-                 html_report.gallery(gallery, [cards[row] for row in flagged])]
-    if plots:
-        body.append('<h2 id="plots">Plots</h2>')
-        body += [f'<img class="plot" loading="lazy" src="{esc(html_report.relative_url(p, page))}"'
-                 f' alt="{esc(p.stem)}">' for p in plots]
-    return html_report.page(f"Performance of {model}", body)
+    return body
+
+
+def _per_mode(rep: report.Report, page: _Page) -> list[str]:
+    return [part for index in range(len(rep.modes)) for part in _mode_html(rep, page, index)]
+
+
+def _mode_html(rep: report.Report, page: _Page, index: int) -> list[str]:
+    """One mode's figures, its clickable confusion matrix and its gallery of
+    misclassified and below-threshold images."""
+    esc = html_report.esc
+    result = rep.modes[index]
+    perf = result.performance
+    body = [f'<h2 id="mode-{index}">{esc(report.mode_title(result))}</h2>',
+            html_report.table(["label", "correct / total", "sensitivity"],
+                              report.sensitivity_rows(perf)),
+            f"<p>{esc(report.accuracy_line(perf))}</p>",
+            html_report.table(["label", "precision", "recall", "F1"], report.prf_rows(perf)),
+            '<ul class="figures">' + "".join(f"<li>{esc(line)}</li>"
+                                             for line in report.figure_lines(perf)) + "</ul>",
+            "<h3>Confusion matrix, top-1</h3>",
+            '<p class="muted">Rows expected, columns predicted; click a count to see its '
+            "images.</p>"]
+    cards = [_row_card(result, row, source, page.pairs, page.path, [page.preprocessing[index]])
+             for row, source in enumerate(page.sources[index])]
+    body += _confusion_html(index, result, cards)
+    body += [f"<h3>Confusion matrix at threshold {perf.threshold:.2f} ({NOT_CLASSIFIED} = "
+             "below threshold)</h3>",
+             html_report.table([report.CONFUSION_CORNER, *perf.labels, NOT_CLASSIFIED],
+                               report.confusion_rows(perf.labels, perf.confusion_at_threshold)),
+             "<h3>Threshold trade-off</h3>",
+             html_report.table(report.THRESHOLD_HEADER, report.threshold_rows(perf)),
+             f"<p>{esc(report.suggestion_line(perf))}</p>"]
+    conf = result.confidences
+    top1 = conf.top1  # a property that ranks every row: read it once
+    flagged = [row for row in range(perf.images)
+               if top1[row] != conf.expected[row]
+               or conf.probabilities[row].max() < perf.threshold]
+    gallery = f"gallery-{index}"
+    return body + [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
+                   f"({len(flagged)} of {perf.images})</h3>",
+                   html_report.sort_buttons(gallery, _SORTS),
+                   html_report.gallery(gallery, [cards[row] for row in flagged])]
+
+
+def _plots(rep: report.Report, page: _Page) -> list[str]:
+    if not rep.plots:
+        return []
+    esc = html_report.esc
+    return ['<h2 id="plots">Plots</h2>',
+            *(f'<img class="plot" loading="lazy" '
+              f'src="{esc(html_report.relative_url(p, page.path))}" alt="{esc(p.stem)}">'
+              for p in rep.plots)]
+
+
+#: report.html's sections, in order (see ``report.Report`` for adding one).
+HTML_SECTIONS: tuple[Callable[[report.Report, _Page], list[str]], ...] = (
+    _title, _comparison, _per_mode, _plots)
+
+
+def render_html(rep: report.Report, page: Path, roots: Sequence[Path],
+                outputs: atomic.OutputSet | None = None) -> str:
+    """report.html: report.md's figures, a clickable confusion matrix, the gallery of
+    misclassified and below-threshold images, and the modes side by side. Writes the
+    images it shows first (staged in ``outputs`` when given)."""
+    written = _write_images(rep, page, roots, outputs)
+    body = [part for section in HTML_SECTIONS for part in section(rep, written)]
+    return html_report.page(f"Performance of {rep.model}", body)
 
 
 def html_outputs(paths: ModelPaths) -> list[Path]:
@@ -205,15 +249,11 @@ def html_outputs(paths: ModelPaths) -> list[Path]:
     return [paths.report_html, html_report.files_dir(paths.report_html)]
 
 
-def write_html(paths: ModelPaths, results: Sequence[report.ModeResult],
-               agree: metrics.Agreement | None, plots: Sequence[Path],
+def write_html(paths: ModelPaths, rep: report.Report,
                outputs: atomic.OutputSet | None = None) -> Path:
     """report.html beside report.md, its images in report_files/ (both staged in
     ``outputs`` when given)."""
-    if not results:
-        raise UserError("nothing to report: run batch_label_images.py first")
     page = paths.report_html
-    text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir],
-                       outputs)
+    text = render_html(rep, page, [paths.test_dir, paths.all_dir], outputs)
     atomic.write_text(page, text, outputs)
     return page
