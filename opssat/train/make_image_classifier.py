@@ -1,6 +1,7 @@
 """Command line of the trainer, flag for flag TF Hub's ``make_image_classifier``
-(same names, defaults and absl-style booleans: ``--flag``, ``--flag=false``,
-``--noflag``), plus the toolkit's own flags. Old command lines run unchanged.
+(same names and absl-style booleans: ``--flag``, ``--flag=false``, ``--noflag``; its
+defaults but ``--shear_range``), plus the toolkit's own flags. Old command lines run
+unchanged; docs/development.md says where the model they train differs.
 The flags are generated from the option declarations in ``opssat.train.options``.
 
     python -m opssat.train.make_image_classifier --image_dir DIR --tflite_output_file F ...

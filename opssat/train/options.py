@@ -1,8 +1,9 @@
 """The trainer's options, each declared once (its flag, default, help, choices and
 limits), in small groups as MediaPipe Model Maker has them: where files go, the
 recipe, the schedule, augmentation and runtime. TF Hub's make_image_classifier
-flags keep their names and defaults; the command line stays one flat list of
-flags generated from these declarations (see ``opssat.core.flags``).
+flags keep their names and their defaults, all but ``--shear_range``'s
+(docs/development.md says what else differs); the command line stays one flat list
+of flags generated from these declarations (see ``opssat.core.flags``).
 
 Every check runs in ``TrainOptions.check``, before any slow work starts.
 """
@@ -394,7 +395,9 @@ def flags_document() -> str:
         "",
         "`train.sh <model> <epochs> [flags]` and `python -m opssat.train.make_image_classifier "
         "[flags]` take these flags; `--help` prints the same. TF Hub's make_image_classifier "
-        "flags keep its names and defaults (marked TF Hub's). Booleans are absl-style: "
+        "flags keep its names (marked TF Hub's) and its defaults but `--shear_range` (TF "
+        "Hub's: 0.2); class weights, fine-tuning and the validation hold-out differ too "
+        "([how](development.md#the-trainer-make_image_classifier)). Booleans are absl-style: "
         "`--flag`, `--flag=false`, `--noflag`. `--model <name>` sets every path of the "
         "first table to its place in `repo/<name>/`.",
         "",

@@ -4,8 +4,8 @@ one function per step, plus what small, imbalanced OPS-SAT data needs
 two-stage fine-tuning schedule with batch norm kept in inference mode, quantized
 exports, outputs that replace the last good model only on success).
 
-Its options are declared in ``train_options``, what the steps read (and the feature
-cache) is built in ``train_data``, and ``train_record`` writes train_record.json.
+Its options are declared in ``options``, what the steps read (and the feature
+cache) is built in ``prepared``, and ``record`` writes train_record.json.
 """
 
 from __future__ import annotations
