@@ -304,17 +304,25 @@ def test_an_append_reads_only_the_csv_tail(tmp_path: Path, ending: str, kept: st
     csv_path.write_bytes((body + ending).encode())
     with CountingFile(csv_path, "r+") as raw:
         assert confidences._end_last_line(raw, len(confidences.header(LABELS))) == dropped
-    assert raw.bytes_read <= 2 * confidences.TAIL_CHUNK, raw.bytes_read
+    assert raw.bytes_read <= 2 * atomic.TAIL_CHUNK, raw.bytes_read
     assert csv_path.read_bytes() == (body + kept).encode()
 
 
 def test_a_last_line_longer_than_a_chunk_is_found_whole(tmp_path: Path) -> None:
     csv_path = tmp_path / "confidences.csv"
-    long_row = "earth/" + "x" * (3 * confidences.TAIL_CHUNK) + ".png,2.5,ea"
+    long_row = "earth/" + "x" * (3 * atomic.TAIL_CHUNK) + ".png,2.5,ea"
     csv_path.write_bytes(("a,b\r\n" + long_row).encode())
     with CountingFile(csv_path, "r+") as raw:
         assert confidences._end_last_line(raw, 7) == long_row
     assert csv_path.read_bytes() == b"a,b\r\n"
+
+
+@pytest.mark.parametrize("text", [b"", b"no newline", b"a\n", b"a\nb", b"\n" * 3,
+                                  b"x" * (4096 - 1) + b"\n" + b"tail",
+                                  b"x" * 4096 + b"\n" + b"y" * 5000])
+def test_last_line_is_what_follows_the_last_newline(text: bytes) -> None:
+    start, line = atomic.last_line(io.BytesIO(text), len(text))
+    assert (start, line) == (text.rfind(b"\n") + 1, text[text.rfind(b"\n") + 1:])
 
 
 # --- staging left by killed runs -------------------------------------------------------

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from opssat.core.errors import UserError
 
@@ -79,6 +80,25 @@ def write_failure(err: OSError) -> str | None:
     names = [str(n) for n in (err.filename, err.filename2) if n is not None]
     where = " -> ".join(names) if names else "a file"
     return f"{where}: {advice}"
+
+
+#: How much of a file's end one read takes while looking for its last line.
+TAIL_CHUNK = 4096
+
+
+def last_line(raw: BinaryIO, size: int) -> tuple[int, bytes]:
+    """(offset, bytes) of the text after the last newline of the open binary file ``raw``
+    of ``size`` bytes, read backwards one ``TAIL_CHUNK`` at a time: checking an append's
+    file costs its last line, not the whole file."""
+    tail, end = b"", size
+    while end > 0:
+        start = max(0, end - TAIL_CHUNK)
+        raw.seek(start)
+        tail = raw.read(end - start) + tail
+        if (cut := tail.rfind(b"\n")) >= 0:
+            return start + cut + 1, tail[cut + 1:]
+        end = start
+    return 0, tail
 
 
 def append_whole(fd: int, data: bytes) -> None:

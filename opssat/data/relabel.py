@@ -310,8 +310,7 @@ class Journal:
             handle.seek(size - 1)
             if handle.read(1) == b"\n":
                 return
-            handle.seek(0)
-            handle.truncate(handle.read().rfind(b"\n") + 1)
+            handle.truncate(atomic.last_line(handle, size)[0])
 
 
 def _now() -> str:

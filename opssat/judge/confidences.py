@@ -92,24 +92,6 @@ def append_row(csv_path: Path, labels: Sequence[str], values: Sequence[str]) -> 
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-#: How much of a CSV's end one read takes while looking for its last line.
-TAIL_CHUNK = 4096
-
-
-def _last_line(raw: BinaryIO, size: int) -> tuple[int, bytes]:
-    """(offset, bytes) of the text after the file's last newline, read backwards one
-    ``TAIL_CHUNK`` at a time: an append costs the last line, not the whole file."""
-    tail, end = b"", size
-    while end > 0:
-        start = max(0, end - TAIL_CHUNK)
-        raw.seek(start)
-        tail = raw.read(end - start) + tail
-        if (cut := tail.rfind(b"\n")) >= 0:
-            return start + cut + 1, tail[cut + 1:]
-        end = start
-    return 0, tail
-
-
 def _end_last_line(raw: BinaryIO, fields: int) -> str | None:
     """Make the file end with a whole row, so a new row never glues onto a torn one:
     a complete last row without its newline gets one; a row cut off by a crash
@@ -121,7 +103,7 @@ def _end_last_line(raw: BinaryIO, fields: int) -> str | None:
     raw.seek(size - 1)
     if raw.read(1) == b"\n":
         return None
-    start, data = _last_line(raw, size)
+    start, data = atomic.last_line(raw, size)
     last = data.decode("utf-8", errors="replace")
     try:
         whole = len(next(csv.reader([last]))) == fields
