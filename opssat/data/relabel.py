@@ -166,7 +166,7 @@ class _Planner:
     """The moves of a reviewed CSV, each row checked against data/all and the rows
     before it."""
 
-    all_dir: Path
+    paths: ModelPaths
     allowed: list[str]  # the labels a row may name
     folders: list[str]  # data/all's label folders
     #: Where earlier batches moved files: a re-run of an interrupted batch's CSV
@@ -185,7 +185,11 @@ class _Planner:
                             "nothing moved")
         journaled = {e["from"]: e["to"] for e in read_journal(paths.relabel_log)
                      if e["status"] == PLANNED}
-        return cls(paths.all_dir, known_labels(paths), folders, journaled)
+        return cls(paths, known_labels(paths), folders, journaled)
+
+    @property
+    def all_dir(self) -> Path:
+        return self.paths.all_dir
 
     def add(self, line: int, name: str, new_label: str) -> str | None:
         """Plan one row: None, or what is wrong with it."""
