@@ -15,8 +15,9 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
+from opssat.data.preprocess import Preprocessing, PreprocessOptions
 from opssat.judge import html_report, metrics, report
-from opssat.judge.confidences import NOT_CLASSIFIED, ranked
+from opssat.judge.confidences import NOT_CLASSIFIED, ranked, read_preprocessing
 from opssat.onboard import flight
 
 
@@ -29,6 +30,12 @@ def preprocessing_of(result: report.ModeResult) -> str:
     # flight: SmartCam's own resizer, which onboard reproduces
     return "onboard" if result.mode == flight.MODE or "onboard" in stem or \
         flight.MODE in stem else "ground"
+
+
+def input_seen(result: report.ModeResult) -> Preprocessing:
+    """What the model of a CSV saw: its sidecar's record, else its mode's defaults."""
+    recorded = read_preprocessing(result.csv_path)
+    return recorded or PreprocessOptions(preprocessing_of(result)).preprocessing()
 
 
 def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
@@ -108,8 +115,9 @@ def render_html(model: str, results: Sequence[report.ModeResult],
     """report.html: report.md's figures, a clickable confusion matrix, the gallery of
     misclassified and below-threshold images, and the modes side by side."""
     esc = html_report.esc
-    modes = [preprocessing_of(r) for r in results]
-    files = html_report.ImageFiles(page)
+    seen = [input_seen(r) for r in results]
+    modes = [preprocessing.name for preprocessing in seen]
+    files = html_report.ImageFiles(page, inputs=dict(zip(modes, seen, strict=True)))
     sources: list[list[Path | None]] = []
     for result, mode in zip(results, modes, strict=True):
         conf = result.confidences
