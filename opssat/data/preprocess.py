@@ -105,9 +105,12 @@ class Preprocessing:
     @property
     def identity(self) -> str:
         """A short key that changes whenever the model input would: the settings and
-        the code that turns a file into pixels. Caches of model inputs key on it."""
-        return f"{self.mode}|{self.onboard_channels}|{self.size[0]}x{self.size[1]}|" \
-            f"{self.mean:g}|{self.std:g}|code {_preprocessing_code()}"
+        the code that turns a file into pixels (every field, so a new setting counts
+        without a change here). Caches of model inputs key on it."""
+        settings = "|".join(f"{value:g}" if isinstance(value, float) else
+                            "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+                            for value in dataclasses.astuple(self))
+        return f"{settings}|code {_preprocessing_code()}"
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON keeps them (CSV sidecars, train_record.json)."""
