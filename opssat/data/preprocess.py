@@ -5,7 +5,7 @@ into pixels. The trainer, cross-validation and the labelling scripts all read th
 declaration, and every confidences CSV and train_record.json keeps the value
 (``to_dict``), so a report shows the input the model really saw.
 
-To add a setting: a field in ``PreprocessOptions`` and the same name in
+To add a setting: a field in ``PreprocessOptions`` and the same name at the end of
 ``Preprocessing`` (here), its use in ``images.load_pixels``, and the regenerated
 docs/flags.md.
 """
@@ -45,11 +45,14 @@ class PreprocessOptions:
         "(1: grayscale, as SmartCam's default configuration)", choices=ONBOARD_CHANNEL_CHOICES)
 
     def check(self) -> None:
+        """Refuse a value outside its declared choices or limits, naming the flag."""
         check_preprocessing(self.preprocess, self.onboard_channels)
+        flags.check_values(self)
 
     def preprocessing(self, **overrides: Any) -> Preprocessing:
-        """The one place a ``Preprocessing`` is made from options; ``overrides`` sets
-        what the model decides (``size``, ``mean``, ``std``)."""
+        """The one place a ``Preprocessing`` is made from options (checked first);
+        ``overrides`` sets what the model decides (``size``, ``mean``, ``std``)."""
+        self.check()
         values = {field.name: getattr(self, field.name)
                   for field in dataclasses.fields(PreprocessOptions)}
         values["mode"] = values.pop("preprocess")
