@@ -11,43 +11,33 @@ Re-running replaces those outputs whole.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from opssat.core import cli, errors
+from opssat.core import cli, errors, flags
 from opssat.core.paths import model_paths
 from opssat.data import images
+from opssat.data.preprocess import PreprocessOptions
 from opssat.judge.infer import RUNTIMES, label_test_set
-from opssat.onboard import flight, smartcam
+from opssat.judge.shared_options import ModelFiles, SmartCamRuntime, Threads, Threshold
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("labels_to_skip", nargs="?", default="",
                         help="comma-separated test label folders to leave out, as the "
                         "original toolkit took them (e.g. bad,edge)")
-    parser.add_argument("--model_file", type=Path, default=None,
-                        help=".tflite model (default: repo/<model>/tflite_model.tflite)")
-    parser.add_argument("--label_file", type=Path, default=None,
-                        help="labels (default: repo/<model>/labels.txt)")
-    parser.add_argument("--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
-                        help="below this top-1 confidence an image stays unclassified "
-                        "(default: %(default)s, as on SmartCam)")
-    images.add_preprocess_arguments(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, default="litert",
                         help="litert: classify here with LiteRT; smartcam: with SmartCam's own "
                         "resizer and TFLite 2.5 image_classifier from --smartcam_dir, written "
                         "as mode 'flight' (--preprocess is then SmartCam's own) "
                         "(default: %(default)s)")
-    parser.add_argument("--smartcam_dir", default=None,
-                        help="your clone of opssat-smartcam, for --runtime smartcam "
-                        f"(default: ${flight.ENV_VAR})")
-    parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
-                        help="SmartCam build: k8 (x86-64, native) or armhf (the flight "
-                        "build, under qemu-user) (default: %(default)s)")
-    parser.add_argument("--num_threads", type=int, default=None, help="interpreter threads")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    return parser.parse_args()
+    flags.add_flags(parser, [ModelFiles, Threshold, PreprocessOptions, SmartCamRuntime, Threads])
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> int:

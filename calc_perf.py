@@ -21,28 +21,32 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat.core import atomic, cli, errors
+from opssat.core import atomic, cli, errors, flags
 from opssat.core.paths import check_inside, model_paths
 from opssat.data import images
 from opssat.judge import report, report_page, report_plots
 from opssat.judge.confidences import check_threshold
+from opssat.judge.shared_options import Threshold
 from opssat.onboard import flight, smartcam
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("--target_accuracy", type=float, default=smartcam.DEFAULT_TARGET_ACCURACY,
                         help="find the lowest threshold whose kept images reach this accuracy "
                         "(default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
-                        help="threshold of the 'at threshold' figures (default: %(default)s)")
     parser.add_argument("--csv", type=Path, default=None,
                         help="read this CSV only (default: confidences.csv, and "
                         "confidences_onboard.csv and confidences_flight.csv when they exist)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
-    return parser.parse_args()
+    flags.add_flags(parser, [Threshold])
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> int:

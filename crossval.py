@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import argparse
 
-from opssat.core import cli
+from opssat.core import cli, flags
 from opssat.core.paths import model_paths
 from opssat.data import split, topup
+from opssat.judge.shared_options import Bursts, SmartCamRuntime, TopUp
 from opssat.onboard import flight
 from opssat.train import crossval, recipes
 
 
-def parse_args() -> tuple[argparse.Namespace, list[str]]:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
@@ -38,29 +39,19 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--fold_seed", type=int, default=crossval.DEFAULT_SEED,
                         help="seed of the fold assignment (default: %(default)s); --seed "
                              "goes to the trainer")
-    parser.add_argument("--group_seconds", "--group-seconds", type=split.parse_group_seconds,
-                        default=split.DEFAULT_GROUP_SECONDS,
-                        help="images this close in time are one burst (default: %(default)s)")
-    parser.add_argument("--recipe", metavar="NAME",
-                        help="a named recipe: its trainer flags (flags after the model name "
-                        "still win) and its top-up (unless --top_up is given): "
-                        + ", ".join([*recipes.ALIASES, *recipes.RECIPES]))
-    parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
-                        help="add N synthetic LABEL images to every training fold (never held "
-                             "out; bad ones over-exposed from that fold's real training frames), "
-                             "e.g. bad=20")
     parser.add_argument("--nostress", dest="stress", action="store_false",
                         help="skip the stress set (on by default when judging onboard input "
                              "and a bad label exists)")
     parser.add_argument("--modes", default=",".join(crossval.MODES),
                         help="preprocessing modes to judge; 'flight' judges in SmartCam's own "
                         "binaries (needs --smartcam_dir) (default: %(default)s)")
-    parser.add_argument("--smartcam_dir", default=None,
-                        help=f"your clone of opssat-smartcam, for --modes flight (default: "
-                        f"${flight.ENV_VAR})")
-    parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
-                        help="SmartCam build for --modes flight (default: %(default)s)")
-    return parser.parse_known_args()
+    flags.add_flags(parser, [recipes.RecipeName, Bursts, TopUp, SmartCamRuntime])
+    return parser
+
+
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    """crossval's own flags, and the rest for the trainer."""
+    return build_parser().parse_known_args()
 
 
 def main() -> int:
@@ -75,7 +66,8 @@ def main() -> int:
     folder = flight.smartcam_dir(args.smartcam_dir)
     runtime = flight.Runtime(folder, args.smartcam_arch) \
         if folder is not None and flight.MODE in modes else None
-    result = crossval.run(paths, trainer_args, args.folds, args.fold_seed, args.group_seconds,
+    group_seconds = split.parse_group_seconds(args.group_seconds)
+    result = crossval.run(paths, trainer_args, args.folds, args.fold_seed, group_seconds,
                           top_up, modes, with_stress=args.stress, runtime=runtime)
     print()
     print(crossval.format_summary(result))

@@ -15,28 +15,21 @@ import argparse
 import json
 from pathlib import Path
 
-from opssat.core import cli, errors
+from opssat.core import cli, errors, flags
 from opssat.core.paths import model_paths
 from opssat.data import images
+from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import confidences
 from opssat.judge.confidences import ranked
 from opssat.judge.infer import Classifier, predicted_label, record_image
+from opssat.judge.shared_options import ModelFiles, Threads, Threshold
 from opssat.onboard import smartcam
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", "--image", required=True, type=Path, help="image to classify")
-    parser.add_argument("-m", "--model_file", type=Path, default=None,
-                        help=".tflite model (default: repo/<model>/tflite_model.tflite with -n, "
-                        "else tflite_model.tflite)")
-    parser.add_argument("-l", "--label_file", type=Path, default=None,
-                        help="labels, one per line in output order (default: "
-                        "repo/<model>/labels.txt with -n, else labels.txt)")
-    parser.add_argument("-t", "--threshold", type=float, default=smartcam.CONFIDENCE_THRESHOLD,
-                        help="below this top-1 confidence the image is unclassified "
-                        "(default: %(default)s, as on SmartCam)")
     parser.add_argument("-n", "--model_name", default=None,
                         help="record the result in repo/<model>/data/classification/: a row of "
                         "confidences.csv and a copy in classified/<label>/ or unclassified/")
@@ -48,10 +41,13 @@ def parse_args() -> argparse.Namespace:
                         help="input = (pixel - mean) / std (default: %(default)s)")
     parser.add_argument("--top_k", type=int, default=None,
                         help="print only the k most confident labels (default: all)")
-    parser.add_argument("--num_threads", type=int, default=None, help="interpreter threads")
-    images.add_preprocess_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    return parser.parse_args()
+    flags.add_flags(parser, [ModelFiles, Threshold, PreprocessOptions, Threads])
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> int:
@@ -81,7 +77,8 @@ def main() -> int:
     recorded = None
     if paths is not None:
         recorded = record_image(paths, args.image, args.expected_label, probabilities,
-                                elapsed_ms, classifier.labels, args.threshold, preprocessing.mode)
+                                elapsed_ms, classifier.labels, args.threshold, preprocessing.mode,
+                                seen=classifier.preprocessing)
     results = ranked(probabilities, classifier.labels, args.top_k)
     if args.json:
         out = {"predictions": dict(results), "time_ms": round(elapsed_ms, 3),

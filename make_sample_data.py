@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 
-from opssat.core import atomic, cli, errors
+from opssat.core import atomic, cli, errors, flags
 from opssat.core.paths import model_paths
 from opssat.data import images, sample, topup
+from opssat.judge.shared_options import TopUp
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("--real", action="store_true",
                         help="copy the bundled real OPS-SAT sample (123 images) instead of "
                              "generating synthetic ones")
-    parser.add_argument("--top_up", action="append", default=[], metavar="LABEL=N",
-                        help="also write N synthetic images of LABEL (repeatable), e.g. "
-                             "bad=20; alone, it adds them to the existing data/all")
     parser.add_argument("--count", type=int, default=sample.DEFAULT_COUNT,
                         help="number of synthetic images (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=sample.DEFAULT_SEED,
@@ -38,7 +36,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty data/all (adds or overwrites only the "
                              "sample's own file names)")
-    return parser.parse_args()
+    flags.add_flags(parser, [TopUp])
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> int:

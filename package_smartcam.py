@@ -13,25 +13,21 @@ import argparse
 from pathlib import Path
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat.core import cli, errors
+from opssat.core import cli, errors, flags
 from opssat.core.paths import ModelPaths, model_paths
 from opssat.judge import contract
+from opssat.judge.shared_options import ModelFiles, SmartCamRuntime
 from opssat.onboard import flight, smartcam
 from opssat.uplink import package
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", help="model name, the folder repo/<model>/")
     parser.add_argument("--name", help="package name: the on-board folder "
                         f"{smartcam.ONBOARD_MODELS_DIR}/<name>/ and the config section "
                         "[model_<name>] (default: the model name)")
-    parser.add_argument("--model_file", help="the .tflite to package (default: "
-                        "repo/<model>/tflite_model.tflite); a bare file name such as "
-                        "tflite_model_float16.tflite is looked up in repo/<model>/")
-    parser.add_argument("--label_file", help="its labels (default: repo/<model>/labels.txt; "
-                        "a bare file name is looked up in repo/<model>/)")
     parser.add_argument("--threshold", type=float, help="confidence_threshold to configure "
                         "(default: suggested from the newest evaluation, else "
                         f"{smartcam.CONFIDENCE_THRESHOLD:.2f})")
@@ -43,14 +39,12 @@ def parse_args() -> argparse.Namespace:
                         "from --label_file, else the model's labels.txt, else labels.txt "
                         "beside FILE), or of the model's .tflite when FILE is left out; "
                         "print the report, exit 0 if SmartCam can run it, 1 if not")
-    parser.add_argument("--smartcam_dir", default=None,
-                        help="your clone of opssat-smartcam: then the model also runs in "
-                        "SmartCam's own TFLite 2.5 binaries on the test images and is refused "
-                        f"if a top-1 differs from LiteRT's (default: ${flight.ENV_VAR})")
-    parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
-                        help="SmartCam build for that check: k8 (x86-64) or armhf (the "
-                        "flight build, under qemu-user) (default: %(default)s)")
-    return parser.parse_args()
+    flags.add_flags(parser, [ModelFiles, SmartCamRuntime])
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def smartcam_runtime(args: argparse.Namespace) -> flight.Runtime | None:

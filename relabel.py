@@ -19,7 +19,7 @@ from opssat.core.paths import model_paths
 from opssat.data import relabel
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
@@ -29,6 +29,11 @@ def parse_args() -> argparse.Namespace:
                         help="move the files of the last batch back where they were")
     parser.add_argument("--dry_run", action="store_true",
                         help="show what would move, change nothing")
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args()
     if args.undo == (args.reviewed_csv is not None):
         parser.error("give either REVIEWED.csv or --undo")

@@ -9,27 +9,29 @@ from __future__ import annotations
 
 import argparse
 
-from opssat.core import cli, errors
+from opssat.core import cli, errors, flags
 from opssat.core.paths import model_paths
 from opssat.data import split
+from opssat.judge.shared_options import Bursts
 
 
-def parse_args() -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
     parser.add_argument("test_pct", help="percentage of each label's images for testing, e.g. 20")
     parser.add_argument("--seed", default=str(split.DEFAULT_SEED),
                         help="random seed: the same seed gives the same split "
                              "(default: %(default)s)")
-    parser.add_argument("--group_seconds", "--group-seconds",
-                        default=f"{split.DEFAULT_GROUP_SECONDS:g}",
-                        help="images taken within this many seconds of each other stay on one "
-                             "side (default: %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="replace an existing split (clears only data/training and data/test)")
     parser.add_argument("--quarantine", action="store_true",
                         help="move unreadable files to data/quarantine/<label>/ (never deletes)")
-    return parser.parse_args()
+    flags.add_flags(parser, [Bursts])
+    return parser
+
+
+def parse_args() -> argparse.Namespace:
+    return build_parser().parse_args()
 
 
 def main() -> int:

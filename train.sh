@@ -9,9 +9,19 @@ set -euo pipefail
 # A relative OPSSAT_REPO means from where the user ran this, not from the project folder.
 case ${OPSSAT_REPO:-} in /*|"") ;; *) export OPSSAT_REPO="$PWD/$OPSSAT_REPO" ;; esac
 cd "$(dirname "$0")"
-if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    echo "usage: ./train.sh <model> [epochs] [make_image_classifier flags]" >&2
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+usage="usage: ./train.sh <model> [epochs] [make_image_classifier flags]"
+if [ $# -lt 1 ]; then
+    echo "$usage" >&2
     exit 2
+fi
+if [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+    # The trainer's own help: every flag, built without importing TensorFlow.
+    echo "$usage"
+    echo "(gives --model <model> --image_size 224 --do_fine_tuning [--train_epochs <epochs>]; later flags win)"
+    echo
+    exec "$python" -m opssat.train.make_image_classifier --help
 fi
 model=$1
 shift
@@ -25,7 +35,5 @@ if [ $# -gt 0 ] && [[ $1 != --* ]]; then
     epochs=(--train_epochs "$((10#$1))")
     shift
 fi
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
 exec "$python" -m opssat.train.make_image_classifier --model "$model" \
     --image_size 224 --do_fine_tuning "${epochs[@]}" "$@"

@@ -66,3 +66,11 @@ def test_mobilenet_v2_download_failure_names_the_offline_options(tmp_path, monke
 def test_unknown_backbone_is_refused():
     with pytest.raises(UserError, match="unknown backbone"):
         load_backbone("resnet9000")
+
+
+def test_the_catalog_names_every_builder_and_export_variant():
+    # --help reads the names from the catalog (no TensorFlow); the builders must agree.
+    from opssat.train import backbones, catalog, export
+
+    assert tuple(backbones.BUILDERS) == catalog.BUILTIN_BACKBONES
+    assert export.QUANTIZATIONS is catalog.QUANTIZATIONS

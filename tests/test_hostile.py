@@ -27,7 +27,7 @@ from opssat.core import cli
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.judge.infer import label_test_set
-from opssat.train import dataset, make_image_classifier
+from opssat.train import dataset, make_image_classifier, trainer
 from opssat.uplink import package
 
 LABELS = ["red", "green", "blue"]
@@ -300,7 +300,7 @@ def test_trainer_says_which_model_is_in_place_once_training_is_done(monkeypatch,
     fake = type("Result", (), {"validation_accuracy": 0.9, "best_epoch": 1,
                                "outputs": [Path("out/model.tflite")]})()
     monkeypatch.setattr(make_image_classifier, "options_from_args", lambda argv: options)
-    monkeypatch.setattr(make_image_classifier, "train", lambda opts: fake)
+    monkeypatch.setattr(trainer, "train", lambda opts: fake)
     monkeypatch.setattr(cli, "on_interrupt", said.append)
     assert make_image_classifier.main([]) == 0
     assert said and "out/model.tflite" in said[0] and "in place" in said[0]

@@ -18,6 +18,7 @@ import math
 import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from opssat.core.errors import UserError
@@ -52,13 +53,14 @@ class Limits:
 
 def option(default: Any = _NOTHING, help: str = "", *,
            choices: Sequence = (), limits: Limits | None = None, tfhub: bool = False,
-           metavar: str | None = None) -> Any:
+           metavar: str | None = None, aliases: Sequence[str] = ()) -> Any:
     """A dataclass field that is also a flag; ``tfhub`` marks the flags of TF Hub's
-    make_image_classifier. A list default is copied for each instance."""
+    make_image_classifier; ``aliases`` are other spellings the command line also takes
+    (old names, ``-t``). A list default is copied for each instance."""
     if not help:
         raise ValueError("every option needs its help text")
     metadata = {"help": help, "choices": tuple(choices), "limits": limits, "tfhub": tfhub,
-                "metavar": metavar}
+                "metavar": metavar, "aliases": tuple(aliases)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -69,7 +71,7 @@ class Flag:
     """One option as the command line sees it."""
 
     name: str
-    kind: type  # bool, int, float or str
+    kind: type  # bool, int, float, str or Path
     many: bool  # a list: the flag may be repeated
     default: Any
     help: str
@@ -77,6 +79,12 @@ class Flag:
     limits: Limits | None
     tfhub: bool
     metavar: str | None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def spellings(self) -> list[str]:
+        """``--name`` and its aliases, as the command line takes them."""
+        return [f"--{self.name}", *self.aliases]
 
     @property
     def shown_default(self) -> str | None:
@@ -103,7 +111,8 @@ def flags_of(group: type) -> list[Flag]:
                    else spec.default)
         meta = spec.metadata
         found.append(Flag(spec.name, kind, many, default, meta["help"], meta["choices"],
-                          meta["limits"], meta["tfhub"], meta["metavar"]))
+                          meta["limits"], meta["tfhub"], meta["metavar"],
+                          meta.get("aliases", ())))
     return found
 
 
@@ -114,7 +123,7 @@ def _flag_type(hint: Any) -> tuple[type, bool]:
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if args:
         (hint,) = args
-    if hint not in (bool, int, float, str):
+    if hint not in (bool, int, float, str, Path):
         raise TypeError(f"no flag for type {hint!r}")
     return hint, False
 
@@ -137,11 +146,18 @@ def add_flags(parser: argparse.ArgumentParser, groups: Iterable[type]) -> None:
             _add_flag(section, flag)
 
 
+def names_of(groups: Iterable[type]) -> dict[str, str]:
+    """Every spelling of the groups' flags, without dashes (aliases included) -> the
+    option's name: for callers that pass options by name, old names too."""
+    return {spelling.lstrip("-"): flag.name for group in groups for flag in flags_of(group)
+            for spelling in flag.spellings}
+
+
 def _add_flag(section: argparse._ArgumentGroup, flag: Flag) -> None:
     text = flag.help.replace("%", "%%") + _note(flag)
     if flag.kind is bool:
-        section.add_argument(f"--{flag.name}", nargs="?", const=True, default=flag.default,
-                             type=parse_bool, metavar="BOOL", help=text)
+        section.add_argument(*flag.spellings, dest=flag.name, nargs="?", const=True,
+                             default=flag.default, type=parse_bool, metavar="BOOL", help=text)
         section.add_argument(f"--no{flag.name}", dest=flag.name, action="store_false",
                              help=argparse.SUPPRESS)
         return
@@ -150,8 +166,8 @@ def _add_flag(section: argparse._ArgumentGroup, flag: Flag) -> None:
         extra["action"] = "append"
     if flag.metavar:
         extra["metavar"] = flag.metavar
-    section.add_argument(f"--{flag.name}", type=flag.kind, default=flag.default, help=text,
-                         **extra)
+    section.add_argument(*flag.spellings, dest=flag.name, type=flag.kind,
+                         default=flag.default, help=text, **extra)
 
 
 def _note(flag: Flag) -> str:
@@ -190,7 +206,8 @@ def markdown_table(groups: Iterable[type]) -> str:
         out += [f"### {section_title(group)}", "", "| flag | default | values | what it does |",
                 "|---|---|---|---|"]
         for flag in flags_of(group):
-            name = f"`--{flag.name}`" + (" (TF Hub's)" if flag.tfhub else "")
+            name = ", ".join(f"`{s}`" for s in flag.spellings) + (
+                " (TF Hub's)" if flag.tfhub else "")
             values = ", ".join(f"`{c}`" for c in flag.choices) or (
                 str(flag.limits) if flag.limits else flag.kind.__name__)
             if flag.many:

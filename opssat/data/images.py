@@ -1,17 +1,13 @@
 """Opening images and turning them into model input: the one home of the image
-file extensions, the timestamp pattern and the preprocessing used for training,
-evaluation and the on-board emulation alike."""
+file extensions, the timestamp pattern and ``load_pixels``, which prepares an image
+for training, evaluation and the on-board emulation alike as a ``Preprocessing``
+(declared in ``opssat.data.preprocess``) says."""
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +15,16 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from opssat.core.errors import UnreadableImageError, UserError, warn
-from opssat.onboard import chain, jpeg, smartcam
+from opssat.data.preprocess import (  # noqa: F401  (the names callers know from here)
+    GROUND,
+    ONBOARD_CHANNEL_CHOICES,
+    PREPROCESS_MODES,
+    Preprocessing,
+    add_preprocess_arguments,
+    check_preprocessing,
+    preprocessing_from_args,
+)
+from opssat.onboard import chain, smartcam
 
 # OPS-SAT downlinks truncated JPEGs; decode what arrived instead of failing.
 ImageFile.LOAD_TRUNCATED_IMAGES = True
@@ -31,10 +36,6 @@ T = TypeVar("T")
 #: ``img_msec_<ms>_...`` or a bare 13-digit millisecond timestamp.
 _TIMESTAMP = re.compile(r"img_msec_(\d+)|(?<!\d)(\d{13})(?!\d)")
 
-#: ``ground``: colour Pillow resize (what ground tools did); ``onboard``: what SmartCam does.
-PREPROCESS_MODES = ("ground", "onboard")
-#: Channel counts the on-board resizer can be configured with (1: grayscale).
-ONBOARD_CHANNEL_CHOICES = (1, 3)
 
 
 def timestamp_ms(path: str | Path) -> int | None:
@@ -153,85 +154,7 @@ def readable(path: str | Path) -> bool:
     return True
 
 
-# --- preprocessing -------------------------------------------------------------
-
-
-def check_preprocessing(mode: str, onboard_channels: int, flag: str = "--preprocess") -> None:
-    """Refuse an unknown mode or channel count, naming the command-line ``flag``."""
-    if mode not in PREPROCESS_MODES:
-        raise UserError(f"unknown {flag} {mode!r}: use one of {', '.join(PREPROCESS_MODES)}")
-    if onboard_channels not in ONBOARD_CHANNEL_CHOICES:
-        raise UserError(f"--onboard_channels must be 1 or 3, not {onboard_channels}")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a file becomes model input, as one value: the resize ``mode`` (one of
-    PREPROCESS_MODES) with its on-board channel count, the (height, width) ``size``,
-    and the input scaling (pixel - ``mean``) / ``std``. Checked when made."""
-
-    mode: str = "ground"
-    onboard_channels: int = smartcam.ONBOARD_CHANNELS
-    size: tuple[int, int] = smartcam.INPUT_SIZE
-    mean: float = smartcam.INPUT_MEAN
-    std: float = smartcam.INPUT_STD
-
-    def __post_init__(self) -> None:
-        check_preprocessing(self.mode, self.onboard_channels)
-        size = tuple(int(n) for n in self.size)
-        if len(size) != 2 or min(size) < 1:
-            raise UserError(f"image size {self.size} must be two positive numbers")
-        object.__setattr__(self, "size", size)
-        if not math.isfinite(self.mean):
-            raise UserError(f"--input_mean must be a finite number, not {self.mean}")
-        if not math.isfinite(self.std) or self.std == 0:
-            raise UserError(f"--input_std must be a finite number other than 0, not {self.std}")
-
-    def at_size(self, size: tuple[int, int] | int) -> Preprocessing:
-        """The same preprocessing at another (height, width), or a square ``size``."""
-        return replace(self, size=(size, size) if isinstance(size, int) else size)
-
-    @property
-    def identity(self) -> str:
-        """A short key that changes whenever the model input would: the settings and
-        the code that turns a file into pixels. Caches of model inputs key on it."""
-        return f"{self.mode}|{self.onboard_channels}|{self.size[0]}x{self.size[1]}|" \
-            f"{self.mean:g}|{self.std:g}|code {_preprocessing_code()}"
-
-
-@lru_cache(maxsize=1)
-def _preprocessing_code() -> str:
-    """A hash of this module, opssat.onboard.chain and opssat.onboard.jpeg, so that a change
-    to how images are decoded or prepared remakes cached inputs instead of reusing
-    stale ones."""
-    digest = hashlib.sha1()
-    for module_file in (__file__, chain.__file__, jpeg.__file__):
-        digest.update(Path(module_file).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-#: SmartCam's input size and scaling, ground (colour, bilinear) resize.
-GROUND = Preprocessing()
-
-
-def preprocessing_from_args(args: argparse.Namespace, **overrides) -> Preprocessing:
-    """The Preprocessing of ``add_preprocess_arguments``' flags (and ``--input_mean``,
-    ``--input_std`` where a script has them)."""
-    values = {"mode": args.preprocess, "onboard_channels": args.onboard_channels}
-    for name in ("mean", "std"):
-        if getattr(args, f"input_{name}", None) is not None:
-            values[name] = getattr(args, f"input_{name}")
-    return Preprocessing(**{**values, **overrides})
-
-
-def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--preprocess`` and ``--onboard_channels``, the same in every script."""
-    parser.add_argument("--preprocess", choices=PREPROCESS_MODES, default="ground",
-                        help="ground: colour bilinear resize; onboard: as SmartCam resizes "
-                        "(default: %(default)s)")
-    parser.add_argument("--onboard_channels", type=int, choices=ONBOARD_CHANNEL_CHOICES,
-                        default=smartcam.ONBOARD_CHANNELS,
-                        help="channels SmartCam's resizer keeps (default: %(default)s)")
+# --- preprocessing (declared in opssat.data.preprocess) ----------------------
 
 
 def load_pixels(path: str | Path, preprocessing: Preprocessing = GROUND) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Stage 3, judging a model: running it over images (``infer``), the confidences CSVs
 (``confidences``), SmartCam's contract check (``contract``), metrics (``metrics``), the reports
-(``report``, ``report_page``, ``report_plots``, ``html_report``) and label review (``review``).
+(``report``, ``report_page``, ``report_plots``, ``html_report``), label review (``review``) and
+the option groups the scripts share (``shared_options``).
 
 May import: ``opssat.core``, ``opssat.onboard``, ``opssat.data``.
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import numpy as np
 
 from opssat.core import atomic
 from opssat.core.errors import UserError, warn
+from opssat.data.preprocess import Preprocessing
 
 #: What ``predicted_label`` says when the top-1 confidence is below the threshold.
 NOT_CLASSIFIED = "n/a"
@@ -32,6 +34,39 @@ def check_threshold(value: float, flag: str = "--threshold") -> float:
     if not 0.0 <= value <= 1.0:  # also refuses NaN
         raise UserError(f"{flag} must be between 0 and 1, not {value}")
     return value
+
+
+def preprocessing_file(csv_path: Path) -> Path:
+    """The sidecar beside a CSV that says what input its model saw
+    (``confidences_onboard.csv`` -> ``confidences_onboard.preprocessing.json``): the
+    CSV keeps the original toolkit's columns."""
+    return csv_path.with_suffix(".preprocessing.json")
+
+
+def write_preprocessing(csv_path: Path, preprocessing: Preprocessing,
+                        outputs: atomic.OutputSet | None = None) -> Path:
+    """Write ``csv_path``'s sidecar (staged in ``outputs`` when given, to be committed
+    with the CSV)."""
+    sidecar = preprocessing_file(csv_path)
+    atomic.write_text(sidecar, json.dumps(preprocessing.to_dict(), indent=2) + "\n", outputs)
+    return sidecar
+
+
+def read_preprocessing(csv_path: Path) -> Preprocessing | None:
+    """What ``write_preprocessing`` wrote beside ``csv_path``; None without a sidecar
+    (a CSV of an older run, or one made elsewhere)."""
+    sidecar = preprocessing_file(Path(csv_path))
+    if not sidecar.is_file():
+        return None
+    try:
+        values = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{sidecar} is not readable JSON ({err}): delete it or re-run "
+                        "batch_label_images.py") from err
+    if not isinstance(values, dict):
+        raise UserError(f"{sidecar} is not a preprocessing record: delete it or re-run "
+                        "batch_label_images.py")
+    return Preprocessing.from_dict(values)
 
 
 def header(labels: Sequence[str]) -> list[str]:

@@ -16,7 +16,7 @@ import html
 import os
 import shutil
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from PIL import Image
 
 from opssat.core import atomic
 from opssat.data import images
+from opssat.data.preprocess import Preprocessing, PreprocessOptions
 from opssat.onboard import smartcam
 
 #: Longest side of the colour thumbnail shown beside the model's input.
@@ -179,33 +180,45 @@ class Pair:
 
 class ImageFiles:
     """Writes the thumbnail and model inputs of every image a page shows into
-    ``<page>_files/``: staged, then swapped in whole, reusing unchanged files."""
+    ``<page>_files/``: staged, then swapped in whole, reusing unchanged files.
 
-    def __init__(self, page: Path, onboard_channels: int = smartcam.ONBOARD_CHANNELS) -> None:
+    An input is asked for by a name: a preprocessing given in ``inputs`` (what a
+    CSV's sidecar says its model saw), else a mode with ``onboard_channels``."""
+
+    def __init__(self, page: Path, onboard_channels: int = smartcam.ONBOARD_CHANNELS,
+                 inputs: Mapping[str, Preprocessing] | None = None) -> None:
         self.page = page
         self.folder = files_dir(page)
         self.onboard_channels = onboard_channels
+        self.inputs = dict(inputs or {})
         self._wanted: dict[Path, set[str]] = {}
 
     def want(self, source: Path, modes: Iterable[str]) -> None:
-        """Ask for ``source``'s thumbnail and its input in each preprocessing mode."""
+        """Ask for ``source``'s thumbnail and its input in each named preprocessing."""
         self._wanted.setdefault(source, set()).update(modes)
+
+    def preprocessing(self, name: str) -> Preprocessing:
+        """The preprocessing an input name stands for."""
+        if name in self.inputs:
+            return self.inputs[name]
+        return PreprocessOptions(name, self.onboard_channels).preprocessing()
 
     def _key(self, source: Path) -> str:
         stat = source.stat()
         text = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         return hashlib.sha1(text.encode()).hexdigest()[:20]
 
-    def _input_name(self, key: str, mode: str) -> str:
-        preprocessing = images.Preprocessing(mode=mode, onboard_channels=self.onboard_channels)
-        channels = self.onboard_channels if mode == "onboard" else ""
+    def _input_name(self, key: str, preprocessing: Preprocessing) -> str:
+        mode = preprocessing.mode
+        channels = preprocessing.onboard_channels if mode == "onboard" else ""
         version = hashlib.sha1(f"{key}|{preprocessing.identity}".encode()).hexdigest()[:20]
         return f"{version}_{mode}{channels}.png"
 
     def _make(self, staged: Path, source: Path, modes: tuple[str, ...]) -> Pair:
         key = self._key(source)
         rel = self.folder.name
-        names = {"thumbnail": f"{key}.jpg", **{m: self._input_name(key, m) for m in modes}}
+        names = {"thumbnail": f"{key}.jpg",
+                 **{m: self._input_name(key, self.preprocessing(m)) for m in modes}}
         done: dict[str, str | None] = {}
         for what, name in names.items():
             previous = self.folder / name
@@ -215,7 +228,7 @@ class ImageFiles:
                 elif what == "thumbnail":
                     _write_thumbnail(source, staged / name)
                 else:
-                    _write_input(source, what, self.onboard_channels, staged / name)
+                    _write_input(source, self.preprocessing(what), staged / name)
                 done[what] = f"{rel}/{name}"
             except images.UnreadableImageError:
                 done[what] = None
@@ -246,9 +259,8 @@ def _write_thumbnail(source: Path, target: Path) -> None:
     img.save(target, format="JPEG", quality=85)
 
 
-def _write_input(source: Path, mode: str, onboard_channels: int, target: Path) -> None:
+def _write_input(source: Path, preprocessing: Preprocessing, target: Path) -> None:
     """The model's input, lossless; one channel when the three are equal (gray)."""
-    preprocessing = images.Preprocessing(mode=mode, onboard_channels=onboard_channels)
     pixels = images.load_pixels(source, preprocessing)
     if np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0],
                                                                          pixels[..., 2]):

@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -278,9 +278,12 @@ def label_test_set(
     classifier, preprocess = runtime_classifier(
         runtime, model_file or paths.tflite_model, label_file or paths.labels_file,
         preprocessing, num_threads, smartcam_dir, smartcam_arch)
+    # What the model saw, for the CSV's sidecar: SmartCam's own chain in flight mode.
+    seen = replace(preprocessing.at_size(classifier.input_size),
+                   mode=preprocessing.mode if preprocess != flight.MODE else "onboard")
     try:
         return _label_files(paths, classifier, preprocess, threshold, prefetch, progress,
-                            skip_labels)
+                            skip_labels, seen)
     finally:
         if isinstance(classifier, flight.FlightClassifier):
             classifier.close()
@@ -288,12 +291,13 @@ def label_test_set(
 
 def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassifier,
                  preprocess: str, threshold: float, prefetch: int, progress: bool | None,
-                 skip_labels: Iterable[str]) -> BatchResult:
+                 skip_labels: Iterable[str], seen: Preprocessing) -> BatchResult:
     labels = classifier.labels
     files = list_test_images(paths.test_dir, labels, skip_labels)
     clashing = _clashing_names(files)
     csv_path = paths.confidences_csv(preprocess)
-    outputs = [csv_path, paths.classified_dir(preprocess), paths.unclassified_dir(preprocess)]
+    outputs = [csv_path, confidences.preprocessing_file(csv_path),
+               paths.classified_dir(preprocess), paths.unclassified_dir(preprocess)]
     check_inside(paths.model_dir, *outputs, *(paths.classified_dir(preprocess) / label
                                               for label in labels), what="output")
     atomic.check_writable(*outputs)
@@ -334,6 +338,7 @@ def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassi
                             f"(first: {unreadable[0]}): replace them with JPEG/PNG/BMP images")
         handle.flush()
         os.fsync(handle.fileno())
+        confidences.write_preprocessing(csv_path, seen)
     seconds = time.perf_counter() - start
     return BatchResult(
         images=counts["classified"] + counts["unclassified"],
@@ -368,10 +373,11 @@ def record_image(
     labels: list[str],
     threshold: float,
     preprocess: str = "ground",
+    seen: Preprocessing | None = None,
 ) -> Recorded:
     """Copy ``image`` to classified/<label>/ (unclassified/ below ``threshold``) and
     append its row to the confidences CSV, as one batch run would have written it;
-    both or neither."""
+    both or neither. ``seen``, the input the model saw, goes to the CSV's sidecar."""
     if expected not in labels:
         raise UserError(f"expected label {expected!r} is not one of the model's labels "
                         f"({', '.join(labels)}): pass one of them with -e/--expected_label")
@@ -390,6 +396,8 @@ def record_image(
         shutil.copy2(image, staged)
         confidences.append_row(csv_path, labels, confidences.row(
             f"{expected}/{image.name}", elapsed_ms, predicted, expected, probabilities))
+    if seen is not None:
+        confidences.write_preprocessing(csv_path, seen)
     return Recorded(predicted, csv_path, copy)
 
 

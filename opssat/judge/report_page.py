@@ -15,8 +15,9 @@ import numpy as np
 from opssat.core import atomic
 from opssat.core.paths import ModelPaths
 from opssat.data import images
+from opssat.data.preprocess import Preprocessing, PreprocessOptions
 from opssat.judge import html_report, report
-from opssat.judge.confidences import NOT_CLASSIFIED, ranked
+from opssat.judge.confidences import NOT_CLASSIFIED, ranked, read_preprocessing
 from opssat.onboard import flight
 
 
@@ -29,6 +30,12 @@ def preprocessing_of(result: report.ModeResult) -> str:
     # flight: SmartCam's own resizer, which onboard reproduces
     return "onboard" if result.mode == flight.MODE or "onboard" in stem or \
         flight.MODE in stem else "ground"
+
+
+def input_seen(result: report.ModeResult) -> Preprocessing:
+    """What the model of a CSV saw: its sidecar's record, else its mode's defaults."""
+    recorded = read_preprocessing(result.csv_path)
+    return recorded or PreprocessOptions(preprocessing_of(result)).preprocessing()
 
 
 def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
@@ -117,8 +124,9 @@ def _write_images(rep: report.Report, page: Path, roots: Sequence[Path],
                   outputs: atomic.OutputSet | None) -> _Page:
     """Find every row's image and write the thumbnails and model inputs the page shows:
     each mode's input, and both modes' for an image whose top-1 differs between them."""
-    modes = [preprocessing_of(r) for r in rep.modes]
-    files = html_report.ImageFiles(page)
+    seen = [input_seen(r) for r in rep.modes]
+    modes = [preprocessing.name for preprocessing in seen]
+    files = html_report.ImageFiles(page, inputs=dict(zip(modes, seen, strict=True)))
     sources: list[list[Path | None]] = []
     for result, mode in zip(rep.modes, modes, strict=True):
         conf = result.confidences

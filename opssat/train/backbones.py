@@ -16,9 +16,8 @@ from pathlib import Path
 
 from opssat.core.errors import UserError, first_line
 from opssat.core.tf_setup import tf, tf_keras
+from opssat.train.catalog import BUILTIN_BACKBONES, DEFAULT_TFHUB_MODULE
 
-#: The backbone of the original toolkit's train_model.sh.
-DEFAULT_TFHUB_MODULE = "https://tfhub.dev/google/tf2-preview/mobilenet_v2/feature_vector/4"
 OFFLINE_HINT = "offline, use --backbone efficientnet_lite0 (its weights ship with the toolkit)"
 
 
@@ -147,12 +146,12 @@ def _efficientnet_lite0(image_size: int, weights_file: str | None) -> Backbone:
     return Backbone("efficientnet_lite0", f"efficientnet-lite0:{weights}", image_size, model)
 
 
-#: Built-in backbones by name: (image size, weights file or None) -> Backbone.
+#: Built-in backbones by name (catalog.BUILTIN_BACKBONES): (image size, weights file or
+#: None) -> Backbone.
 BUILDERS: dict[str, Callable[[int, str | None], Backbone]] = {
     "mobilenet_v2": _mobilenet_v2,
     "efficientnet_lite0": _efficientnet_lite0,
 }
-BUILTIN_BACKBONES = tuple(BUILDERS)
 
 
 def check_feature_extractor(backbone: Backbone) -> None:

@@ -37,6 +37,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths, check_inside, tflite_variant
 from opssat.data import images, split, stress, topup
+from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import confidences, metrics
 from opssat.judge.infer import Classifier, predicted_label
 from opssat.onboard import flight, smartcam
@@ -177,7 +178,7 @@ def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path]
     for row, path in enumerate(files):
         for mode in (m for m in modes if m != flight.MODE):
             model_input = images.load_input(
-                path, images.Preprocessing(mode, onboard_channels, size))
+                path, PreprocessOptions(mode, onboard_channels).preprocessing(size=size))
             for name, classifier in classifiers.items():
                 probs[(mode, name)][row], times[(mode, name)][row] = \
                     classifier.classify(model_input)
@@ -328,7 +329,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                 model_files = {FLOAT: model_file,
                                **{q: tflite_variant(model_file, q) for q in variants[1:]}}
                 fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
-                                                options.recipe.onboard_channels, runtime)
+                                                options.preprocessing.onboard_channels, runtime)
                 scores: dict[str, dict[str, dict[str, float | None]]] = {}
                 for (mode, variant), values in fold_probs.items():
                     one.probs[(mode, variant)][held] = values
@@ -336,7 +337,7 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
                     scores.setdefault(mode, {})[variant] = _scores(expected, values, label_list)
                 if fold_frames:
                     stressed, _ = _judge(model_files, label_file, [f.path for f in fold_frames],
-                                         ["onboard"], options.recipe.onboard_channels)
+                                         ["onboard"], options.preprocessing.onboard_channels)
                     for variant in variants:
                         values = stressed[("onboard", variant)]
                         one.stress_probs.setdefault(variant, []).append(values)

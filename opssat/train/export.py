@@ -18,12 +18,10 @@ from opssat.core.cli import NATIVE_CHATTER, quiet_native_stderr
 from opssat.core.errors import UserError
 from opssat.core.tf_setup import tf
 from opssat.onboard import tflite25
+from opssat.train.catalog import QUANTIZATIONS
 
 #: The runtime every export must run in: SmartCam's on-board classifier.
 TARGET_RUNTIME = tflite25.RUNTIME
-
-#: ``none`` is the float model; the others are extra files beside it.
-QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 
 #: The variants whose dense (FULLY_CONNECTED) weights must be quantized per tensor.
 #: Current TensorFlow quantizes them per output channel: SmartCam's TFLite 2.5 reads a

@@ -17,26 +17,15 @@ from opssat.core import cli
 from opssat.core.paths import ModelPaths, model_paths
 from opssat.train import options, recipes
 from opssat.train.options import TrainOptions
-from opssat.train.trainer import train
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every trainer option as a flag, and ``--model`` for the repo/<model>/ layout."""
+    """Every trainer option as a flag, ``--model`` for the repo/<model>/ layout and
+    ``--recipe``; building it imports no TensorFlow, so --help is instant."""
     parser = cli.ArgumentParser(
         prog="make_image_classifier",
         description="Train an image classifier on a backbone and export it for TFLite.",
     )
-    parser.add_argument("--model", help="a repo/<model>/ folder: its data/training is the "
-                        "image dir and every output goes to its usual place there (train.sh "
-                        "uses it)")
-    parser.add_argument("--all_data", action="store_true",
-                        help="with --model: train on all of its data/all (top-up included), "
-                        "not data/training, and write every output to repo/<model>/all_data/: "
-                        "the model to uplink once cross-validation has chosen the recipe; the "
-                        "test split's model and its figures stay as they are")
-    parser.add_argument("--recipe", metavar="NAME",
-                        help="a named recipe's flags, in place (flags after it win): "
-                        + ", ".join([*recipes.ALIASES, *recipes.RECIPES]))
     options.add_flags(parser)
     return parser
 
@@ -77,6 +66,8 @@ def _fill_model_paths(args: argparse.Namespace, paths: ModelPaths,
 
 def main(argv: list[str] | None = None) -> int:
     options = options_from_args(argv)
+    from opssat.train.trainer import train  # TensorFlow: only once the flags are good
+
     result = train(options)
     done = options.paths.tflite_output_file or options.paths.saved_model_dir
     cli.on_interrupt(f"training had finished; the new model is complete and in place ({done})")

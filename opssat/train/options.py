@@ -20,10 +20,9 @@ from opssat.core import atomic, flags
 from opssat.core.cli import ArgumentParser
 from opssat.core.errors import UserError
 from opssat.core.flags import Limits, option
-from opssat.data import images
-from opssat.train import augment
-from opssat.train.backbones import BUILTIN_BACKBONES, DEFAULT_TFHUB_MODULE
-from opssat.train.export import QUANTIZATIONS
+from opssat.data.preprocess import PreprocessOptions
+from opssat.train import augment, recipes
+from opssat.train.catalog import BUILTIN_BACKBONES, DEFAULT_TFHUB_MODULE, QUANTIZATIONS
 
 DISTRIBUTION_STRATEGIES = ("none", "mirrored")
 CLASS_WEIGHTS = ("balanced", "none")
@@ -83,12 +82,6 @@ class RecipeOptions:
     image_size: int | None = option(
         None, "height and width of the model input (default: the backbone's, 224)",
         limits=Limits(32), tfhub=True)
-    train_preprocess: str = option(
-        "ground", "onboard: train on images prepared as SmartCam prepares them",
-        choices=images.PREPROCESS_MODES)
-    onboard_channels: int = option(
-        1, "channels SmartCam's resizer keeps for --train_preprocess onboard",
-        choices=images.ONBOARD_CHANNEL_CHOICES)
     dropout_rate: float = option(
         0.2, "dropout before the head's dense layer", limits=_FRACTION, tfhub=True)
     l1_regularizer: float = option(
@@ -113,8 +106,6 @@ class RecipeOptions:
 
     def check(self) -> None:
         flags.check_values(self)
-        images.check_preprocessing(self.train_preprocess, self.onboard_channels,
-                                   "--train_preprocess")
         if self.assert_accuracy_at_least is not None and self.validation_split == 0:
             raise UserError("--assert_accuracy_at_least needs a validation split above 0")
 
@@ -227,7 +218,7 @@ class AugmentationOptions:
                                limits=Limits(0, 1), tfhub=True)
     orbit_augmentation: bool = option(
         False, "augment training images as orbit imagery needs, on the model input as "
-        "--train_preprocess makes it: flips and quarter turns, brightness, contrast and "
+        "--preprocess makes it: flips and quarter turns, brightness, contrast and "
         "exposure changes that saturate toward white and black (after the original "
         "augmentation when both are on)")
     augment_flips: bool = option(
@@ -300,8 +291,25 @@ class RuntimeOptions:
         flags.check_values(self)
 
 
+@dataclass
+class ModelFolderOptions:
+    """model folder: train.sh's layout of repo/<model>/"""
+
+    model: str | None = option(
+        None, "a repo/<model>/ folder: its data/training is the image dir and every output "
+        "goes to its usual place there (train.sh gives it)")
+    all_data: bool = option(
+        False, "with --model: train on all of its data/all (top-up included), not "
+        "data/training, and write every output to repo/<model>/all_data/: the model to uplink "
+        "once cross-validation has chosen the recipe; the test split's model and its figures "
+        "stay as they are")
+
+
 #: The option groups, in the order of --help and of the docs' flag table.
-GROUPS = (PathOptions, RecipeOptions, ScheduleOptions, AugmentationOptions, RuntimeOptions)
+GROUPS = (PathOptions, RecipeOptions, PreprocessOptions, ScheduleOptions, AugmentationOptions,
+          RuntimeOptions)
+#: The trainer's command line: where its options come from, then the options.
+COMMAND_GROUPS = (ModelFolderOptions, recipes.RecipeName, *GROUPS)
 
 
 @dataclass
@@ -310,6 +318,7 @@ class TrainOptions:
 
     paths: PathOptions = field(default_factory=PathOptions)
     recipe: RecipeOptions = field(default_factory=RecipeOptions)
+    preprocessing: PreprocessOptions = field(default_factory=PreprocessOptions)
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
     augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
@@ -317,11 +326,13 @@ class TrainOptions:
     @classmethod
     def from_flags(cls, **values: Any) -> TrainOptions:
         """Options from flag names and values (the rest keep their defaults), e.g.
-        ``TrainOptions.from_flags(image_dir="data", optimizer="adam")``."""
-        known = {flag.name for group in GROUPS for flag in flags.flags_of(group)}
-        unknown = sorted(set(values) - known)
+        ``TrainOptions.from_flags(image_dir="data", optimizer="adam")``; an old name
+        (``train_preprocess``) is taken too."""
+        names = flags.names_of(GROUPS)
+        unknown = sorted(set(values) - set(names))
         if unknown:
             raise TypeError(f"unknown trainer options: {', '.join(unknown)}")
+        values = {names[name]: value for name, value in values.items()}
         groups = [flags.from_values(group, values) for group in GROUPS]
         return cls(*groups)
 
@@ -344,6 +355,7 @@ class TrainOptions:
     def check_settings(self) -> None:
         """Every check but those of the input and output paths."""
         self.recipe.check()
+        self.preprocessing.check()
         self.schedule.check()
         self.augmentation.check()
         self.runtime.check()
@@ -366,8 +378,9 @@ class TrainOptions:
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Every option as a flag of ``parser``, one --help section per group."""
-    flags.add_flags(parser, GROUPS)
+    """Every option of the trainer's command line as a flag of ``parser``, one --help
+    section per group."""
+    flags.add_flags(parser, COMMAND_GROUPS)
 
 
 def from_namespace(args: argparse.Namespace) -> TrainOptions:
@@ -399,7 +412,8 @@ def flags_document() -> str:
         "Hub's: 0.2); class weights, fine-tuning and the validation hold-out differ too "
         "([how](development.md#the-trainer-make_image_classifier)). Booleans are absl-style: "
         "`--flag`, `--flag=false`, `--noflag`. `--model <name>` sets every path of the "
-        "first table to its place in `repo/<name>/`.",
+        "inputs and outputs table to its place in `repo/<name>/`. The other scripts' flags "
+        "are in [scripts.md](scripts.md).",
         "",
     ]
-    return "\n".join(intro) + "\n" + flags.markdown_table(GROUPS)
+    return "\n".join(intro) + "\n" + flags.markdown_table(COMMAND_GROUPS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opssat.core.errors import UserError
+from opssat.core.flags import option
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,16 @@ class Recipe:
 
 
 _BASE = ("--backbone", "efficientnet_lite0", "--validation_split", "0")
-_FROZEN = (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15", "--train_preprocess", "onboard")
+_FROZEN = (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15", "--preprocess", "onboard")
 _AUGMENT = ("--orbit_augmentation", "--augmented_views", "4")
-_FINE_TUNE = (*_BASE, "--train_preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
+_FINE_TUNE = (*_BASE, "--preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
               "--learning_rate", "0.001", "--train_epochs", "18", "--fine_tune_after_epochs",
               "15", "--fine_tuning_learning_rate", "1e-5")
-_STRONG = (*_BASE, "--train_preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
+_STRONG = (*_BASE, "--preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
            "--learning_rate", "0.001", "--train_epochs", "20", "--fine_tune_after_epochs", "15",
            "--fine_tuning_learning_rate", "1e-4")
 #: The trainer's defaults but for the backbone, on-board input and 10 epochs.
-_AT_DEFAULTS = ("--backbone", "efficientnet_lite0", "--train_preprocess", "onboard",
+_AT_DEFAULTS = ("--backbone", "efficientnet_lite0", "--preprocess", "onboard",
                 "--train_epochs", "10")
 _BAD_TOP_UP = (("bad", 20),)
 
@@ -49,7 +50,7 @@ def _declare(*recipes: Recipe) -> dict[str, Recipe]:
 RECIPES: dict[str, Recipe] = _declare(
     Recipe("frozen", _FROZEN, "frozen Lite0, 15 epochs, on-board training input"),
     Recipe("frozen_ground", (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15",
-                             "--train_preprocess", "ground"),
+                             "--preprocess", "ground"),
            "the same, trained on ground (colour) input"),
     Recipe("frozen_top_up", _FROZEN, "frozen + 20 bad over-exposed from real frames",
            _BAD_TOP_UP),
@@ -105,3 +106,13 @@ def expand(argv: list[str]) -> list[str]:
         else:
             expanded.append(arg)
     return expanded
+
+
+@dataclass
+class RecipeName:
+    """recipe by name: a named recipe's flags"""
+
+    recipe: str | None = option(
+        None, "a named recipe: its trainer flags, in place (flags after it win), and, in "
+        "crossval.py, its synthetic top-up (unless --top_up is given): "
+        + ", ".join([*ALIASES, *RECIPES]), metavar="NAME")

@@ -29,6 +29,9 @@ class TrainRecord:
     options: dict[str, Any]
     #: name, source, image_size, feature_size.
     backbone: dict[str, Any]
+    #: What the model was trained on: ``Preprocessing.to_dict()`` (mode, onboard_channels,
+    #: size, mean, std); None in records written before the toolkit recorded it.
+    preprocessing: dict[str, Any] | None = None
     labels: list[str]
     #: The runtime the exports are made and checked for (export.TARGET_RUNTIME); None in
     #: records written before the toolkit recorded it.

@@ -112,7 +112,7 @@ def _prepare(options: TrainOptions, started: float) -> PreparedRun:
         options=options, strategy=strategy, files=files, train_idx=train_idx, val_idx=val_idx,
         weights=class_weights(files.subset(train_idx), recipe.class_weights),
         backbone=backbone, head=head, classifier=classifier,
-        preprocessing=Preprocessing(recipe.train_preprocess, recipe.onboard_channels, size),
+        preprocessing=options.preprocessing.preprocessing(size=size),
         batch_size=options.schedule.batch_size * strategy.num_replicas_in_sync,
         started=started)
 
@@ -404,6 +404,7 @@ def _record(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
         options=run.options.flat(),
         backbone={"name": backbone.name, "source": backbone.source,
                   "image_size": backbone.image_size, "feature_size": backbone.feature_size},
+        preprocessing=run.preprocessing.to_dict(),
         labels=files.labels,
         target_runtime=export.TARGET_RUNTIME,
         class_counts={"all": files.class_counts(), "training": run.train_files.class_counts(),
