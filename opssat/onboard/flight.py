@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -41,6 +42,15 @@ ARMHF_INSTALL = ("apt-get install qemu-user-static; dpkg --add-architecture armh
                  "apt-get update; apt-get install libc6:armhf libstdc++6:armhf")
 #: Seconds one program may take (the flight build under qemu takes about 2 s).
 TIMEOUT_S = 120
+
+
+#: printf's spellings of NaN and infinity after a JSON key.
+_C_SPECIALS = re.compile(r"(?<=:)(\s*)(-?)(nan|inf(?:inity)?)\b", re.IGNORECASE)
+
+
+def _json_special(match: re.Match) -> str:
+    word = "NaN" if match.group(3).lower() == "nan" else f"{match.group(2)}Infinity"
+    return match.group(1) + word
 
 
 class FlightError(UserError):
@@ -81,6 +91,10 @@ class Runtime:
         if arch not in ARCHES:
             raise UserError(f"unknown SmartCam build {arch!r}: use one of {', '.join(ARCHES)}")
         folder = Path(folder).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"SmartCam folder {folder} is a file, not a folder: pass "
+                            f"--smartcam_dir (or set {ENV_VAR}) to your clone of "
+                            "opssat-smartcam")
         if not folder.is_dir():
             raise UserError(f"SmartCam folder {folder} not found: pass --smartcam_dir (or set "
                             f"{ENV_VAR}) to your clone of opssat-smartcam")
@@ -185,6 +199,11 @@ class FlightClassifier:
                                      encoding="utf-8")
         self._count = itertools.count(1)
 
+    @property
+    def source(self) -> str:
+        """Who answers, as the judge's messages name it."""
+        return f"SmartCam's {self.runtime.arch} build"
+
     def close(self) -> None:
         shutil.rmtree(self._work, ignore_errors=True)
 
@@ -228,7 +247,9 @@ class FlightClassifier:
         cannot load makes it print an error and often crash without a non-zero exit,
         so anything but the expected JSON is a failure."""
         try:
-            answer = json.loads(proc.stdout)
+            # C's printf writes a NaN or an infinity as nan / inf, which JSON lacks: read
+            # them, so that the judge (opssat.judge.agreement) can name them.
+            answer = json.loads(_C_SPECIALS.sub(_json_special, proc.stdout))
             values = [float(answer[label]) for label in self.labels]
             if len(answer) != len(self.labels):
                 raise KeyError
@@ -239,4 +260,4 @@ class FlightClassifier:
             reason = errors[0][:300] if errors else f"exit code {proc.returncode}, no output"
             raise FlightError(f"SmartCam's TFLite 2.5 runtime ({self.runtime.arch}) cannot run "
                               f"{self.model_file.name}: {reason}") from None
-        return np.asarray(values, dtype=np.float32)
+        return np.asarray(values, dtype=np.float64)  # 1e308 stays itself, not inf
