@@ -27,6 +27,7 @@ class LabelledFiles:
     paths: list[Path]
     targets: np.ndarray  # int label index per path
     skipped: list[Path] = field(default_factory=list)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -39,13 +40,22 @@ class LabelledFiles:
         return {label: int(n) for label, n in zip(self.labels, counts, strict=True)}
 
     def fingerprint(self) -> str:
-        """Hash of file names, sizes, times and labels: changes when the data changes."""
-        digest = hashlib.sha256()
-        for path, target in zip(self.paths, self.targets, strict=True):
-            stat = path.stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode(
-                "utf-8", "surrogateescape"))
-        return digest.hexdigest()
+        """Hash of file names, sizes, times and labels: changes when the data changes.
+
+        Taken once, when first asked (the trainer asks as it lists the files), so a
+        file removed while training runs cannot crash the run at its end; a file already
+        gone is hashed as missing."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for path, target in zip(self.paths, self.targets, strict=True):
+                try:
+                    stat = path.stat()
+                    seen = f"{stat.st_size}|{stat.st_mtime_ns}"
+                except OSError:
+                    seen = "missing"
+                digest.update(f"{path}|{seen}|{target}\n".encode("utf-8", "surrogateescape"))
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
 
 def list_labelled_files(image_dir: Path) -> LabelledFiles:
