@@ -171,6 +171,9 @@ def list_test_images(test_dir: Path, labels: list[str],
     absent = sorted(skip - {f.name for f in folders})
     if absent:
         warn(f"no test folder {', '.join(absent)} in {test_dir} to skip")
+    if folders and all(f.name in skip for f in folders):
+        raise UserError(f"every test folder in {test_dir} ({', '.join(f.name for f in folders)})"
+                        " is among the labels to skip: leave at least one out of the list")
     folders = [f for f in folders if f.name not in skip]
     unknown = [f.name for f in folders if f.name not in labels]
     if unknown:

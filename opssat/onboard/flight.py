@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -133,14 +134,37 @@ class Runtime:
             command = [QEMU, "-L", str(QEMU_ROOT), "-E",
                        f"LD_LIBRARY_PATH={self.solib_dir}", str(binary)]
         try:
-            return subprocess.run([*command, *map(str, args)], capture_output=True, text=True,
-                                  errors="replace", env=environment, timeout=timeout,
-                                  check=False)
-        except subprocess.TimeoutExpired as err:
-            raise FlightError(f"SmartCam's {program.name} ({self.arch}) took more than "
-                              f"{timeout:.0f} s") from err
+            process = subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, errors="replace",
+                                       env=environment)
         except OSError as err:
             raise FlightError(f"cannot run SmartCam's {binary}: {first_line(err)}") from err
+        with process:
+            stdout, stderr = _wait(process, f"SmartCam's {program.name} ({self.arch})",
+                                   timeout)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+#: Seconds between two "still running" lines while a program of SmartCam's runs.
+STILL_RUNNING_S = 15.0
+
+
+def _wait(process: subprocess.Popen, what: str, timeout: float) -> tuple[str, str]:
+    """(stdout, stderr) of ``process``; a line on stderr every STILL_RUNNING_S seconds
+    while it runs (a hung binary is not silent for two minutes), killed at ``timeout``."""
+    start = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - start)
+        try:
+            return process.communicate(timeout=max(0.0, min(STILL_RUNNING_S, left)))
+        except subprocess.TimeoutExpired:
+            waited = time.monotonic() - start
+            if waited >= timeout:
+                process.kill()
+                process.communicate()
+                raise FlightError(f"{what} took more than {timeout:.0f} s") from None
+            print(f"{what} still running after {waited:.0f} s (stopped at {timeout:.0f} s)",
+                  file=sys.stderr, flush=True)
 
 
 def _solib_links(bin_dir: Path) -> Path:
@@ -168,6 +192,38 @@ def _solib_links(bin_dir: Path) -> Path:
     return target
 
 
+#: Private work folders in the temporary folder: ``opssat_flight_<pid>_<random>``.
+WORK_PREFIX = "opssat_flight_"
+
+
+def remove_stale_work(folder: Path | None = None) -> list[Path]:
+    """Delete the work folders of this user's processes that no longer run (killed,
+    so ``close`` never ran); return them."""
+    base = Path(folder or tempfile.gettempdir())
+    removed = []
+    for work in base.glob(f"{WORK_PREFIX}*_*"):
+        pid = work.name[len(WORK_PREFIX):].split("_", 1)[0]
+        try:
+            if not pid.isdigit() or work.is_symlink() or work.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _running(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 class FlightClassifier:
     """SmartCam's chain for one model: ``resize`` to a grey JPEG at quality 90, then
     ``image_classifier``, as its smartcam.py calls them; the same interface as
@@ -193,7 +249,8 @@ class FlightClassifier:
         self.labels = list(labels)
         self.input_size = input_size
         self.mean, self.std, self.channels = mean, std, channels
-        self._work = Path(tempfile.mkdtemp(prefix="opssat_flight_"))
+        remove_stale_work()
+        self._work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}_"))
         self._labels_file = self._work / "labels.txt"
         self._labels_file.write_text("".join(f"{label}\n" for label in self.labels),
                                      encoding="utf-8")

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from opssat.core import atomic
+from opssat.core import atomic, progress
 from opssat.core.errors import UserError, warn
 from opssat.core.tf_setup import tf
 from opssat.data import images, split
@@ -223,7 +222,7 @@ class FeatureCache:
         with atomic.staged_file(self.features_path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
             row = 0
-            with tqdm(total=shape[0], desc="backbone features", unit="img") as bar:
+            with progress.bar(total=shape[0], desc="backbone features", unit="img") as bar:
                 for batch in batches:
                     values = extract(batch[0])
                     out[row:row + len(values)] = values
