@@ -157,7 +157,7 @@ def test_package_refuses_a_model_whose_top1_differs_and_names_the_images(
         package.build_package(paths, "m", paths.tflite_model, paths.labels_file,
                               runtime=flight.Runtime(RUNTIME_DIR))
     message = str(refused.value)
-    assert "top-1 differs from LiteRT's on 2 of 2 test images" in message
+    assert "SmartCam differs from LiteRT on 2 of 2 images" in message
     assert "SmartCam earth, LiteRT bad" in message
     assert not paths.smartcam_dir("m").exists()
 

@@ -22,11 +22,12 @@ class Lines:
     """tqdm's ``update``/iteration interface, printing ``desc: n/total unit (s)`` lines."""
 
     def __init__(self, iterable: Iterable | None = None, total: int | None = None,
-                 desc: str = "", unit: str = "it", interval: float = INTERVAL_S) -> None:
+                 desc: str = "", unit: str = "it", interval: float | None = None) -> None:
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
-        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
+        self.total, self.desc, self.unit = total, desc, unit
+        self.interval = INTERVAL_S if interval is None else interval
         self.n = 0
         self.start = self.last = time.monotonic()
         self.shown = -1
