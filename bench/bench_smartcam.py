@@ -7,7 +7,9 @@ build (k8 natively; armhf under qemu-user when installed): the static TFLite 2.5
 top-1 agreement with LiteRT (fed the toolkit's on-board preprocessing, the same input),
 the largest probability difference, the file size and the time per image of
 SmartCam's image_classifier (process start, model load and one invoke, as SmartCam
-runs it). Prints a Markdown table.
+runs it), and the verdict of the toolkit's one judge (opssat/judge/agreement.py).
+``--tf_default_int8`` adds TensorFlow's own per-channel int8 conversion, which the judge
+must refuse. Prints a Markdown table.
 
   python bench/bench_smartcam.py MODEL --smartcam_dir ../shared/smartcam_runtime
 """
