@@ -7,17 +7,16 @@ per-channel int8 model is refused by the flight comparison itself."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import OPSSAT_LABELS, one_error_line, run_script, shared_dir
+from test_flight import bundled, install_model
 from test_security import listing
 
 from opssat.core.errors import UserError
-from opssat.core.paths import ModelPaths, model_paths
-from opssat.data import images, sample
+from opssat.core.paths import ModelPaths
 from opssat.judge import agreement, infer
 from opssat.judge.contract import check_contract
 from opssat.onboard import flight
@@ -54,22 +53,8 @@ def fake_smartcam(folder: Path, answer: str) -> Path:
     return folder
 
 
-def bundled(count: int) -> list[Path]:
-    files = [p for folder in images.label_folders(sample.REAL_SAMPLE_DIR)
-             for p in images.list_files(folder)]
-    return files[:: max(1, len(files) // count)][:count]
-
-
 def model_with_tests(repo_root: Path, model: Path, count: int = 4) -> ModelPaths:
-    paths = model_paths("m", repo_root)
-    paths.model_dir.mkdir()
-    shutil.copy(model, paths.tflite_model)
-    paths.labels_file.write_text("".join(f"{label}\n" for label in LABELS))
-    for path in bundled(count):
-        target = paths.test_dir / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
-    return paths
+    return install_model(repo_root, model, count)
 
 
 # --- the judge itself ---------------------------------------------------------------
@@ -215,3 +200,16 @@ def test_flight_answers_with_printf_specials_are_read():
     classifier = flight.FlightClassifier.__new__(flight.FlightClassifier)
     classifier.labels = ["bad"]
     assert np.isnan(classifier._parse(proc)[0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "nan", "fixed"])
+def test_crossval_flight_mode_refuses_broken_answers(kind, tmp_path, contract_models):
+    from opssat.train import crossval
+
+    fake = fake_smartcam(tmp_path / "fake", ANSWERS[kind][0])
+    label_file = tmp_path / "labels.txt"
+    label_file.write_text("bad\nearth\nedge\n")
+    with pytest.raises(UserError, match="SmartCam's k8 build \\(float32\\)") as refused:
+        crossval._judge({"float32": contract_models("good")}, label_file, bundled(3),
+                        [flight.MODE], 1, flight.Runtime(fake))
+    assert ANSWERS[kind][1] in str(refused.value)

@@ -40,8 +40,12 @@ def bundled(count: int) -> list[Path]:
 
 def model_with_tests(repo_root: Path, make_tflite, count: int = 6):
     """repo/m/ with a 224x224 float model, its labels and ``count`` bundled test images."""
+    return install_model(repo_root, make_tflite(labels=LABELS, size=224), count)
+
+
+def install_model(repo_root: Path, model: Path, count: int):
+    """repo/m/ with ``model`` (labels LABELS) and ``count`` bundled test images."""
     paths = model_paths("m", repo_root)
-    model = make_tflite(labels=LABELS, size=224)
     paths.model_dir.mkdir()
     shutil.copy(model, paths.tflite_model)
     paths.labels_file.write_text("".join(f"{label}\n" for label in LABELS))
