@@ -213,3 +213,20 @@ def test_crossval_flight_mode_refuses_broken_answers(kind, tmp_path, contract_mo
         crossval._judge({"float32": contract_models("good")}, label_file, bundled(3),
                         [flight.MODE], 1, flight.Runtime(fake))
     assert ANSWERS[kind][1] in str(refused.value)
+
+
+def test_calc_perf_refuses_a_flight_csv_of_flat_answers(repo_root):
+    from opssat.core.paths import model_paths
+    from opssat.judge import confidences
+
+    paths = model_paths("m", repo_root)
+    paths.classification_dir.mkdir(parents=True)
+    rows = [confidences.header(LABELS)] + [
+        confidences.row(f"bad/{n}.jpg", 1.0, "n/a", "bad", np.full(3, 0.332031))
+        for n in range(4)]
+    paths.confidences_csv(flight.MODE).write_text(
+        "".join(",".join(map(str, row)) + "\n" for row in rows))
+    before = listing(repo_root)
+    error = one_error_line(run_script("calc_perf.py", "m", repo=repo_root))
+    assert "confidences_flight.csv gives every label the same confidence" in error, error
+    assert listing(repo_root) == before
