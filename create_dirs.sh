@@ -29,7 +29,9 @@ for sub in all training test classification; do
     if [ -e "$model/data/$sub" ] && [ ! -d "$model/data/$sub" ]; then
         fail "$model/data/$sub exists and is not a folder: move it away, then run again"
     fi
-    mkdir -p -- "$model/data/$sub" || fail "cannot create $model/data/$sub: check the permissions"
+    # mkdir's own message would come before ours: keep only its reason.
+    why=$(mkdir -p -- "$model/data/$sub" 2>&1) \
+        || fail "cannot create $model/data/$sub (${why##*: }): check the permissions and that each part of the path is a folder"
 done
 
 echo "model folder: $model"

@@ -68,12 +68,16 @@ def main() -> int:
               f"({sample.NON_IMAGE_LABEL}/{sample.NON_IMAGE_NAME}) to exercise image hygiene")
     sources = topup.data_top_up_sources(paths.all_dir, paths.test_dir) if top_ups else []
     for label, n in top_ups:
-        topup.top_up(paths.all_dir, label, n, args.seed, sources=sources)
+        written = topup.top_up(paths.all_dir, label, n, args.seed, sources=sources)
+        removed = topup.remove_other_top_ups(paths.all_dir / label, written)
         made = (f"over-exposed from {len(sources)} earth and edge frames of data/all, none "
                 "of the test split"
                 if label == "bad" and sources else "drawn from scratch")
         print(f"{label:<6} {n:>5} synthetic top-up images ({topup.SYNTHETIC_PREFIX}*, {made}) "
               f"in {paths.all_dir / label}")
+        if removed:
+            print(f"{label:<6} {len(removed):>5} earlier top-up images removed (a top-up of N "
+                  "leaves N)")
     print(f"next: ./split_data.py {args.model} 20")
     return 0
 

@@ -76,6 +76,9 @@ def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
     runtime = smartcam_runtime(args)
     if report.ok and runtime is not None and paths is not None:
         package.check_in_flight(report, paths, runtime)
+    elif report.ok and runtime is not None:  # no model, so no test split: the sample
+        package.check_files_in_flight(report, runtime, package.sample_files(),
+                                      "images of the bundled real sample")
     print(report.format())
     return 0 if report.ok else 1
 

@@ -7,7 +7,9 @@ build (k8 natively; armhf under qemu-user when installed): the static TFLite 2.5
 top-1 agreement with LiteRT (fed the toolkit's on-board preprocessing, the same input),
 the largest probability difference, the file size and the time per image of
 SmartCam's image_classifier (process start, model load and one invoke, as SmartCam
-runs it). Prints a Markdown table.
+runs it), and the verdict of the toolkit's one judge (opssat/judge/agreement.py).
+``--tf_default_int8`` adds TensorFlow's own per-channel int8 conversion, which the judge
+must refuse. Prints a Markdown table.
 
   python bench/bench_smartcam.py MODEL --smartcam_dir ../shared/smartcam_runtime
 """
@@ -25,6 +27,7 @@ from opssat.core import cli, errors
 from opssat.core.paths import model_paths
 from opssat.data import images, sample
 from opssat.data.labels import read_labels
+from opssat.judge import agreement
 from opssat.judge.infer import Classifier, RuntimeComparison, compare_runtimes
 from opssat.onboard import flight, smartcam, tflite25
 from opssat.train import export
@@ -52,6 +55,10 @@ def parse_args() -> argparse.Namespace:
                         "fed SmartCam's exact input, when present (default: %(default)s)")
     parser.add_argument("--variant", action="append", choices=export.QUANTIZATIONS,
                         help="variants to run (repeatable; default: every one written)")
+    parser.add_argument("--tf_default_int8", action="store_true",
+                        help="also TensorFlow's own default int8 conversion of the model's "
+                        "saved_model/ (dense weights per channel, made outside the toolkit): "
+                        "what the judge must refuse")
     parser.add_argument("--armhf_images", type=int, default=None,
                         help="run armhf on every n-th image only (about 2 s per image)")
     return parser.parse_args()
@@ -89,6 +96,32 @@ def toolkit_input(flown: RuntimeComparison, classifier: flight.FlightClassifier,
     return RuntimeComparison(flown.labels, flown.names, rows, flown.flight, flown.flight_ms)
 
 
+def variants(args: argparse.Namespace, paths, files: list[Path],
+             work: Path) -> list[tuple[str, Path]]:
+    """(variant, .tflite) to run: the model's exports, and TensorFlow's default int8
+    conversion of its saved_model/ when asked."""
+    found = [(q, paths.tflite_model if q == "none" else paths.tflite_variant(q))
+             for q in args.variant or export.QUANTIZATIONS]
+    found = [(q, path) for q, path in found if path.is_file()]
+    if args.tf_default_int8:
+        found.append(("tf_default_int8", tf_default_int8(paths.saved_model_dir, files, work)))
+    return found
+
+
+def tf_default_int8(saved_model: Path, files: list[Path], work: Path) -> Path:
+    """TensorFlow's default int8 conversion, calibrated on ``files`` (on-board input)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    preprocessing = images.Preprocessing(mode="onboard", size=smartcam.INPUT_SIZE)
+    converter.representative_dataset = lambda: (
+        [images.load_input(path, preprocessing)[None]] for path in files[::4])
+    path = work / "tf_default_int8.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
 def main() -> int:
     args = parse_args()
     paths = model_paths(args.model).require_model_dir()
@@ -111,13 +144,9 @@ def main() -> int:
           + ("" if exact else f" (not measured: no {args.oracle_dir})") + "\n")
     print("| variant | build | TFLite 2.5 check | top-1 = LiteRT | largest prob. diff | "
           "top-1 = LiteRT, exact input | largest prob. diff, exact input | size (bytes) | "
-          "image_classifier per image (ms, k8) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for quantization in args.variant or export.QUANTIZATIONS:
-        model_file = paths.tflite_model if quantization == "none" else \
-            paths.tflite_variant(quantization)
-        if not model_file.is_file():
-            continue
+          f"image_classifier per image (ms, k8) | the judge (bound {agreement.BOUND:g}) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for quantization, model_file in variants(args, paths, files, work):
         static = tflite25.problems(model_file.read_bytes())
         check = "pass" if not static else f"REFUSED: {static[0]}"
         for arch in arches:
@@ -133,16 +162,18 @@ def main() -> int:
                         toolkit_input(pure, classifier, files[::step], names[::step])
                 except flight.FlightError as err:
                     print(f"| {quantization} | {arch} | {check} | fails: {err} | | | | "
-                          f"{model_file.stat().st_size:,} | |")
+                          f"{model_file.stat().st_size:,} | | refused |")
                     continue
             timing = f"{np.median(result.flight_ms):.0f}" if arch == "k8" else ""
             exact_cells = (f"{pure.agreeing}/{len(pure.names)} | {pure.largest_difference:.4f}"
                            if exact else " | ")
             print(f"| {quantization} | {arch} | {check} | {result.agreeing}/{len(result.names)}"
                   f" | {result.largest_difference:.4f} | {exact_cells} | "
-                  f"{model_file.stat().st_size:,} | {timing} |", flush=True)
-            for line in result.differing + (pure.differing if exact else []):
-                print(f"|   | | | differs: {line} | | | | | |")
+                  f"{model_file.stat().st_size:,} | {timing} | "
+                  f"{'agree' if result.problem is None else 'refused'} |", flush=True)
+            for line in [result.problem] if result.agreement.answers_problem else \
+                    result.differing + (pure.differing if exact else []):
+                print(f"|   | | | differs: {line} | | | | | | |")
     return 0
 
 

@@ -40,8 +40,12 @@ def bundled(count: int) -> list[Path]:
 
 def model_with_tests(repo_root: Path, make_tflite, count: int = 6):
     """repo/m/ with a 224x224 float model, its labels and ``count`` bundled test images."""
+    return install_model(repo_root, make_tflite(labels=LABELS, size=224), count)
+
+
+def install_model(repo_root: Path, model: Path, count: int):
+    """repo/m/ with ``model`` (labels LABELS) and ``count`` bundled test images."""
     paths = model_paths("m", repo_root)
-    model = make_tflite(labels=LABELS, size=224)
     paths.model_dir.mkdir()
     shutil.copy(model, paths.tflite_model)
     paths.labels_file.write_text("".join(f"{label}\n" for label in LABELS))
@@ -157,7 +161,7 @@ def test_package_refuses_a_model_whose_top1_differs_and_names_the_images(
         package.build_package(paths, "m", paths.tflite_model, paths.labels_file,
                               runtime=flight.Runtime(RUNTIME_DIR))
     message = str(refused.value)
-    assert "top-1 differs from LiteRT's on 2 of 2 test images" in message
+    assert "SmartCam differs from LiteRT on 2 of 2 images" in message
     assert "SmartCam earth, LiteRT bad" in message
     assert not paths.smartcam_dir("m").exists()
 

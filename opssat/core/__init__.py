@@ -2,7 +2,8 @@
 
 User-facing errors (``errors``), atomic writes and staged outputs (``atomic``), the
 ``repo/<model>/`` layout (``paths``), the scripts' guard and option machinery (``cli``,
-``flags``), and TensorFlow imported once (``tf_setup``).
+``flags``), progress of long steps (``progress``), and TensorFlow imported once
+(``tf_setup``).
 
 May import: nothing else in ``opssat``.
 """

@@ -83,9 +83,14 @@ def _usable(paths: list[Path]) -> list[Path]:
 
 def list_files(folder: Path) -> list[Path]:
     """Regular, non-hidden files directly in ``folder``, sorted by name; a name that
-    is not UTF-8 is skipped with a warning, before anything is written."""
-    return _usable(sorted(p for p in folder.iterdir()
-                          if p.is_file() and not p.name.startswith(".")))
+    is not UTF-8, or a symbolic link that leads nowhere, is skipped with a warning,
+    before anything is written."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for path in entries:
+        if path.is_symlink() and not path.exists():
+            warn(f"skipped {path}: a symbolic link to nothing (its target is missing, or "
+                 "it loops); fix or remove the link")
+    return _usable([p for p in entries if p.is_file()])
 
 
 def label_folders(folder: Path) -> list[Path]:

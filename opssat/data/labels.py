@@ -57,7 +57,8 @@ def read_labels(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"labels file {path} not found: train a model first (./train.sh)")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: an editor's byte-order mark is no part of the first label.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise UserError(f"labels file {path} is not UTF-8 (byte 0x{err.object[err.start]:02x} "
                         f"at offset {err.start}): save it as UTF-8") from err

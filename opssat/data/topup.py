@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from opssat.core import atomic
+from opssat.core import atomic, progress
 from opssat.core.errors import UserError
 from opssat.data import images, sample, stress
 from opssat.data.sample import Size
@@ -134,6 +134,11 @@ def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.nd
     return np.round(exposed(high)).astype(np.uint8)
 
 
+#: The most top-up images of one label: far more synthetic images than the real ones
+#: (the bundled sample has 123) would teach the model the generator, not the camera.
+MAX_TOP_UP = 1000
+
+
 def parse_top_up(text: str) -> tuple[str, int]:
     """``LABEL=N`` from the command line, e.g. ``bad=20``."""
     label, sep, number = text.partition("=")
@@ -141,9 +146,10 @@ def parse_top_up(text: str) -> tuple[str, int]:
         count = int(number)
     except ValueError:
         count = -1
-    if not sep or count < 1 or label not in sample.LABEL_SHARES:
+    if not sep or not 1 <= count <= MAX_TOP_UP or label not in sample.LABEL_SHARES:
         raise UserError(f"--top_up {text!r}: write LABEL=N with LABEL one of "
-                        f"{', '.join(sample.LABEL_SHARES)} and N >= 1, e.g. bad=20")
+                        f"{', '.join(sample.LABEL_SHARES)} and N from 1 to {MAX_TOP_UP}, "
+                        "e.g. bad=20")
     return label, count
 
 
@@ -160,12 +166,12 @@ def top_up(all_dir: Path, label: str, count: int, seed: int = sample.DEFAULT_SEE
     (2031), so they never join a real burst and replace nothing real. The same
     seed gives the same files, so a re-run rewrites them rather than adding more.
     """
-    if count < 1:
-        raise UserError(f"top-up count {count}: use 1 or more")
+    if not 1 <= count <= MAX_TOP_UP:
+        raise UserError(f"top-up count {count}: use 1 to {MAX_TOP_UP}")
     rng = np.random.default_rng([seed, len(label), *label.encode("utf-8")])
     order = [sources[i] for i in rng.permutation(len(sources))] if sources else []
     written = []
-    for n in range(count):
+    for n in progress.bar(range(count), count, f"top-up {label}", "img"):
         ms = start_ms + n * _TOP_UP_GAP_MS
         path = all_dir / label / f"{SYNTHETIC_PREFIX}{sample.file_name(ms)}"
         if label == "bad" and sources:
@@ -176,3 +182,15 @@ def top_up(all_dir: Path, label: str, count: int, seed: int = sample.DEFAULT_SEE
         atomic.write_bytes(path, sample.jpeg_bytes(image))
         written.append(path)
     return written
+
+
+def remove_other_top_ups(folder: Path, keep: Sequence[Path]) -> list[Path]:
+    """Delete the ``synthetic_*`` files in ``folder`` that are not in ``keep``: a top-up
+    of N leaves N, whatever an earlier (or interrupted) larger one wrote. Only the
+    toolkit's own top-up files are touched, never a real image."""
+    kept = {Path(p).name for p in keep}
+    stale = [p for p in sorted(folder.glob(f"{SYNTHETIC_PREFIX}*"))
+             if p.is_file() and not p.is_symlink() and p.name not in kept]
+    for path in stale:
+        path.unlink()
+    return stale

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +217,26 @@ def load_confidences(csv_path: Path) -> Confidences:
         filenames.append(row[col["filename"]])
         expected.append(exp)
         predicted.append(pred)
-    return Confidences(filenames, expected, predicted, probabilities, labels, times)
+    return _each_image_once(csv_path, Confidences(filenames, expected, predicted,
+                                                  probabilities, labels, times))
+
+
+def _each_image_once(csv_path: Path, conf: Confidences) -> Confidences:
+    """``conf`` with one row per image, its last (the newest: ``label_image.py -n``
+    appends), saying so when an image had several: six rows of one image are not six
+    right answers."""
+    last = {name: n for n, name in enumerate(conf.filenames)}
+    if len(last) == len(conf.filenames):
+        return conf
+    counts = Counter(conf.filenames)
+    repeated = [name for name, count in counts.items() if count > 1]
+    warn(f"{csv_path} has {len(conf.filenames) - len(last)} repeated row(s) of "
+         f"{len(repeated)} image(s) (first: {repeated[0]}, {counts[repeated[0]]} rows): each "
+         "image counts once, as its last row")
+    keep = sorted(last.values())
+    return Confidences([conf.filenames[n] for n in keep], [conf.expected[n] for n in keep],
+                       [conf.predicted[n] for n in keep], conf.probabilities[keep],
+                       conf.labels, conf.time_ms[keep])
 
 
 def _read_rows(csv_path: Path) -> list[list[str]]:

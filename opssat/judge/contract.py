@@ -106,6 +106,10 @@ def check_contract(
 
 
 def _read_model(model_file: Path, report: ContractReport) -> bytes | None:
+    if model_file.is_dir():
+        report.add("file", False, f"{model_file} is a folder, not a .tflite file: give an "
+                   "exported .tflite file")
+        return None
     if not model_file.is_file():
         report.add("file", False, f"{model_file} not found: give an exported .tflite file")
         return None

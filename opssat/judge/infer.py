@@ -13,24 +13,25 @@ import os
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from opssat.core import atomic
 from opssat.core.errors import UserError, warn
 from opssat.core.paths import ModelPaths, check_inside
+from opssat.core.progress import bar as progress_bar
 from opssat.data import images
 from opssat.data.images import GROUND, Preprocessing
 from opssat.data.labels import read_labels, validate_labels
-from opssat.judge import confidences
+from opssat.judge import agreement, confidences
 from opssat.judge.confidences import NOT_CLASSIFIED
 from opssat.judge.contract import tensor_problems
-from opssat.onboard import flight, smartcam
+from opssat.onboard import flight, smartcam, tflite25
 from opssat.onboard.litert import load_interpreter
 
 
@@ -170,6 +171,9 @@ def list_test_images(test_dir: Path, labels: list[str],
     absent = sorted(skip - {f.name for f in folders})
     if absent:
         warn(f"no test folder {', '.join(absent)} in {test_dir} to skip")
+    if folders and all(f.name in skip for f in folders):
+        raise UserError(f"every test folder in {test_dir} ({', '.join(f.name for f in folders)})"
+                        " is among the labels to skip: leave at least one out of the list")
     folders = [f for f in folders if f.name not in skip]
     unknown = [f.name for f in folders if f.name not in labels]
     if unknown:
@@ -289,19 +293,50 @@ def label_test_set(
             classifier.close()
 
 
-def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassifier,
-                 preprocess: str, threshold: float, prefetch: int, progress: bool | None,
-                 skip_labels: Iterable[str], seen: Preprocessing) -> BatchResult:
-    labels = classifier.labels
-    files = list_test_images(paths.test_dir, labels, skip_labels)
-    clashing = _clashing_names(files)
+def _classify_judged(classifier: Classifier | flight.FlightClassifier, loaded: np.ndarray | Path,
+                     name: str, answers: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """(probabilities, ms) of one image; SmartCam's answer must be a probability vector
+    (``agreement.answer_problem``), or nothing is written. Appends it to ``answers``."""
+    probabilities, elapsed_ms = classifier.classify(loaded)
+    if isinstance(classifier, flight.FlightClassifier):
+        problem = agreement.answer_problem(probabilities, classifier.labels, name,
+                                           classifier.source)
+        if problem:
+            raise flight.FlightError(f"{problem}: {tflite25.FIX}")
+    answers.append(probabilities)
+    return probabilities, elapsed_ms
+
+
+def _checked_outputs(paths: ModelPaths, preprocess: str, labels: Sequence[str]) -> Path:
+    """The confidences CSV of ``preprocess``, once it and its folders are known to be
+    inside the model folder and writable."""
     csv_path = paths.confidences_csv(preprocess)
     outputs = [csv_path, confidences.preprocessing_file(csv_path),
                paths.classified_dir(preprocess), paths.unclassified_dir(preprocess)]
     check_inside(paths.model_dir, *outputs, *(paths.classified_dir(preprocess) / label
                                               for label in labels), what="output")
     atomic.check_writable(*outputs)
+    return csv_path
+
+
+def _check_image_dependence(classifier: Classifier | flight.FlightClassifier,
+                            answers: list[np.ndarray]) -> None:
+    """SmartCam's answers over the whole set must depend on the image
+    (``agreement.constant_answers_problem``)."""
+    if isinstance(classifier, flight.FlightClassifier) and (problem := agreement.
+            constant_answers_problem(np.asarray(answers), classifier.labels, classifier.source)):
+        raise flight.FlightError(f"{problem}: {tflite25.FIX}")
+
+
+def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassifier,
+                 preprocess: str, threshold: float, prefetch: int, progress: bool | None,
+                 skip_labels: Iterable[str], seen: Preprocessing) -> BatchResult:
+    labels = classifier.labels
+    files = list_test_images(paths.test_dir, labels, skip_labels)
+    clashing = _clashing_names(files)
+    csv_path = _checked_outputs(paths, preprocess, labels)
     unreadable: list[str] = []
+    answers: list[np.ndarray] = []
     counts = {"classified": 0, "unclassified": 0}
     start = time.perf_counter()
     with (
@@ -315,14 +350,13 @@ def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassi
         for label in labels:
             (staged_classified / label).mkdir()
         stream = _prefetched(classifier.load, (path for _, path in files), prefetch)
-        bar = tqdm(stream, total=len(files), unit="img", desc="classifying",
-                   disable=None if progress is None else not progress)
-        for path, loaded in bar:
+        for path, loaded in progress_bar(stream, len(files), "classifying", "img", progress):
             if isinstance(loaded, Exception):
                 unreadable.append(str(loaded))
                 continue
-            probabilities, elapsed_ms = classifier.classify(loaded)
             expected = path.parent.name
+            probabilities, elapsed_ms = _classify_judged(classifier, loaded,
+                                                         f"{expected}/{path.name}", answers)
             predicted = predicted_label(probabilities, labels, threshold)
             writer.writerow(confidences.row(f"{expected}/{path.name}", elapsed_ms, predicted,
                                             expected, probabilities))
@@ -336,6 +370,7 @@ def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassi
         if not counts["classified"] + counts["unclassified"]:
             raise UserError(f"none of the {len(files)} images in {paths.test_dir} could be read "
                             f"(first: {unreadable[0]}): replace them with JPEG/PNG/BMP images")
+        _check_image_dependence(classifier, answers)
         handle.flush()
         os.fsync(handle.fileno())
         confidences.write_preprocessing(csv_path, seen)
@@ -404,42 +439,42 @@ def record_image(
 # --- SmartCam's runtime against LiteRT ----------------------------------------------
 
 
-#: Confidences this close count as a tie (SmartCam prints six decimals).
-TIE = 1e-6
-
-
 @dataclass
 class RuntimeComparison:
     """One model on the same images in LiteRT (on-board preprocessing, the input that
-    SmartCam's resizer and decoder produce) and in SmartCam's own runtime."""
+    SmartCam's resizer and decoder produce) and in SmartCam's own runtime, judged by
+    ``agreement.compare`` (the one judge: probabilities, image dependence, top-1 and
+    the largest probability difference)."""
 
     labels: list[str]
     names: list[str]
     litert: np.ndarray
     flight: np.ndarray
     flight_ms: list[float]
+    #: Why each left-out file could not be read (SmartCam's resizer or the decoder).
+    unreadable: list[str] = field(default_factory=list)
+
+    @cached_property
+    def agreement(self) -> agreement.Agreement:
+        return agreement.compare(self.litert, self.flight, self.labels, self.names)
+
+    @property
+    def problem(self) -> str | None:
+        """The one line to refuse on, or None when SmartCam agrees with LiteRT."""
+        return self.agreement.problem
 
     @property
     def differing(self) -> list[str]:
-        """'<image>: SmartCam <label>, LiteRT <label>' for each image whose top-1 differs.
-
-        A tie is no difference: when either runtime gives the other's top-1 label the
-        same highest confidence (within TIE), both answers are its top-1 (an int8 model's
-        outputs come in steps of 1/256, so ties happen on borderline images)."""
-        found = []
-        for name, flown, local in zip(self.names, self.flight, self.litert, strict=True):
-            f, g = int(flown.argmax()), int(local.argmax())
-            if f != g and local[f] < local[g] - TIE and flown[g] < flown[f] - TIE:
-                found.append(f"{name}: SmartCam {self.labels[f]}, LiteRT {self.labels[g]}")
-        return found
+        """One line per image on which the runtimes differ (a tie is no difference)."""
+        return self.agreement.differing
 
     @property
     def agreeing(self) -> int:
-        return len(self.names) - len(self.differing)
+        return self.agreement.agreeing
 
     @property
     def largest_difference(self) -> float:
-        return float(np.abs(self.flight - self.litert).max()) if self.names else 0.0
+        return self.agreement.largest_difference
 
 
 def compare_runtimes(
@@ -458,15 +493,15 @@ def compare_runtimes(
     litert = Classifier(classifier.model_file, labels=classifier.labels,
                         preprocessing=preprocessing)
     names = [str(path) for path in files] if names is None else names
-    kept, litert_rows, flight_rows, times = [], [], [], []
-    for name, path in tqdm(list(zip(names, files, strict=True)), unit="img",
-                           desc="SmartCam vs LiteRT", disable=None if progress is None
-                           else not progress):
+    kept, litert_rows, flight_rows, times, unreadable = [], [], [], [], []
+    pairs = list(zip(names, files, strict=True))
+    for name, path in progress_bar(pairs, len(pairs), "SmartCam vs LiteRT", "img", progress):
         try:
             resized = classifier.load(path)
             model_input = litert.load(path) if litert_input is None else \
                 litert_input(path, resized)
-        except images.UnreadableImageError:
+        except images.UnreadableImageError as err:
+            unreadable.append(str(err))
             continue
         probabilities, elapsed_ms = classifier.classify(resized)
         kept.append(name)
@@ -476,4 +511,5 @@ def compare_runtimes(
     shape = (len(kept), len(classifier.labels))
     return RuntimeComparison(list(classifier.labels), kept,
                              np.asarray(litert_rows, np.float32).reshape(shape),
-                             np.asarray(flight_rows, np.float32).reshape(shape), times)
+                             np.asarray(flight_rows, np.float64).reshape(shape), times,
+                             unreadable)

@@ -18,7 +18,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
-from opssat.judge import metrics
+from opssat.judge import agreement, metrics
 from opssat.judge.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.onboard import flight
 
@@ -43,6 +43,9 @@ def evaluate_csvs(
     results = []
     for mode, path in csvs:
         conf = load_confidences(path)
+        if mode == flight.MODE:  # SmartCam's answers: the one judge's rules, as they came
+            agreement.check(conf.probabilities, conf.labels, conf.filenames,
+                            f"SmartCam's runtime in {path}")
         results.append(ModeResult(mode, path, conf,
                                   metrics.evaluate(conf, threshold, target_accuracy)))
     return results

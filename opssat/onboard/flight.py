@@ -13,8 +13,10 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +43,15 @@ ARMHF_INSTALL = ("apt-get install qemu-user-static; dpkg --add-architecture armh
                  "apt-get update; apt-get install libc6:armhf libstdc++6:armhf")
 #: Seconds one program may take (the flight build under qemu takes about 2 s).
 TIMEOUT_S = 120
+
+
+#: printf's spellings of NaN and infinity after a JSON key.
+_C_SPECIALS = re.compile(r"(?<=:)(\s*)(-?)(nan|inf(?:inity)?)\b", re.IGNORECASE)
+
+
+def _json_special(match: re.Match) -> str:
+    word = "NaN" if match.group(3).lower() == "nan" else f"{match.group(2)}Infinity"
+    return match.group(1) + word
 
 
 class FlightError(UserError):
@@ -81,6 +92,10 @@ class Runtime:
         if arch not in ARCHES:
             raise UserError(f"unknown SmartCam build {arch!r}: use one of {', '.join(ARCHES)}")
         folder = Path(folder).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"SmartCam folder {folder} is a file, not a folder: pass "
+                            f"--smartcam_dir (or set {ENV_VAR}) to your clone of "
+                            "opssat-smartcam")
         if not folder.is_dir():
             raise UserError(f"SmartCam folder {folder} not found: pass --smartcam_dir (or set "
                             f"{ENV_VAR}) to your clone of opssat-smartcam")
@@ -119,14 +134,37 @@ class Runtime:
             command = [QEMU, "-L", str(QEMU_ROOT), "-E",
                        f"LD_LIBRARY_PATH={self.solib_dir}", str(binary)]
         try:
-            return subprocess.run([*command, *map(str, args)], capture_output=True, text=True,
-                                  errors="replace", env=environment, timeout=timeout,
-                                  check=False)
-        except subprocess.TimeoutExpired as err:
-            raise FlightError(f"SmartCam's {program.name} ({self.arch}) took more than "
-                              f"{timeout:.0f} s") from err
+            process = subprocess.Popen([*command, *map(str, args)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, errors="replace",
+                                       env=environment)
         except OSError as err:
             raise FlightError(f"cannot run SmartCam's {binary}: {first_line(err)}") from err
+        with process:
+            stdout, stderr = _wait(process, f"SmartCam's {program.name} ({self.arch})",
+                                   timeout)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+#: Seconds between two "still running" lines while a program of SmartCam's runs.
+STILL_RUNNING_S = 15.0
+
+
+def _wait(process: subprocess.Popen, what: str, timeout: float) -> tuple[str, str]:
+    """(stdout, stderr) of ``process``; a line on stderr every STILL_RUNNING_S seconds
+    while it runs (a hung binary is not silent for two minutes), killed at ``timeout``."""
+    start = time.monotonic()
+    while True:
+        left = timeout - (time.monotonic() - start)
+        try:
+            return process.communicate(timeout=max(0.0, min(STILL_RUNNING_S, left)))
+        except subprocess.TimeoutExpired:
+            waited = time.monotonic() - start
+            if waited >= timeout:
+                process.kill()
+                process.communicate()
+                raise FlightError(f"{what} took more than {timeout:.0f} s") from None
+            print(f"{what} still running after {waited:.0f} s (stopped at {timeout:.0f} s)",
+                  file=sys.stderr, flush=True)
 
 
 def _solib_links(bin_dir: Path) -> Path:
@@ -154,6 +192,38 @@ def _solib_links(bin_dir: Path) -> Path:
     return target
 
 
+#: Private work folders in the temporary folder: ``opssat_flight_<pid>_<random>``.
+WORK_PREFIX = "opssat_flight_"
+
+
+def remove_stale_work(folder: Path | None = None) -> list[Path]:
+    """Delete the work folders of this user's processes that no longer run (killed,
+    so ``close`` never ran); return them."""
+    base = Path(folder or tempfile.gettempdir())
+    removed = []
+    for work in base.glob(f"{WORK_PREFIX}*_*"):
+        pid = work.name[len(WORK_PREFIX):].split("_", 1)[0]
+        try:
+            if not pid.isdigit() or work.is_symlink() or work.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if not _running(int(pid)):
+            shutil.rmtree(work, ignore_errors=True)
+            removed.append(work)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
 class FlightClassifier:
     """SmartCam's chain for one model: ``resize`` to a grey JPEG at quality 90, then
     ``image_classifier``, as its smartcam.py calls them; the same interface as
@@ -179,11 +249,17 @@ class FlightClassifier:
         self.labels = list(labels)
         self.input_size = input_size
         self.mean, self.std, self.channels = mean, std, channels
-        self._work = Path(tempfile.mkdtemp(prefix="opssat_flight_"))
+        remove_stale_work()
+        self._work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}_"))
         self._labels_file = self._work / "labels.txt"
         self._labels_file.write_text("".join(f"{label}\n" for label in self.labels),
                                      encoding="utf-8")
         self._count = itertools.count(1)
+
+    @property
+    def source(self) -> str:
+        """Who answers, as the judge's messages name it."""
+        return f"SmartCam's {self.runtime.arch} build"
 
     def close(self) -> None:
         shutil.rmtree(self._work, ignore_errors=True)
@@ -228,7 +304,9 @@ class FlightClassifier:
         cannot load makes it print an error and often crash without a non-zero exit,
         so anything but the expected JSON is a failure."""
         try:
-            answer = json.loads(proc.stdout)
+            # C's printf writes a NaN or an infinity as nan / inf, which JSON lacks: read
+            # them, so that the judge (opssat.judge.agreement) can name them.
+            answer = json.loads(_C_SPECIALS.sub(_json_special, proc.stdout))
             values = [float(answer[label]) for label in self.labels]
             if len(answer) != len(self.labels):
                 raise KeyError
@@ -239,4 +317,4 @@ class FlightClassifier:
             reason = errors[0][:300] if errors else f"exit code {proc.returncode}, no output"
             raise FlightError(f"SmartCam's TFLite 2.5 runtime ({self.runtime.arch}) cannot run "
                               f"{self.model_file.name}: {reason}") from None
-        return np.asarray(values, dtype=np.float32)
+        return np.asarray(values, dtype=np.float64)  # 1e308 stays itself, not inf

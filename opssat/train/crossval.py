@@ -38,7 +38,7 @@ from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths, check_inside, tflite_variant
 from opssat.data import images, split, stress, topup
 from opssat.data.preprocess import PreprocessOptions
-from opssat.judge import confidences, metrics
+from opssat.judge import agreement, confidences, metrics
 from opssat.judge.infer import Classifier, predicted_label
 from opssat.onboard import flight, smartcam
 
@@ -175,6 +175,8 @@ def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path]
                 for row, path in enumerate(files):
                     probs[(flight.MODE, name)][row], times[(flight.MODE, name)][row] = \
                         flown.classify_file(path)
+            agreement.check(probs[(flight.MODE, name)], classifier.labels,
+                            [p.name for p in files], f"{flown.source} ({name})")
     for row, path in enumerate(files):
         for mode in (m for m in modes if m != flight.MODE):
             model_input = images.load_input(
@@ -256,8 +258,11 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
     seeds. Out-of-fold CSVs (``write_oof``) are the first seed's."""
     check_trainer_args(trainer_args)
     if not modes:
-        raise UserError("--modes is empty: give onboard, ground or both")
+        raise UserError("--modes is empty: give onboard, ground, flight or several")
     for mode in modes:
+        if mode not in (*images.PREPROCESS_MODES, flight.MODE):
+            raise UserError(f"unknown --modes {mode!r}: use one of "
+                            f"{', '.join((*images.PREPROCESS_MODES, flight.MODE))}")
         if mode == flight.MODE:
             if runtime is None:
                 raise UserError("--modes flight runs SmartCam's own binaries: pass "

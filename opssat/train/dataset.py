@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from opssat.core import atomic
+from opssat.core import atomic, progress
 from opssat.core.errors import UserError, warn
 from opssat.core.tf_setup import tf
 from opssat.data import images, split
@@ -27,6 +26,7 @@ class LabelledFiles:
     paths: list[Path]
     targets: np.ndarray  # int label index per path
     skipped: list[Path] = field(default_factory=list)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -39,13 +39,22 @@ class LabelledFiles:
         return {label: int(n) for label, n in zip(self.labels, counts, strict=True)}
 
     def fingerprint(self) -> str:
-        """Hash of file names, sizes, times and labels: changes when the data changes."""
-        digest = hashlib.sha256()
-        for path, target in zip(self.paths, self.targets, strict=True):
-            stat = path.stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{target}\n".encode(
-                "utf-8", "surrogateescape"))
-        return digest.hexdigest()
+        """Hash of file names, sizes, times and labels: changes when the data changes.
+
+        Taken once, when first asked (the trainer asks as it lists the files), so a
+        file removed while training runs cannot crash the run at its end; a file already
+        gone is hashed as missing."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for path, target in zip(self.paths, self.targets, strict=True):
+                try:
+                    stat = path.stat()
+                    seen = f"{stat.st_size}|{stat.st_mtime_ns}"
+                except OSError:
+                    seen = "missing"
+                digest.update(f"{path}|{seen}|{target}\n".encode("utf-8", "surrogateescape"))
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
 
 def list_labelled_files(image_dir: Path) -> LabelledFiles:
@@ -213,7 +222,7 @@ class FeatureCache:
         with atomic.staged_file(self.features_path) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
             row = 0
-            with tqdm(total=shape[0], desc="backbone features", unit="img") as bar:
+            with progress.bar(total=shape[0], desc="backbone features", unit="img") as bar:
                 for batch in batches:
                     values = extract(batch[0])
                     out[row:row + len(values)] = values

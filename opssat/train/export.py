@@ -52,6 +52,10 @@ CONVERTER_CHATTER = re.compile(
 )
 
 
+#: The start of tf.lite.Interpreter's deprecation warning.
+INTERPRETER_DEPRECATED = r"\s*Warning: tf\.lite\.Interpreter is deprecated"
+
+
 def check_quantization(name: str) -> str:
     if name not in QUANTIZATIONS:
         raise UserError(f"unknown quantization {name!r}: use one of {', '.join(QUANTIZATIONS)}")
@@ -78,6 +82,9 @@ def tflite_bytes(
         raise ValueError("int8 quantization needs representative data")
     with warnings.catch_warnings(), quiet_native_stderr(CONVERTER_CHATTER):
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        # TensorFlow's quantization debugger (int8) runs tf.lite.Interpreter, which warns
+        # in six lines that it is deprecated: the toolkit itself runs LiteRT.
+        warnings.filterwarnings("ignore", INTERPRETER_DEPRECATED, UserWarning)
         converter = tf.lite.TFLiteConverter.from_concrete_functions([_inference_function(model)])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization != "none":

@@ -95,6 +95,7 @@ def _prepare(options: TrainOptions, started: float) -> PreparedRun:
     strategy = _strategy(options)
     recipe = options.recipe
     files = list_labelled_files(Path(options.paths.image_dir))
+    files.fingerprint()  # now, as the data is: the record's, however the folder changes
     _warn_if_labels_changed(options, files.labels)
     train_idx, val_idx = stratified_split(files, recipe.validation_split, recipe.seed)
     print(f"labels: {', '.join(files.labels)}; training {len(train_idx)}, "

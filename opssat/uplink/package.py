@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
+from opssat.data import images, sample
 from opssat.data.labels import write_labels
 from opssat.judge import infer, metrics
 from opssat.judge.confidences import check_threshold, load_confidences
@@ -284,34 +285,48 @@ def build_package(
 def check_in_flight(report: ContractReport, paths: ModelPaths,
                     runtime: flight.Runtime) -> None:
     """Add the ``flight`` check to ``report``: the model in SmartCam's own binaries on
-    every test image, whose top-1 must equal LiteRT's (fed the same on-board input)."""
-    name = f"SmartCam's {runtime.arch} build"
+    every test image, judged against LiteRT (fed the same on-board input) by
+    ``agreement.compare``. A check that cannot run is a failure with its reason."""
     try:
         files = infer.list_test_images(paths.test_dir, report.labels)
     except UserError as err:
-        report.add("flight", None, f"not run: {err}")
+        report.add("flight", False, f"cannot run: {err}")
         return
+    check_files_in_flight(report, runtime, files, f"test images in {paths.test_dir}")
+
+
+def sample_files(stride: int = 5) -> list[tuple[str, Path]]:
+    """Every ``stride``-th image of the bundled real sample, (folder, file): what the
+    flight check runs on when there is no model and so no test split."""
+    found = [(folder.name, path) for folder in images.label_folders(sample.REAL_SAMPLE_DIR)
+             for path in images.list_files(folder)]
+    return found[::stride]
+
+
+def check_files_in_flight(report: ContractReport, runtime: flight.Runtime,
+                          files: list[tuple[str, Path]], what: str) -> None:
+    """The ``flight`` check of ``report`` on ``files`` ((folder, file)), named ``what``."""
+    name = f"SmartCam's {runtime.arch} build"
     with flight.FlightClassifier(runtime, report.model_file, report.labels) as classifier:
         try:
             result = infer.compare_runtimes(
                 classifier, [path for _, path in files],
-                [f"{label}/{path.name}" for label, path in files])
+                [f"{label}/{path.name}" for label, path in files], progress=None)
         except flight.FlightError as err:
             report.add("flight", False, f"{err}: {tflite25.FIX}")
             return
     total = len(result.names)
     if not total:
-        report.add("flight", None, f"not run: SmartCam's resizer read none of the images "
-                   f"in {paths.test_dir}")
+        first = result.unreadable[0] if result.unreadable else "no images"
+        report.add("flight", False, f"cannot run: none of the {len(files)} {what} could be "
+                   f"read (first: {first})")
         return
-    differing = result.differing
-    if differing:
-        shown = "; ".join(differing[:5]) + ("; ..." if len(differing) > 5 else "")
-        report.add("flight", False, f"in {name}, top-1 differs from LiteRT's on "
-                   f"{len(differing)} of {total} test images ({shown}): {tflite25.FIX}")
+    if result.problem:
+        report.add("flight", False, f"in {name}, {result.problem}: {tflite25.FIX}")
         return
-    report.add("flight", True, f"{name} gives LiteRT's top-1 on {total}/{total} test "
-               f"images (largest probability difference {result.largest_difference:.4f})")
+    report.add("flight", True, f"{name} gives LiteRT's top-1 on {total}/{total} {what}"
+               f", every probability within {result.agreement.bound:g} of LiteRT's (largest "
+               f"difference {result.largest_difference:.4f})")
 
 
 def _readme(paths: ModelPaths, name: str, report: ContractReport,
