@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Flight rehearsal: what will SmartCam keep, delete and downlink with these packages?
+
+rehearse.py MODEL [MODEL ...] --smartcam_dir DIR [--images FOLDER] [--config CONFIG.ini]
+[--arch k8|armhf]
+
+Runs your clone's own smartcam.py (unchanged, in its DEBUG mode) over the thumbnails of
+--images (default: the first model's data/test; label subfolders give each image a true
+label), with the packages of package_smartcam.py plugged into its config (the first MODEL
+is the entry point; MODEL/PACKAGE picks a package by name). --config takes your own
+config.ini: its routing, thresholds and clustering are kept, only paths are pointed at the
+packages and at the work folder. Writes repo/<model>/rehearsal/: rehearsal.csv (a row per
+image), summary.json, and SmartCam's work folder (its toGround/, logs and downlink tar).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from opssat.core import cli, errors
+from opssat.judge import rehearsal_report
+from opssat.onboard import flight
+from opssat.uplink import rehearsal
+
+
+def parse_args() -> argparse.Namespace:
+    parser = cli.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help="model name (repo/<model>/, its package smartcam/<model>/) or "
+                        "MODEL/PACKAGE; the first is SmartCam's entry_point_model")
+    parser.add_argument("--smartcam_dir", default=None,
+                        help=f"your clone of opssat-smartcam (default: ${flight.ENV_VAR})")
+    parser.add_argument("--images", type=Path, default=None,
+                        help="thumbnails to replay (default: the first model's data/test)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="your SmartCam config.ini (default: the clone's config.dev.ini)")
+    parser.add_argument("--arch", choices=flight.ARCHES, default="k8",
+                        help="SmartCam build: k8 (x86-64) or armhf (the flight build, under "
+                        "qemu-user, about 6 s per image) (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds SmartCam may run (default: 60 + 10 per image for k8, "
+                        "60 per image for armhf)")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    result = rehearsal.rehearse(args.models, flight.smartcam_dir(args.smartcam_dir),
+                                args.images, args.config, args.arch, args.timeout)
+    for line in result.checks:
+        print(f"check: {line}")
+    print("\n".join(rehearsal_report.render_lines(
+        rehearsal_report.Rehearsal(result.rows, result.summary))))
+    print(f"rehearsal: {result.paths.rehearsal_csv} (SmartCam's folder: "
+          f"{result.paths.rehearsal_dir / 'work'})")
+    unreached = rehearsal.unreached_line(result)
+    if unreached:
+        errors.warn(unreached)
+    failure = rehearsal.failure(result)
+    if failure:
+        raise rehearsal.RehearsalError(failure)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
