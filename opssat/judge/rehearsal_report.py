@@ -11,7 +11,6 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from opssat.core.paths import ModelPaths
 from opssat.judge import html_report
@@ -128,11 +127,21 @@ def section_lines(paths: ModelPaths | None, markdown: bool = False) -> list[str]
     return render_lines(rehearsal, markdown) if rehearsal else []
 
 
-def section_html(paths: ModelPaths | None) -> list[str]:
-    rehearsal = load(paths) if paths is not None else None
-    return render_html(rehearsal) if rehearsal else []
+def with_markdown_section(text: str, paths: ModelPaths) -> str:
+    """report.md with the rehearsal section at its end, when a rehearsal exists."""
+    lines = section_lines(paths, markdown=True)
+    return text.rstrip("\n") + "\n\n" + "\n".join(lines) if lines else text
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+def with_html_section(page: str, paths: ModelPaths) -> str:
+    """report.html with the rehearsal section after the figures, when a rehearsal exists."""
+    rehearsal = load(paths)
+    if rehearsal is None:
+        return page
+    return page.replace("\n<script>", "\n" + "\n".join(render_html(rehearsal)) + "\n<script>", 1)
+
+
+def summary_of(paths: ModelPaths) -> dict | None:
+    """summary.json of the last rehearsal, for calc_perf --json."""
+    rehearsal = load(paths)
+    return None if rehearsal is None else rehearsal.summary

@@ -17,7 +17,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
-from opssat.judge import metrics
+from opssat.judge import metrics, rehearsal_report
 from opssat.judge.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.onboard import flight
 
@@ -239,8 +239,9 @@ def render_markdown(model: str, results: Sequence[ModeResult],
         f"# Performance of model `{model}`",
         "",
         "Main figures: the top-1 label of every test image, whatever its confidence. "
-        "The \"at threshold\" figures show what SmartCam keeps on board: images whose top-1 "
-        "confidence reaches the threshold.",
+        "The \"at threshold\" figures count the images whose top-1 confidence reaches the "
+        "threshold: SmartCam deletes the others on board. What it downlinks also depends on "
+        "labels_keep and the models after this one (rehearse.py runs SmartCam's own app).",
         "",
     ]
     lines += _comparison(results, agree, markdown=True)
@@ -273,5 +274,6 @@ def write_report(paths: ModelPaths, results: Sequence[ModeResult],
     if not results:
         raise UserError("nothing to report: run batch_label_images.py first")
     text = render_markdown(paths.name, results, agree, plots)
+    text = rehearsal_report.with_markdown_section(text, paths)
     atomic.write_text(paths.report_md, text, outputs)
     return paths.report_md

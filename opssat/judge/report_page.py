@@ -15,7 +15,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
-from opssat.judge import html_report, metrics, report
+from opssat.judge import html_report, metrics, rehearsal_report, report
 from opssat.judge.confidences import NOT_CLASSIFIED, ranked
 from opssat.onboard import flight
 
@@ -141,8 +141,10 @@ def render_html(model: str, results: Sequence[report.ModeResult],
     body += [f'<a href="#mode-{i}">{esc(r.mode)}</a>' for i, r in enumerate(results)]
     body += ['<a href="#plots">plots</a>' if plots else "", "</nav>",
              '<p class="muted">Main figures: the top-1 label of every test image, whatever its '
-             'confidence. The "at threshold" figures show what SmartCam keeps on board: images '
-             "whose top-1 confidence reaches the threshold. Each image is shown as a thumbnail "
+             'confidence. The "at threshold" figures count the images whose top-1 confidence '
+             "reaches the threshold: SmartCam deletes the others on board; what it downlinks "
+             "also depends on labels_keep and the models after this one (rehearse.py runs "
+             "SmartCam's own app). Each image is shown as a thumbnail "
              "(click for the original) beside the model's input as its preprocessing made "
              "it.</p>"]
     if len(results) >= 2:
@@ -215,5 +217,6 @@ def write_html(paths: ModelPaths, results: Sequence[report.ModeResult],
     page = paths.report_html
     text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir],
                        outputs)
+    text = rehearsal_report.with_html_section(text, paths)
     atomic.write_text(page, text, outputs)
     return page

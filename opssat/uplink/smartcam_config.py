@@ -132,3 +132,9 @@ def with_section(parser: configparser.ConfigParser, snippet: str) -> configparse
         if not parser.has_section(name):
             parser[name] = dict(extra[name])
     return parser
+
+
+def check_with_package(path: Path, snippet: str) -> None:
+    """Check the user's config at ``path`` with a package's snippet plugged in where the
+    config has no section of it yet (``package_smartcam.py --config``)."""
+    check_config(with_section(read_config(path), snippet))
