@@ -27,6 +27,7 @@ NOT_KEPT = "label not kept"
 MISSING_MODEL = "missing model"
 CLASSIFIER_ERROR = "classifier error"
 NO_THUMBNAIL = "no thumbnail"
+APP_ERROR = "SmartCam error"
 
 
 @dataclass

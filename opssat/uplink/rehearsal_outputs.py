@@ -116,6 +116,7 @@ _EVENTS = [  # (message pattern, what it means for the current image)
     (re.compile(r"(Failed to generate a thumbnail.*|Generated thumbnail is an empty.*)"),
      "thumbnail"),
     (re.compile(r"Keeping the image\."), "keep"),
+    (re.compile(r"Failed to acquire and classify image\.(.*)", re.S), "crash"),
 ]
 
 
@@ -132,10 +133,12 @@ def _apply(image: ImageLog, event: str, value: str) -> None:
         image.labels[model] = value
     elif event == "keep":
         image.kept = True
-    elif not image.reason or event in ("missing", "error"):
+    elif not image.reason or event in ("missing", "error", "crash"):
         reasons = {"below": rr.BELOW_THRESHOLD, "missing": rr.MISSING_MODEL,
-                   "error": rr.CLASSIFIER_ERROR, "thumbnail": rr.NO_THUMBNAIL}
-        first = value.splitlines()[0][:300] if value else ""
+                   "error": rr.CLASSIFIER_ERROR, "thumbnail": rr.NO_THUMBNAIL,
+                   "crash": rr.APP_ERROR}
+        lines = value.strip().splitlines()
+        first = (lines[-1] if event == "crash" else lines[0])[:300] if lines else ""
         detail = {"below": f"{model} threshold {first}", "missing": f"no section [model_{first}]"}
         image.reason, image.detail = reasons[event], detail.get(event, first)
 

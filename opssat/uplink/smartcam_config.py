@@ -17,6 +17,13 @@ from pathlib import Path
 from opssat.core.errors import UserError
 
 SECTION_PREFIX = "model_"
+#: The keys smartcam.py reads from a model section, by the kind of model (its first key).
+MODEL_KEYS = {
+    "tflite_model": ("labels", "labels_keep", "input_height", "input_width", "input_mean",
+                     "input_std", "confidence_threshold"),
+    "bin_model": ("labels", "labels_keep", "input_format", "write_mode", "args",
+                  "confidence_threshold"),
+}
 
 
 def read_config(path: Path) -> configparser.ConfigParser:
@@ -93,11 +100,22 @@ def routing_problems(parser: configparser.ConfigParser, entry: str) -> list[str]
             if not parser.has_section(section(target)):
                 problems.append(_missing_section(
                     parser, target, f"[{section(model)}] labels_keep entry '{label}:{target}'"))
-        keys = {f"{model}.tflite_model", f"{model}.bin_model"}
-        if not any(parser.has_option(section(model), key) for key in keys):
-            problems.append(f"[{section(model)}] has neither {model}.tflite_model nor "
-                            f"{model}.bin_model: SmartCam cannot run it")
+        problems += _missing_keys(parser, model)
     return problems
+
+
+def _missing_keys(parser: configparser.ConfigParser, model: str) -> list[str]:
+    kind = next((k for k in MODEL_KEYS if parser.has_option(section(model), f"{model}.{k}")),
+                None)
+    if kind is None:
+        return [f"[{section(model)}] has neither {model}.tflite_model nor {model}.bin_model: "
+                "SmartCam cannot run it"]
+    missing = [f"{model}.{key}" for key in MODEL_KEYS[kind]
+               if not parser.has_option(section(model), f"{model}.{key}")]
+    if not missing:
+        return []
+    return [f"[{section(model)}] lacks {', '.join(missing)}: SmartCam fails on every image "
+            "that reaches it"]
 
 
 def thumbnails_problem(parser: configparser.ConfigParser) -> str | None:
