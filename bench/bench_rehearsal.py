@@ -16,6 +16,7 @@ Writes repo/<model>/rehearsal/ as rehearse.py does.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -52,6 +53,30 @@ def flight_mode(runtime: flight.Runtime, model_file: Path, labels: list[str],
     return answers, time.perf_counter() - start
 
 
+def agreement(rows: list[dict], files: dict[str, str], package: str, labels: list[str],
+              answer_of) -> tuple[int, float]:
+    """(images with the same top-1, largest probability difference) between the rehearsal's
+    entry-model answers and ``answer_of(source file)``."""
+    same, largest = 0, 0.0
+    for row in rows:
+        mine = json.loads(row["answers"]).get(package, {})
+        theirs = np.asarray(answer_of(Path(files[row["file"]])), np.float64)
+        probs = np.array([mine.get(label, np.nan) for label in labels])
+        same += int(np.nanargmax(probs) == int(np.argmax(theirs)))
+        largest = max(largest, float(np.nanmax(np.abs(probs - theirs))))
+    return same, largest
+
+
+def batch_label_csv(paths, labels: list[str]) -> dict[str, list[float]] | None:
+    """batch_label_images.py --runtime smartcam's answers by file name, when it ran."""
+    csv_path = paths.confidences_csv(flight.MODE)
+    if not csv_path.is_file():
+        return None
+    with open(csv_path, newline="") as handle:
+        return {Path(r["filename"]).name: [float(r[k]) for k in labels]
+                for r in csv.DictReader(handle)}
+
+
 def main() -> int:
     args = parse_args()
     paths = model_paths(args.model).require_model_dir()
@@ -66,14 +91,9 @@ def main() -> int:
     result = rehearsal.rehearse([args.model], folder, args.images, arch=args.arch)
     rehearsal_s = time.perf_counter() - start
     n = len(files)
-    by_path = {Path(p).resolve(): p for p in map(Path, files)}
-    same, largest = 0, 0.0
-    for row in result.rows:
-        mine = json.loads(row["answers"]).get(ref.name, {})
-        theirs = answers[by_path[Path(result.summary["files"][row["file"]]).resolve()]]
-        probs = np.array([mine.get(label, np.nan) for label in labels])
-        same += int(np.nanargmax(probs) == int(np.argmax(theirs)))
-        largest = max(largest, float(np.nanmax(np.abs(probs - theirs))))
+    by_path = {path.resolve(): answers[path] for path in files}
+    rows, sources = result.rows, result.summary["files"]
+    same, largest = agreement(rows, sources, ref.name, labels, lambda p: by_path[p.resolve()])
     print(f"{n} images, model {ref.folder / 'model.tflite'}, SmartCam {args.arch} build")
     print(f"flight mode (resize + image_classifier): {1000 * flight_s / n:.0f} ms per image")
     print(f"rehearsal (rehearse, whole):             {1000 * rehearsal_s / n:.0f} ms per image "
@@ -82,6 +102,12 @@ def main() -> int:
           f"{1000 * result.summary['seconds'] / n:.0f} ms per image")
     print(f"same top-1 as flight mode: {same}/{len(result.rows)}; largest probability "
           f"difference {largest:.2g}")
+    written = batch_label_csv(paths, labels)
+    if written is not None and all(Path(s).name in written for s in sources.values()):
+        same, largest = agreement(rows, sources, ref.name, labels, lambda p: written[p.name])
+        print(f"same top-1 as {paths.confidences_csv(flight.MODE).name} (batch_label_images.py "
+              f"--runtime smartcam): {same}/{len(rows)}; largest probability difference "
+              f"{largest:.2g}")
     print(f"kept per label, metadata CSV: {result.summary['kept_per_label']}; files in "
           f"toGround/: {result.summary['toground_per_label']}")
     return 0
