@@ -289,3 +289,31 @@ def test_armhf_rehearsal_under_qemu(repo_root, clone, demo, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _rows(demo)
     assert len(rows) == 2 and all(json.loads(r["answers"]).get("demo") for r in rows)
+
+
+@pytest.mark.slow
+def test_images_smartcam_never_reached_are_rows_and_a_warning(repo_root, clone, demo, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("empty_1.jpeg", "empty_2.jpeg"):  # SmartCam makes an empty thumbnail
+        (folder / name).write_bytes(b"")
+    for _, path in _images(1):
+        shutil.copy(path, folder / path.name)
+    config = _config(clone, tmp_path, conf={"max_error_count": "1"})
+    proc = _rehearse(repo_root, clone, "demo", "--images", folder, "--config", config)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(demo)
+    assert len(rows) == 5 and all(row["true_label"] == "" for row in rows)
+    assert rr.RESIZER_FAILED in {row["reason"] for row in rows}
+    unreached = [row for row in rows if row["outcome"] == rr.NOT_REACHED]
+    assert unreached and all("maximum error count" in row["reason"] for row in unreached)
+    assert f"SmartCam never reached {len(unreached)} image(s)" in proc.stderr
+
+
+@pytest.mark.slow
+def test_an_image_smartcam_retries_without_end_is_named(repo_root, clone, demo, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "broken.jpeg").write_bytes(b"not a jpeg")
+    line = one_error_line(_rehearse(repo_root, clone, "demo", "--images", folder))
+    assert "retries image broken without end" in line  # at once, not after the time limit

@@ -26,7 +26,7 @@ BELOW_THRESHOLD = "below threshold"
 NOT_KEPT = "label not kept"
 MISSING_MODEL = "missing model"
 CLASSIFIER_ERROR = "classifier error"
-NO_THUMBNAIL = "no thumbnail"
+RESIZER_FAILED = "resizer failed"
 APP_ERROR = "SmartCam error"
 
 

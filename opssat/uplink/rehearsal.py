@@ -38,7 +38,7 @@ from opssat.judge import rehearsal_report as rr
 from opssat.onboard import flight
 from opssat.onboard.smartcam import LABELS_FILE, MODEL_FILE
 from opssat.uplink import package, rehearsal_runner, smartcam_config
-from opssat.uplink.rehearsal_outputs import build_rows, read_downlink, summarize
+from opssat.uplink.rehearsal_outputs import build_rows, parse_log, read_downlink, summarize
 
 RUNNER = Path(rehearsal_runner.__file__)
 SMARTCAM_PY = Path("home/exp1000/smartcam.py")
@@ -292,11 +292,32 @@ def make_work(work: Path, clone: Clone, names: dict[str, tuple[str, Path]], conf
     write_launchers(work / "bin" / clone.runtime.arch, clone.runtime)
 
 
+def _stuck(console: Path, retries: int = 3) -> bool:
+    """SmartCam retries an image whose model input its resizer cannot make without end:
+    stop once the current image has failed ``retries`` times."""
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return False
+    current = text[text.rfind("Running command to create thumbnail"):]
+    return current.count("ERROR Failed to generate") + current.count(
+        "ERROR Generated image input is an empty") >= retries
+
+
 def _reached(console: Path) -> int:
     try:
         return console.read_text(errors="replace").count("Running command to create thumbnail")
     except OSError:
         return 0
+
+
+def _progress(bar: tqdm, reached: int) -> None:
+    """The bar on a terminal; otherwise a plain line at each tenth of the images."""
+    step = max(1, (bar.total or 1) // 10)
+    if bar.disable and reached // step > bar.n // step:
+        print(f"SmartCam: {reached}/{bar.total} images", flush=True)
+    bar.n = reached
+    bar.refresh()
 
 
 def run_smartcam(work: Path, clone: Clone, count: int, timeout: float | None = None) -> float:
@@ -310,17 +331,30 @@ def run_smartcam(work: Path, clone: Clone, count: int, timeout: float | None = N
                                  clone.runtime.arch], cwd=work, stdout=out, env=environment,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         with tqdm(total=count, unit="img", desc="SmartCam", disable=None) as bar:
-            while proc.poll() is None and time.perf_counter() - start < timeout:
+            while proc.poll() is None and time.perf_counter() - start < timeout \
+                    and not _stuck(console):
                 time.sleep(0.05)
-                bar.update(min(count, _reached(console)) - bar.n)
+                _progress(bar, min(count, _reached(console)))
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        raise RehearsalError(f"SmartCam's app did not finish within {timeout:.0f} s (it took "
-                             f"{_reached(console)} of {count} images; see {console}): a "
-                             "program of its build hangs or cannot run")
+        raise RehearsalError(_timeout_message(console, timeout, count))
     _check_exit(proc.returncode, console)
     return time.perf_counter() - start
+
+
+def _timeout_message(console: Path, timeout: float, count: int) -> str:
+    """Why SmartCam did not finish, from its log: an image whose model input its resizer
+    cannot make is retried without end (on board too); else a program hangs."""
+    images, _ = parse_log(console.read_text(errors="replace"))
+    last = list(images.values())[-1] if images else None
+    if last is not None and last.retries >= 2:
+        return (f"SmartCam retries image {last.name} without end: its resizer cannot make "
+                f"the model input from it ({last.detail}); on board this stops the run: "
+                "remove the image")
+    return (f"SmartCam's app did not finish within {timeout:.0f} s (it took "
+            f"{_reached(console)} of {count} images): a program of its build hangs or cannot "
+            "run")
 
 
 def _check_exit(code: int, console: Path) -> None:
@@ -333,7 +367,7 @@ def _check_exit(code: int, console: Path) -> None:
     if code != 0:
         shown = runner or [line for line in text.splitlines() if line.strip()][-1:]
         raise RehearsalError(f"SmartCam's app stopped with exit code {code}: "
-                             f"{(shown or ['no output'])[0].strip()[:300]} (see {console})")
+                             f"{(shown or ['no output'])[0].strip()[:300]}")
 
 
 # --- the rehearsal --------------------------------------------------------------------

@@ -96,6 +96,8 @@ class ImageLog:
     reason: str = ""
     detail: str = ""
     kept: bool = False
+    #: failures of the resizer for this image (SmartCam retries the model input forever)
+    retries: int = 0
 
 
 def _records(log: str) -> list[tuple[str, str]]:
@@ -113,8 +115,7 @@ _EVENTS = [  # (message pattern, what it means for the current image)
     (re.compile(r"(The image classification program returned error code.*|The executable "
                 r"binary returned error code.*|An error was thrown while attempting.*)", re.S),
      "error"),
-    (re.compile(r"(Failed to generate a thumbnail.*|Generated thumbnail is an empty.*)"),
-     "thumbnail"),
+    (re.compile(r"(Failed to generate .*|Generated .* is an empty file.*)", re.S), "resizer"),
     (re.compile(r"Keeping the image\."), "keep"),
     (re.compile(r"Failed to acquire and classify image\.(.*)", re.S), "crash"),
 ]
@@ -122,6 +123,7 @@ _EVENTS = [  # (message pattern, what it means for the current image)
 
 def _apply(image: ImageLog, event: str, value: str) -> None:
     model = image.models[-1] if image.models else ""
+    image.retries += event == "resizer"
     if event == "model":
         image.models.append(value)
     elif event == "answer":
@@ -135,7 +137,7 @@ def _apply(image: ImageLog, event: str, value: str) -> None:
         image.kept = True
     elif not image.reason or event in ("missing", "error", "crash"):
         reasons = {"below": rr.BELOW_THRESHOLD, "missing": rr.MISSING_MODEL,
-                   "error": rr.CLASSIFIER_ERROR, "thumbnail": rr.NO_THUMBNAIL,
+                   "error": rr.CLASSIFIER_ERROR, "resizer": rr.RESIZER_FAILED,
                    "crash": rr.APP_ERROR}
         lines = value.strip().splitlines()
         first = (lines[-1] if event == "crash" else lines[0])[:300] if lines else ""
