@@ -130,6 +130,26 @@ def test_runner_sets_only_the_two_constants():
         rehearsal_runner.debug_module("DEBUG = False\n", "s.py", "k8")
 
 
+def test_a_model_without_a_package_or_clone_is_one_line(repo_root, tmp_path):
+    from opssat.uplink import rehearsal
+
+    model_paths("plain").model_dir.mkdir()
+    with pytest.raises(rehearsal.UserError, match="run package_smartcam.py plain first"):
+        rehearsal.find_package("plain")
+    with pytest.raises(rehearsal.UserError, match="pass --smartcam_dir"):
+        rehearsal.find_clone(None, "k8")
+    with pytest.raises(rehearsal.UserError, match="no home/exp1000/smartcam.py"):
+        rehearsal.find_clone(_fake_runtime_only(tmp_path), "k8")
+
+
+def _fake_runtime_only(tmp_path: Path) -> Path:
+    """A folder with SmartCam's k8 programs but no smartcam.py."""
+    folder = tmp_path / "runtime_only"
+    (folder / "home/exp1000/bin").mkdir(parents=True)
+    (folder / "home/exp1000/bin/k8").symlink_to(RUNTIME / "k8")
+    return folder
+
+
 @pytest.mark.slow
 def test_rehearsal_agrees_with_flight_mode_and_counts_what_smartcam_kept(repo_root, clone, demo):
     before = _snapshot(demo.all_dir)

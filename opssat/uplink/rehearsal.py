@@ -326,7 +326,9 @@ def run_smartcam(work: Path, clone: Clone, count: int, timeout: float | None = N
     console = work / "console.txt"
     start = time.perf_counter()
     with open(console, "wb") as out:
-        environment = {**os.environ, "LD_LIBRARY_PATH": str(clone.runtime.solib_dir)}
+        environment = dict(os.environ)
+        if clone.runtime.arch == "k8":  # the linked programs find their libraries here
+            environment["LD_LIBRARY_PATH"] = str(clone.runtime.solib_dir)
         proc = subprocess.Popen([sys.executable, str(RUNNER), str(clone.script),
                                  clone.runtime.arch], cwd=work, stdout=out, env=environment,
                                 stderr=subprocess.STDOUT, start_new_session=True)
