@@ -19,9 +19,7 @@ import argparse
 from pathlib import Path
 
 from opssat.core import cli, errors
-from opssat.judge import rehearsal_report
 from opssat.onboard import flight
-from opssat.uplink import rehearsal
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,6 +45,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    from opssat.judge import rehearsal_report  # after --help: these import scikit-learn
+    from opssat.uplink import rehearsal
+
     result = rehearsal.rehearse(args.models, flight.smartcam_dir(args.smartcam_dir),
                                 args.images, args.config, args.arch, args.timeout)
     for line in result.checks:
