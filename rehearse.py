@@ -52,8 +52,7 @@ def main() -> int:
                                 args.images, args.config, args.arch, args.timeout)
     for line in result.checks:
         print(f"check: {line}")
-    print("\n".join(rehearsal_report.render_lines(
-        rehearsal_report.Rehearsal(result.rows, result.summary))))
+    print("\n".join(rehearsal_report.render_lines(result.report)))
     print(f"rehearsal: {result.paths.rehearsal_csv} (SmartCam's folder: "
           f"{result.paths.rehearsal_dir / 'work'})")
     unreached = rehearsal.unreached_line(result)

@@ -337,3 +337,10 @@ def test_an_image_smartcam_retries_without_end_is_named(repo_root, clone, demo, 
     (folder / "broken.jpeg").write_bytes(b"not a jpeg")
     line = one_error_line(_rehearse(repo_root, clone, "demo", "--images", folder))
     assert "retries image broken without end" in line  # at once, not after the time limit
+
+
+@pytest.mark.slow
+def test_a_second_package_the_chain_never_reaches_is_one_line(repo_root, clone, demo):
+    package.build_package(demo, "second", demo.tflite_model, demo.labels_file, 0.5)
+    line = one_error_line(_rehearse(repo_root, clone, "demo", "demo/second"))
+    assert "second not reached from the entry point demo" in line

@@ -230,11 +230,13 @@ def checks_before(parser: configparser.ConfigParser, clone: Clone,
                   packages: list[PackageRef], files: list[Path]) -> list[str]:
     """The one-line checks before running; RehearsalError at the first that fails."""
     entry = packages[0].name
-    problems = smartcam_config.routing_problems(parser, entry)
-    thumbnails = smartcam_config.thumbnails_problem(parser)
-    if problems or thumbnails:
-        raise RehearsalError("; ".join([*problems, *([thumbnails] if thumbnails else [])]))
+    smartcam_config.check_config(parser, entry)
     chain = smartcam_config.chain(parser, entry)
+    unreached = [ref.name for ref in packages if ref.name not in chain]
+    if unreached:
+        raise RehearsalError(f"package(s) {', '.join(unreached)} not reached from the entry "
+                             f"point {entry}: route images to them with a labels_keep entry "
+                             "'label:<package>' in your --config")
     lines = [f"chain {' > '.join(chain)}: every model has its section",
              "downlink_thumbnails on"]
     lines += check_packages(packages)
@@ -376,11 +378,20 @@ def _check_exit(code: int, console: Path) -> None:
 
 
 @dataclass
-class Rehearsal:
+class Result:
+    """A finished rehearsal: where it is, the checks passed, and what SmartCam did."""
+
     paths: ModelPaths
     checks: list[str]
-    rows: list[dict[str, str]]
-    summary: dict
+    report: rr.Rehearsal
+
+    @property
+    def rows(self) -> list[dict[str, str]]:
+        return self.report.rows
+
+    @property
+    def summary(self) -> dict:
+        return self.report.summary
 
 
 def _write(folder: Path, rows: list[dict[str, str]], summary: dict) -> None:
@@ -391,9 +402,20 @@ def _write(folder: Path, rows: list[dict[str, str]], summary: dict) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
+@dataclass
+class Plan:
+    """Everything settled and checked before SmartCam runs."""
+
+    packages: list[PackageRef]
+    clone: Clone
+    #: the mock camera's picture name -> (true label, file)
+    names: dict[str, tuple[str, Path]]
+    config: configparser.ConfigParser
+    checks: list[str]
+
+
 def prepare(specs: list[str], smartcam_dir: Path | None, images_dir: Path | None,
-            config: Path | None, arch: str) -> tuple:
-    """Everything checked before SmartCam runs: (packages, clone, names, config, checks)."""
+            config: Path | None, arch: str) -> Plan:
     packages = [find_package(spec) for spec in specs]
     clone = find_clone(smartcam_dir, arch)
     names = mock_names(list_images(images_dir or packages[0].paths.test_dir))
@@ -401,34 +423,34 @@ def prepare(specs: list[str], smartcam_dir: Path | None, images_dir: Path | None
     plug_packages(parser, packages)
     notes = rewrite_for_work(parser, clone, len(names), packages)
     checks = checks_before(parser, clone, packages, [path for _, path in names.values()])
-    return packages, clone, names, parser, checks + notes
+    return Plan(packages, clone, names, parser, checks + notes)
 
 
 def rehearse(specs: list[str], smartcam_dir: Path | None, images_dir: Path | None = None,
              config: Path | None = None, arch: str = "k8",
-             timeout: float | None = None) -> Rehearsal:
+             timeout: float | None = None) -> Result:
     """Run SmartCam's app over the images with the packages; write rehearsal.csv and
     summary.json in ``repo/<first model>/rehearsal/`` (a failed run keeps the last one)."""
-    packages, clone, names, parser, checks = prepare(specs, smartcam_dir, images_dir, config,
-                                                     arch)
-    paths = packages[0].paths
+    plan = prepare(specs, smartcam_dir, images_dir, config, arch)
+    paths = plan.packages[0].paths
     atomic.check_writable(paths.rehearsal_dir)
-    manifest = {name: label for name, (label, _) in names.items()}
+    manifest = {name: label for name, (label, _) in plan.names.items()}
     with atomic.staged_dir(paths.rehearsal_dir) as staging:
         work = staging / "work"
-        make_work(work, clone, names, config_text(parser))
-        seconds = run_smartcam(work, clone, len(names), timeout)
+        make_work(work, plan.clone, plan.names, config_text(plan.config))
+        seconds = run_smartcam(work, plan.clone, len(plan.names), timeout)
         downlink = read_downlink(work)
         rows, stopped = build_rows(manifest, downlink)
         summary = summarize(rows, downlink, stopped)
-        summary.update(arch=arch, smartcam=str(clone.exp_dir), seconds=round(seconds, 3),
-                       chain=smartcam_config.chain(parser, packages[0].name), checks=checks,
-                       files={name: str(path) for name, (_, path) in names.items()})
+        summary.update(arch=arch, smartcam=str(plan.clone.exp_dir), seconds=round(seconds, 3),
+                       chain=smartcam_config.chain(plan.config, plan.packages[0].name),
+                       checks=plan.checks,
+                       files={name: str(path) for name, (_, path) in plan.names.items()})
         _write(staging, rows, summary)
-    return Rehearsal(paths, checks, rows, summary)
+    return Result(paths, plan.checks, rr.Rehearsal(rows, summary))
 
 
-def failure(rehearsal: Rehearsal) -> str | None:
+def failure(rehearsal: Result) -> str | None:
     """Why the rehearsal shows SmartCam failing as a whole (None when it did not)."""
     rows = rehearsal.rows
     errors = [row for row in rows if row["reason"] == rr.CLASSIFIER_ERROR]
@@ -439,7 +461,7 @@ def failure(rehearsal: Rehearsal) -> str | None:
     return None
 
 
-def unreached_line(rehearsal: Rehearsal) -> str | None:
+def unreached_line(rehearsal: Result) -> str | None:
     missing = rehearsal.summary["not_reached"]
     if not missing:
         return None

@@ -79,9 +79,12 @@ def read_downlink(work: Path) -> Downlink:
                 handle = tar.extractfile(member) if member.isfile() else None
                 if relative is not None and handle is not None:
                     _read_member(downlink, relative, handle.read())
-    for path in sorted((work / "logs").glob("*")) + sorted((work / "toGround").rglob("*")):
+    for path in sorted((work / "logs").glob("*")):  # what SmartCam did not tar
         if path.is_file():
             _read_member(downlink, path.relative_to(work).as_posix(), path.read_bytes())
+    for path in sorted((work / "toGround").rglob("*")):
+        if path.is_file():
+            _note_toground(downlink, path.relative_to(work).as_posix())
     return downlink
 
 
