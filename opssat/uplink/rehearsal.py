@@ -109,12 +109,14 @@ def find_clone(folder: Path | None, arch: str) -> Clone:
 
 
 def list_images(folder: Path) -> list[tuple[str, Path]]:
-    """(true label or '', file): files in ``folder`` and in its label subfolders."""
+    """(true label or '', file): image files in ``folder`` and in its label subfolders
+    (others, such as a MANIFEST.csv, are left out: SmartCam would retry them forever)."""
     if not folder.is_dir():
         raise UserError(f"image folder {folder} not found: pass --images FOLDER")
     found = [("", path) for path in images.list_files(folder)]
     found += [(sub.name, path) for sub in images.label_folders(folder)
               for path in images.list_files(sub)]
+    found = [(label, path) for label, path in found if images.is_image_name(path)]
     if not found:
         raise UserError(f"no images in {folder} or its label subfolders")
     return found
