@@ -8,7 +8,9 @@ trade-off; writes data/classification/report.md, PNG plots and report.html (a
 page that opens offline: the figures, a clickable confusion matrix and the
 misclassified images beside the model's input). The main figures
 use the top-1 label of every image (threshold ignored); the "at threshold" line
-shows what SmartCam would keep. When confidences_onboard.csv exists too, both
+counts the images that pass SmartCam's threshold (it deletes the others on board; what it
+downlinks also depends on labels_keep: rehearse.py runs SmartCam's own app, and its last
+rehearsal is a section of the report). When confidences_onboard.csv exists too, both
 preprocessing modes are reported side by side with their top-1 agreement; so is
 confidences_flight.csv (batch_label_images.py --runtime smartcam: SmartCam's own
 binaries), against LiteRT with the same on-board input, with the images whose top-1
@@ -24,7 +26,7 @@ from pathlib import Path
 from opssat.core import atomic, cli, errors, flags
 from opssat.core.paths import check_inside, model_paths
 from opssat.data import images
-from opssat.judge import report, report_page, report_plots
+from opssat.judge import rehearsal_report, report, report_page, report_plots
 from opssat.judge.confidences import check_threshold
 from opssat.judge.shared_options import Threshold
 from opssat.onboard import flight, smartcam
@@ -70,7 +72,8 @@ def main() -> int:
                *report_page.html_outputs(paths)]
     check_inside(paths.model_dir, *outputs, what="report output")
     atomic.check_writable(*outputs)
-    rep = report.build(args.model, csvs, args.threshold, args.target_accuracy)
+    rep = report.build(args.model, csvs, args.threshold, args.target_accuracy,
+                       rehearsal_report.load(paths))
     # Every output is staged, then all replace the old ones together: a full disk
     # leaves the previous report whole.
     staged = atomic.OutputSet()

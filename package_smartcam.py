@@ -15,10 +15,11 @@ from pathlib import Path
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from opssat.core import cli, errors, flags
 from opssat.core.paths import ModelPaths, model_paths
+from opssat.data.labels import read_labels
 from opssat.judge import contract
 from opssat.judge.shared_options import ModelFiles, SmartCamRuntime
 from opssat.onboard import flight, smartcam
-from opssat.uplink import package
+from opssat.uplink import package, smartcam_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "from --label_file, else the model's labels.txt, else labels.txt "
                         "beside FILE), or of the model's .tflite when FILE is left out; "
                         "print the report, exit 0 if SmartCam can run it, 1 if not")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="your SmartCam config.ini, checked with this package plugged in "
+                        "before anything is written: every model its routing names "
+                        "(labels_keep 'label:model') has its [model_<name>] section, and "
+                        "downlink_thumbnails is on (SmartCam classifies nothing without)")
     flags.add_flags(parser, [ModelFiles, SmartCamRuntime])
     return parser
 
@@ -94,6 +100,10 @@ def main() -> int:
     name = package.package_name(args.name, paths.name)
     model_file = resolve(paths, args.model_file, paths.tflite_model)
     label_file = resolve(paths, args.label_file, paths.labels_file)
+    if args.config is not None:
+        snippet = package.config_snippet(name, read_labels(label_file),
+                                         smartcam.CONFIDENCE_THRESHOLD)
+        smartcam_config.check_with_package(args.config, snippet)
     try:
         built = package.build_package(paths, name, model_file, label_file,
                                       args.threshold, args.target_accuracy,
@@ -105,9 +115,10 @@ def main() -> int:
     advice = built.advice
     for warning in advice.warnings:
         errors.warn(warning)
-    print(f"\nconfidence_threshold {advice.threshold:.2f}: {advice.reason}")
+    threshold = package.threshold_text(advice.threshold)
+    print(f"\nconfidence_threshold {threshold}: {advice.reason}")
     if advice.row is not None:
-        print(f"  at {advice.threshold:.2f} the evaluation {package.describe_row(advice.row)}")
+        print(f"  at {threshold} the evaluation {package.describe_row(advice.row)}")
     print(f"\npackaged {built.folder}/ (verify: cd {built.folder} && "
           f"sha256sum -c {package.CHECKSUMS_FILE})")
     print("copy to the spacecraft:")

@@ -174,7 +174,7 @@ def test_batch_labels_to_skip(model: ModelPaths):
     unknown = call("batch_label_images.py", repo, "m", "purple", "--no_progress")
     assert unknown.returncode == 0 and "purple" in unknown.stderr
     everything = call("batch_label_images.py", repo, "m", "red,green,blue", "--no_progress")
-    assert everything.returncode == 2 and "no images" in everything.stderr
+    assert everything.returncode == 2 and "labels to skip" in everything.stderr
 
 
 # --- train.sh <model> <epochs> --------------------------------------------------------

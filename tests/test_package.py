@@ -102,7 +102,7 @@ def test_good_model_packages_with_checksums_and_config(repo_root, contract_model
     assert "[model_demo]" in result.stdout
     assert "no evaluation found" in result.stdout
     readme = (written / "README.txt").read_text()
-    assert "/home/exp1000/models/demo/model.tflite" in readme and "0.70" in readme
+    assert "/home/exp1000/models/demo/model.tflite" in readme and "= 0.7:" in readme
     assert [p.name for p in (folder / "smartcam").iterdir()] == ["demo"]
 
 
@@ -264,7 +264,7 @@ def test_onboard_evaluation_is_preferred_and_reported(repo_root, contract_models
     assert result.returncode == 0, result.stderr
     assert "confidence_threshold 0.81" in result.stdout
     assert str(onboard) in result.stdout
-    assert "keeps 40.0% of images (4), 100.0% correct" in result.stdout
+    assert "passes the threshold on 40.0% of images (4), 100.0% correct" in result.stdout
     assert package.package_threshold(paths.smartcam_dir("demo")) == pytest.approx(0.81)
     assert "warning" not in result.stderr
 

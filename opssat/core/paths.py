@@ -176,6 +176,20 @@ class ModelPaths:
     def smartcam_dir(self, package_name: str) -> Path:
         return self.smartcam_root / package_name
 
+    @property
+    def rehearsal_dir(self) -> Path:
+        """``rehearsal/``: the last flight rehearsal (rehearse.py): SmartCam's work folder,
+        ``rehearsal.csv`` and ``summary.json``."""
+        return self.model_dir / "rehearsal"
+
+    @property
+    def rehearsal_csv(self) -> Path:
+        return self.rehearsal_dir / "rehearsal.csv"
+
+    @property
+    def rehearsal_summary(self) -> Path:
+        return self.rehearsal_dir / "summary.json"
+
     def require_model_dir(self) -> ModelPaths:
         """Raise a UserError naming the fix when the model folder does not exist."""
         if not self.model_dir.is_dir():

@@ -1,8 +1,9 @@
 """Stage 3, judging a model: running it over images (``infer``), the confidences CSVs
 (``confidences``), SmartCam's contract check (``contract``), the one judge of a runtime's
 answers and of two runtimes' agreement (``agreement``), metrics (``metrics``), the reports
-(``report``, ``report_page``, ``report_plots``, ``html_report``), label review (``review``) and
-the option groups the scripts share (``shared_options``).
+(``report``, ``report_page``, ``report_plots``, ``html_report``; the flight rehearsal's section
+``rehearsal_report``), label review (``review``) and the option groups the scripts share
+(``shared_options``).
 
 May import: ``opssat.core``, ``opssat.onboard``, ``opssat.data``.
 """

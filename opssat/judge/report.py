@@ -18,7 +18,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
-from opssat.judge import agreement, metrics
+from opssat.judge import agreement, metrics, rehearsal_report
 from opssat.judge.confidences import NOT_CLASSIFIED, Confidences, load_confidences
 from opssat.onboard import flight
 
@@ -102,6 +102,8 @@ class Report:
     #: the same object as ``agreement`` when that is the pair.
     flight: Comparison | None = None
     plots: list[Path] = field(default_factory=list)  # report_plots' PNGs, in report order
+    #: The model's last flight rehearsal (rehearse.py), when there is one.
+    rehearsal: rehearsal_report.Rehearsal | None = None
 
     @property
     def comparisons(self) -> list[Comparison]:
@@ -116,7 +118,8 @@ class Report:
 
 
 def build(model: str, csvs: Sequence[tuple[str, Path]], threshold: float,
-          target_accuracy: float) -> Report:
+          target_accuracy: float,
+          rehearsal: rehearsal_report.Rehearsal | None = None) -> Report:
     """Read and score every (mode, CSV) pair and compare the modes: every figure of the
     report, once."""
     results = evaluate_csvs(csvs, threshold, target_accuracy)
@@ -125,7 +128,7 @@ def build(model: str, csvs: Sequence[tuple[str, Path]], threshold: float,
     agreement = compare(results, 0, 1) if len(results) >= 2 else None
     pair = flight_pair(results)
     flown = None if pair is None else agreement if pair == (0, 1) else compare(results, *pair)
-    return Report(model, results, agreement, flown)
+    return Report(model, results, agreement, flown, rehearsal=rehearsal)
 
 
 def _num(value: float | None, digits: int = 3) -> str:
@@ -273,8 +276,9 @@ def _title(rep: Report, markdown: bool) -> list[str]:
         f"# Performance of model `{rep.model}`",
         "",
         "Main figures: the top-1 label of every test image, whatever its confidence. "
-        "The \"at threshold\" figures show what SmartCam keeps on board: images whose top-1 "
-        "confidence reaches the threshold.",
+        "The \"at threshold\" figures count the images whose top-1 confidence reaches the "
+        "threshold: SmartCam deletes the others on board. What it downlinks also depends on "
+        "labels_keep and the models after this one (rehearse.py runs SmartCam's own app).",
         "",
     ]
 
@@ -306,11 +310,16 @@ def _plots(rep: Report, markdown: bool) -> list[str]:
     return ["## Plots", "", *(f"![{p.stem}]({p.name})" for p in rep.plots), ""]
 
 
+def _rehearsal(rep: Report, markdown: bool) -> list[str]:
+    return rehearsal_report.render_lines(rep.rehearsal, markdown) if rep.rehearsal else []
+
+
 SectionLines = Callable[[Report, bool], list[str]]
 #: What the terminal shows, in order.
-TEXT_SECTIONS: tuple[SectionLines, ...] = (_per_mode, _comparison)
+TEXT_SECTIONS: tuple[SectionLines, ...] = (_per_mode, _comparison, _rehearsal)
 #: report.md, in order.
-MARKDOWN_SECTIONS: tuple[SectionLines, ...] = (_title, _comparison, _per_mode, _plots)
+MARKDOWN_SECTIONS: tuple[SectionLines, ...] = (_title, _comparison, _per_mode, _plots,
+                                                _rehearsal)
 
 
 def render_text(rep: Report) -> str:
@@ -333,6 +342,7 @@ JSON_SECTIONS: dict[str, Callable[[Report], object]] = {
     "agreement": lambda rep: _agreement_json(rep.agreement),
     "flight_agreement": lambda rep: _agreement_json(rep.flight),
     "plots": lambda rep: [str(p) for p in rep.plots],
+    "rehearsal": lambda rep: rep.rehearsal.summary if rep.rehearsal else None,
 }
 
 

@@ -16,7 +16,7 @@ from opssat.core import atomic
 from opssat.core.paths import ModelPaths
 from opssat.data import images
 from opssat.data.preprocess import Preprocessing, PreprocessOptions
-from opssat.judge import html_report, report
+from opssat.judge import html_report, rehearsal_report, report
 from opssat.judge.confidences import NOT_CLASSIFIED, ranked, read_preprocessing
 from opssat.onboard import flight
 
@@ -156,8 +156,10 @@ def _title(rep: report.Report, page: _Page) -> list[str]:
     return body + [
         '<a href="#plots">plots</a>' if rep.plots else "", "</nav>",
         '<p class="muted">Main figures: the top-1 label of every test image, whatever its '
-        'confidence. The "at threshold" figures show what SmartCam keeps on board: images '
-        "whose top-1 confidence reaches the threshold. Each image is shown as a thumbnail "
+        'confidence. The "at threshold" figures count the images whose top-1 confidence '
+        "reaches the threshold: SmartCam deletes the others on board; what it downlinks "
+        "also depends on labels_keep and the models after this one (rehearse.py runs "
+        "SmartCam's own app). Each image is shown as a thumbnail "
         "(click for the original) beside the model's input as its preprocessing made it.</p>"]
 
 
@@ -237,9 +239,13 @@ def _plots(rep: report.Report, page: _Page) -> list[str]:
               for p in rep.plots)]
 
 
+def _rehearsal(rep: report.Report, page: _Page) -> list[str]:
+    return rehearsal_report.render_html(rep.rehearsal) if rep.rehearsal else []
+
+
 #: report.html's sections, in order (see ``report.Report`` for adding one).
 HTML_SECTIONS: tuple[Callable[[report.Report, _Page], list[str]], ...] = (
-    _title, _comparison, _per_mode, _plots)
+    _title, _comparison, _per_mode, _plots, _rehearsal)
 
 
 def render_html(rep: report.Report, page: Path, roots: Sequence[Path],

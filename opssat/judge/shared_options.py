@@ -61,7 +61,7 @@ class SmartCamRuntime:
         f"(default: ${flight.ENV_VAR})", metavar="DIR")
     smartcam_arch: str = option(
         "k8", "SmartCam build: k8 (x86-64, native) or armhf (the flight build, under "
-        "qemu-user)", choices=flight.ARCHES)
+        "qemu-user)", choices=flight.ARCHES, aliases=("--arch",))
 
 
 @dataclass

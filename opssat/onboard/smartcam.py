@@ -15,7 +15,7 @@ INPUT_SIZE = (INPUT_HEIGHT, INPUT_WIDTH)
 #: The payload fills the input with (pixel - INPUT_MEAN) / INPUT_STD, float32.
 INPUT_MEAN = 0.0
 INPUT_STD = 255.0
-#: Below this top-1 confidence SmartCam leaves an image unclassified.
+#: Below this top-1 confidence SmartCam deletes the image on board (a metadata row remains).
 CONFIDENCE_THRESHOLD = 0.70
 #: The labels of SmartCam's default model, in labels.txt order.
 DEFAULT_LABELS = ("bad", "earth", "edge")

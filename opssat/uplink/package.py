@@ -133,13 +133,22 @@ def recommend_threshold(
     return ThresholdAdvice(round(float(best.threshold), 4), reason, csv_path, best, warnings)
 
 
+def threshold_text(threshold: float) -> str:
+    """The threshold as the snippet writes it: the value the figures were computed at
+    (0.755 stays 0.755, 0.999 stays 0.999), never rounded."""
+    return f"{threshold:.6g}"
+
+
 def describe_row(row: ThresholdRow | None) -> str:
-    """'keeps 80.0% of images (40), 97.5% correct' for a threshold table row."""
+    """'passes 80.0% of images (40), 97.5% correct' for a threshold table row. SmartCam
+    deletes the rest; of those passing, it keeps only the labels in labels_keep and what
+    the models after this one keep (rehearse.py shows what it downlinks)."""
     if row is None:
         return ""
-    accuracy = "no image kept" if row.kept_accuracy is None else (
+    accuracy = "none passes" if row.kept_accuracy is None else (
         f"{row.kept_accuracy:.1%} correct")
-    return f"keeps {row.kept_share:.1%} of images ({row.kept}), {accuracy}"
+    return (f"passes the threshold on {row.kept_share:.1%} of images ({row.kept}), "
+            f"{accuracy}; SmartCam deletes the rest")
 
 
 # --- the package ------------------------------------------------------------------
@@ -197,7 +206,7 @@ def config_snippet(
         "input_width": str(input_size[1]),
         "input_mean": f"{mean:g}",
         "input_std": f"{std:g}",
-        "confidence_threshold": f"{threshold:.2f}",
+        "confidence_threshold": threshold_text(threshold),
     }
     parser = configparser.ConfigParser()
     parser.optionxform = str  # keep the name's case; SmartCam's lookup ignores case
@@ -355,12 +364,14 @@ def _readme(paths: ModelPaths, name: str, report: ContractReport,
         f"keys as '{name}.<key>'; the older acquire_and_label_images.py reads them without",
         f"the '{name}.' prefix.",
         "",
-        f"confidence_threshold = {advice.threshold:.2f}: {advice.reason}.",
+        f"confidence_threshold = {threshold_text(advice.threshold)}: {advice.reason}.",
     ]
     if kept:
         lines.append(f"At that threshold the evaluation {kept}.")
     lines += [
-        "SmartCam leaves an image unclassified below the threshold.",
+        "Below the threshold SmartCam deletes the image on board (only its metadata row",
+        "remains). Above it, the image is kept only if its label is in labels_keep (and the",
+        "models it is routed to keep it). rehearse.py runs SmartCam's own app to show it.",
         "",
         f"Verify the files: sha256sum -c {CHECKSUMS_FILE} (on board, after copying only the",
         f"model files: sha256sum -c --ignore-missing {CHECKSUMS_FILE}).",
