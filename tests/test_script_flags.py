@@ -118,3 +118,14 @@ def test_train_sh_help_is_the_trainers():
     assert "usage: ./train.sh" in done.stdout
     for flag in ("--preprocess", "--train_preprocess", "--all_data", "--recipe", "--model"):
         assert flag in done.stdout
+
+
+def test_crossval_keeps_its_old_flags_and_passes_the_rest_to_the_trainer():
+    parser = write_flags_doc.load_script("crossval.py").build_parser()
+    args, rest = parser.parse_known_args(
+        ["m", "--nostress", "--folds", "3", "--group-seconds", "5", "--top_up", "bad=2",
+         "--preprocess", "onboard", "--train_epochs", "2", "--modes", "onboard"])
+    assert (args.stress, args.folds, args.group_seconds, args.top_up, args.modes) == \
+        (False, 3, "5", ["bad=2"], "onboard")
+    assert rest == ["--preprocess", "onboard", "--train_epochs", "2"]
+    assert parser.parse_known_args(["m"])[0].stress is True
