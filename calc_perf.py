@@ -26,7 +26,6 @@ from pathlib import Path
 from opssat.core import atomic, cli, errors, flags
 from opssat.core.paths import check_inside, model_paths
 from opssat.data import images
-from opssat.judge import rehearsal_report, report, report_page, report_plots
 from opssat.judge.confidences import check_threshold
 from opssat.judge.shared_options import Threshold
 from opssat.onboard import flight, smartcam
@@ -53,6 +52,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    from opssat.judge import (  # scikit-learn: after --help
+        rehearsal_report,
+        report,
+        report_page,
+        report_plots,
+    )
+
     check_threshold(args.target_accuracy, "--target_accuracy")
     check_threshold(args.threshold)
     paths = model_paths(args.model).require_model_dir()

@@ -27,25 +27,16 @@ from opssat.core.paths import model_paths
 from opssat.data import split, topup
 from opssat.judge.shared_options import Bursts, SmartCamRuntime, TopUp
 from opssat.onboard import flight
-from opssat.train import crossval, recipes
+from opssat.train import recipes
+from opssat.train.crossval_options import CrossvalOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name: the folder repo/<model>/")
-    parser.add_argument("--folds", type=int, default=crossval.DEFAULT_FOLDS,
-                        help="number of folds (default: %(default)s)")
-    parser.add_argument("--fold_seed", type=int, default=crossval.DEFAULT_SEED,
-                        help="seed of the fold assignment (default: %(default)s); --seed "
-                             "goes to the trainer")
-    parser.add_argument("--nostress", dest="stress", action="store_false",
-                        help="skip the stress set (on by default when judging onboard input "
-                             "and a bad label exists)")
-    parser.add_argument("--modes", default=",".join(crossval.MODES),
-                        help="preprocessing modes to judge; 'flight' judges in SmartCam's own "
-                        "binaries (needs --smartcam_dir) (default: %(default)s)")
-    flags.add_flags(parser, [recipes.RecipeName, Bursts, TopUp, SmartCamRuntime])
+    flags.add_flags(parser, [CrossvalOptions, recipes.RecipeName, Bursts, TopUp,
+                             SmartCamRuntime])
     return parser
 
 
@@ -56,6 +47,8 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
 
 def main() -> int:
     args, trainer_args = parse_args()
+    from opssat.train import crossval  # scikit-learn and TensorFlow: after --help
+
     paths = model_paths(args.model).require_model_dir()
     top_up = [topup.parse_top_up(text) for text in args.top_up]
     if args.recipe:

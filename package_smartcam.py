@@ -19,7 +19,7 @@ from opssat.data.labels import read_labels
 from opssat.judge import contract
 from opssat.judge.shared_options import ModelFiles, SmartCamRuntime
 from opssat.onboard import flight, smartcam
-from opssat.uplink import package, smartcam_config
+from opssat.uplink import smartcam_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +69,8 @@ def resolve(paths: ModelPaths | None, value: str | None, default: Path | None) -
 
 
 def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
+    from opssat.uplink import package  # scikit-learn: after --help
+
     if args.check_only:
         model_file = Path(args.check_only)
     elif paths is not None:
@@ -91,6 +93,8 @@ def check_only(args: argparse.Namespace, paths: ModelPaths | None) -> int:
 
 def main() -> int:
     args = parse_args()
+    from opssat.uplink import package  # scikit-learn: after --help
+
     paths = model_paths(args.model).require_model_dir() if args.model else None
     if args.check_only is not None:
         return check_only(args, paths)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from opssat.data.preprocess import PreprocessOptions
 from opssat.onboard import smartcam
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -241,7 +242,7 @@ def preprocessing_steps(jpegs: list[bytes], repeat: int = 3) -> dict[str, float]
             paths.append(folder / f"{index}.jpeg")
             paths[-1].write_bytes(data)
         size = smartcam.INPUT_SIZE
-        onboard_mode = images.Preprocessing("onboard")
+        onboard_mode = PreprocessOptions("onboard").preprocessing()
         loaded = [chain.stb_load(p, 1, size) for p in paths]
         resized = [chain.stb_resize(x, size) for x in loaded]
         coded = [chain.stb_write_jpeg(x) for x in resized]

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from opssat.data import sample
+from opssat.data.preprocess import PreprocessOptions
 
 BATCH = 32
 
@@ -34,7 +35,6 @@ def measure(count: int, work: Path) -> dict:
     from opssat.train.backbones import check_feature_extractor, load_backbone
     from opssat.train.dataset import (
         FeatureCache,
-        Preprocessing,
         feature_dataset,
         image_dataset,
         list_labelled_files,
@@ -49,7 +49,7 @@ def measure(count: int, work: Path) -> dict:
     files = list_labelled_files(data / "all")
     backbone = load_backbone("efficientnet_lite0")
     check_feature_extractor(backbone)
-    preprocessing = Preprocessing(size=(backbone.image_size, backbone.image_size))
+    preprocessing = PreprocessOptions().preprocessing(size=(backbone.image_size,) * 2)
 
     started = time.perf_counter()
     for _ in image_dataset(files, preprocessing, BATCH):

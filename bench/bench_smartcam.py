@@ -27,6 +27,7 @@ from opssat.core import cli, errors
 from opssat.core.paths import model_paths
 from opssat.data import images, sample
 from opssat.data.labels import read_labels
+from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import agreement
 from opssat.judge.infer import Classifier, RuntimeComparison, compare_runtimes
 from opssat.onboard import flight, smartcam, tflite25
@@ -88,8 +89,8 @@ def toolkit_input(flown: RuntimeComparison, classifier: flight.FlightClassifier,
     """SmartCam's answers of ``flown`` against LiteRT fed the toolkit's own on-board
     preprocessing (what batch_label_images.py --preprocess onboard computes)."""
     litert = Classifier(classifier.model_file, labels=classifier.labels,
-                        preprocessing=images.Preprocessing(mode="onboard",
-                                                           size=classifier.input_size))
+                        preprocessing=PreprocessOptions("onboard").preprocessing(
+                            size=classifier.input_size))
     by_name = dict(zip(names, files, strict=True))
     rows = np.array([litert.classify_file(by_name[name])[0] for name in flown.names],
                     np.float32).reshape(flown.flight.shape)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
-from opssat.core import cli, errors
+from opssat.core import cli, errors, flags
 from opssat.core.paths import model_paths
 from opssat.data import images, sample
+from opssat.data.preprocess import PreprocessOptions
 from opssat.judge.confidences import check_threshold
 from opssat.judge.infer import Classifier
 from opssat.onboard import smartcam
@@ -40,14 +42,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--real_dir", type=Path, default=DEFAULT_REAL_DIR,
                         help="folder of <label>/ sub-folders of real thumbnails "
                         "(default: the bundled sample_data/opssat_real)")
-    parser.add_argument("--onboard_channels", type=int, default=smartcam.ONBOARD_CHANNELS,
-                        choices=images.ONBOARD_CHANNEL_CHOICES,
-                        help="channels of the on-board resize (default: "
-                        "%(default)s, grayscale, as SmartCam)")
     parser.add_argument("--threshold", type=float, help="confidence threshold for the "
                         "'kept' figures (default: the package's, else "
                         f"{smartcam.CONFIDENCE_THRESHOLD:.2f})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    # Both modes are judged: only the on-board settings are flags.
+    flags.add_flags(parser, [PreprocessOptions], skip=("preprocess",))
     return parser.parse_args()
 
 
@@ -76,12 +76,12 @@ def real_images(real_dir: Path) -> list[tuple[str, Path]]:
 
 
 def evaluate(classifier: Classifier, files: list[tuple[str, Path]], threshold: float,
-             onboard_channels: int) -> dict:
+             options: PreprocessOptions) -> dict:
     """Every figure, JSON-ready: per mode accuracy, recall per label and kept
     share at the threshold; top-1 agreement between modes; input difference."""
     labels = classifier.labels
-    preprocessing = {mode: images.Preprocessing(mode, onboard_channels, classifier.input_size)
-                     for mode in MODES}
+    preprocessing = {mode: replace(options, preprocess=mode).preprocessing(
+        size=classifier.input_size) for mode in MODES}
     rows, skipped = [], []
     for expected, path in files:
         try:
@@ -105,7 +105,7 @@ def evaluate(classifier: Classifier, files: list[tuple[str, Path]], threshold: f
         "absent_from_model": [label for label in real_labels if label not in labels],
         "without_real_images": [label for label in labels if label not in real_labels],
         "threshold": threshold,
-        "onboard_channels": onboard_channels,
+        "onboard_channels": options.onboard_channels,
         "modes": {mode: _mode_figures(rows, mode, real_labels, threshold) for mode in MODES},
         "skipped": skipped,
         "per_image": rows,
@@ -198,7 +198,7 @@ def main() -> int:
     if not files:
         raise errors.UserError(f"no images in {real_dir}/<label>/: put thumbnails in label folders")
     classifier = Classifier(model_file, label_file)
-    figures = evaluate(classifier, files, threshold, args.onboard_channels)
+    figures = evaluate(classifier, files, threshold, PreprocessOptions.from_args(args))
     if not figures["images"]:
         raise errors.UserError(f"none of the images in {real_dir} could be read")
     if args.json:

@@ -1,5 +1,6 @@
 """Every script's flags: the shared ones declared once (same help wherever they appear),
-and --help that imports no TensorFlow (so it answers at once)."""
+and --help that imports no TensorFlow nor scikit-learn (so it answers at once; the
+times are bench/bench_help.py's)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ for name in write_flags_doc.SCRIPTS:
     write_flags_doc.load_script(name).build_parser().format_help()
 make_image_classifier.build_parser().format_help()
 write_flags_doc.scripts_document()
-print(sorted(m for m in ("tensorflow", "tf_keras", "keras") if m in sys.modules))
+print(sorted(m for m in ("tensorflow", "tf_keras", "keras", "sklearn") if m in sys.modules))
 """
 
 
@@ -96,14 +97,14 @@ def test_group_seconds_keeps_its_dashed_spelling():
 
 @pytest.mark.slow  # one Python start per script; each must not import TensorFlow
 @pytest.mark.parametrize("script", [*SCRIPTS, "-m opssat.train.make_image_classifier"])
-def test_help_answers_without_tensorflow(script):
+def test_help_answers_without_tensorflow_or_sklearn(script):
     start = (f"runpy.run_module('{script.split()[-1]}', run_name='__main__')"
              if script.startswith("-m") else f"runpy.run_path('{script}', run_name='__main__')")
     run = (f"import runpy, sys; sys.argv = ['{script}', '--help']\n"
            f"try:\n    {start}\n"
            "except SystemExit as end:\n"
            "    assert end.code in (0, None), end.code\n"
-           "print('tensorflow' in sys.modules)")
+           "print('tensorflow' in sys.modules or 'sklearn' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", run], cwd=PROJECT, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -117,3 +118,14 @@ def test_train_sh_help_is_the_trainers():
     assert "usage: ./train.sh" in done.stdout
     for flag in ("--preprocess", "--train_preprocess", "--all_data", "--recipe", "--model"):
         assert flag in done.stdout
+
+
+def test_crossval_keeps_its_old_flags_and_passes_the_rest_to_the_trainer():
+    parser = write_flags_doc.load_script("crossval.py").build_parser()
+    args, rest = parser.parse_known_args(
+        ["m", "--nostress", "--folds", "3", "--group-seconds", "5", "--top_up", "bad=2",
+         "--preprocess", "onboard", "--train_epochs", "2", "--modes", "onboard"])
+    assert (args.stress, args.folds, args.group_seconds, args.top_up, args.modes) == \
+        (False, 3, "5", ["bad=2"], "onboard")
+    assert rest == ["--preprocess", "onboard", "--train_epochs", "2"]
+    assert parser.parse_known_args(["m"])[0].stress is True

@@ -359,8 +359,9 @@ def test_train_sh_fills_the_model_folder(tiny_hub, colour_images, repo_root):
     (model / "data").mkdir(parents=True)
     (model / "data" / "training").symlink_to(colour_images)
     done = subprocess.run(["./train.sh", "cam", "1", "--tfhub_module", str(tiny_hub),
-                           "--image_size", "64", "--nodo_fine_tuning"], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=300)
+                           "--image_size", "64", "--nodo_fine_tuning",
+                           "--train_preprocess", "onboard", "--onboard_channels", "3"],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "tensorboard --logdir" in done.stdout
     for name in ("saved_model", "labels.txt", "tflite_model.tflite", "train_record.json",
@@ -368,6 +369,9 @@ def test_train_sh_fills_the_model_folder(tiny_hub, colour_images, repo_root):
         assert (model / name).exists(), name
     record = json.loads((model / "train_record.json").read_text())
     assert record["epochs_run"] == 1 and record["options"]["do_fine_tuning"] is False
+    # What the model was trained on, in full (the old flag name still sets it).
+    assert record["preprocessing"] == {"mode": "onboard", "onboard_channels": 3,
+                                       "size": [64, 64], "mean": 0.0, "std": 255.0}
 
     missing = subprocess.run(["./train.sh", "nosuchmodel"], cwd=PROJECT, capture_output=True,
                              text=True, timeout=120)

@@ -16,7 +16,7 @@ import dataclasses
 import inspect
 import math
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,13 +137,16 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
-def add_flags(parser: argparse.ArgumentParser, groups: Iterable[type]) -> None:
+def add_flags(parser: argparse.ArgumentParser, groups: Iterable[type],
+              skip: Collection[str] = ()) -> None:
     """One --help section per option group, one flag per field (``--no<flag>`` too for
-    booleans, as absl's)."""
+    booleans, as absl's), but those named in ``skip`` (a tool that has no use for
+    them: they keep their defaults)."""
     for group in groups:
         section = parser.add_argument_group(section_title(group))
         for flag in flags_of(group):
-            _add_flag(section, flag)
+            if flag.name not in skip:
+                _add_flag(section, flag)
 
 
 def names_of(groups: Iterable[type]) -> dict[str, str]:

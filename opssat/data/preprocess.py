@@ -146,7 +146,8 @@ GROUND = Preprocessing()
 
 
 def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--preprocess`` and ``--onboard_channels``, the same in every script."""
+    """The group's flags on ``parser``: ``flags.add_flags(parser, [PreprocessOptions])``
+    under the name scripts written before the group know."""
     flags.add_flags(parser, [PreprocessOptions])
 
 

@@ -28,6 +28,7 @@ from opssat.core.progress import bar as progress_bar
 from opssat.data import images
 from opssat.data.images import GROUND, Preprocessing
 from opssat.data.labels import read_labels, validate_labels
+from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import agreement, confidences
 from opssat.judge.confidences import NOT_CLASSIFIED
 from opssat.judge.contract import tensor_problems
@@ -487,9 +488,8 @@ def compare_runtimes(
     """Classify ``files`` with ``classifier`` (SmartCam's programs) and with LiteRT fed
     the toolkit's on-board preprocessing, or ``litert_input(file, SmartCam's resized
     JPEG)`` when given; unreadable files are left out."""
-    preprocessing = Preprocessing(mode="onboard", onboard_channels=classifier.channels,
-                                  size=classifier.input_size, mean=classifier.mean,
-                                  std=classifier.std)
+    preprocessing = PreprocessOptions("onboard", classifier.channels).preprocessing(
+        size=classifier.input_size, mean=classifier.mean, std=classifier.std)
     litert = Classifier(classifier.model_file, labels=classifier.labels,
                         preprocessing=preprocessing)
     names = [str(path) for path in files] if names is None else names

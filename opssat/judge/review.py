@@ -21,7 +21,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.judge import html_report
-from opssat.judge.confidences import Confidences, load_confidences, ranked
+from opssat.judge.confidences import Confidences, load_confidences, ranked, read_preprocessing
 
 ISSUE_COLUMNS = ("filename", "given_label", "suggested_label", "score")
 
@@ -139,7 +139,8 @@ def render_page(paths: ModelPaths, result: Review,
     esc = html_report.esc
     page = paths.review_html
     conf, source = result.confidences, result.source
-    files = html_report.ImageFiles(page)
+    seen = read_preprocessing(source.csv_path)  # what its model saw, when recorded
+    files = html_report.ImageFiles(page, inputs={source.preprocess: seen} if seen else None)
     for s in result.suspects:
         if s.path is not None:
             files.want(s.path, [source.preprocess])

@@ -24,11 +24,12 @@ class ModelFiles:
 
     model_file: str | None = option(
         None, ".tflite model (default: repo/<model>/tflite_model.tflite; label_image.py "
-        "without -n: tflite_model.tflite; package_smartcam.py looks a bare file name such as "
-        "tflite_model_int8.tflite up in repo/<model>/)", aliases=("-m",), metavar="FILE")
+        "without -n: ./tflite_model.tflite); package_smartcam.py looks a bare file name, such "
+        "as tflite_model_int8.tflite, up in repo/<model>/", aliases=("-m",), metavar="FILE")
     label_file: str | None = option(
         None, "labels, one per line in the model's output order (default: "
-        "repo/<model>/labels.txt; label_image.py without -n: labels.txt)", aliases=("-l",),
+        "repo/<model>/labels.txt; label_image.py without -n: ./labels.txt); "
+        "package_smartcam.py looks a bare file name up in repo/<model>/", aliases=("-l",),
         metavar="FILE")
 
 

@@ -41,11 +41,8 @@ from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import agreement, confidences, metrics
 from opssat.judge.infer import Classifier, predicted_label
 from opssat.onboard import flight, smartcam
+from opssat.train.crossval_options import DEFAULT_FOLDS, DEFAULT_SEED, MODES  # noqa: F401
 
-DEFAULT_FOLDS = 5
-DEFAULT_SEED = 42
-#: Judged in this order; the first is how the spacecraft sees images.
-MODES = ("onboard", "ground")
 FLOAT = "float"
 #: The stress set's scores sit beside the modes' under this name (on-board input).
 STRESS = "stress"

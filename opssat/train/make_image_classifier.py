@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opssat.core import cli
 from opssat.core.paths import ModelPaths, model_paths
 from opssat.train import options, recipes
 from opssat.train.options import TrainOptions
+
+if TYPE_CHECKING:
+    from opssat.train.trainer import TrainResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,10 +68,16 @@ def _fill_model_paths(args: argparse.Namespace, paths: ModelPaths,
             setattr(args, name, str(value))
 
 
+def train(options: TrainOptions) -> TrainResult:
+    """The trainer, imported only once the flags are good: TensorFlow takes seconds to
+    load, and --help or a usage error should not wait for it."""
+    from opssat.train.trainer import train as run_training
+
+    return run_training(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = options_from_args(argv)
-    from opssat.train.trainer import train  # TensorFlow: only once the flags are good
-
     result = train(options)
     done = options.paths.tflite_output_file or options.paths.saved_model_dir
     cli.on_interrupt(f"training had finished; the new model is complete and in place ({done})")
