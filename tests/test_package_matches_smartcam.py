@@ -30,6 +30,35 @@ def _config(tmp_path: Path, text: str) -> configparser.ConfigParser:
 BASE = """[conf]
 entry_point_model = default
 downlink_thumbnails = yes
+downlink_log_if_no_images = yes
+raw_compression_type = fapec
+downlink_compressed_split = 10M
+downlink_compressed_raws = no
+collect_metadata = yes
+tle_path = /etc/tle
+quota_toGround = 100000
+max_error_count = 10
+[camera]
+cam_exposure = 2
+cam_gains = [13,7,8]
+[gen]
+gen_type = poll
+gen_interval_default = 0.5
+gen_interval_throttle = 0
+gen_number = 3
+gen_geojson = aois/continents.json
+[img]
+raw_keep = no
+png_keep = yes
+[jpeg]
+jpeg_scaling = 0.3
+jpeg_quality = 90
+[clustering]
+cluster = no
+cluster_for_labels = ["earth"]
+cluster_k = 4
+cluster_collect_threshold = 10
+cluster_img_types = ["jpeg"]
 [model_default]
 default.tflite_model = m.tflite
 default.labels = l.txt
@@ -108,6 +137,13 @@ def test_a_routing_typo_names_the_section(tmp_path):
                                             "default") == []
     assert smartcam_config.chain(_config(tmp_path, BASE.format(target="demo")),
                                  "default") == ["default", "demo"]
+
+
+def test_a_config_without_the_keys_smartcam_reads_at_start_is_a_problem(tmp_path):
+    parser = _config(tmp_path, BASE.format(target="demo").replace("max_error_count = 10\n", ""))
+    with pytest.raises(UserError, match=r"lacks \[conf\] max_error_count: SmartCam stops"):
+        smartcam_config.check_config(parser)
+    smartcam_config.check_config(_config(tmp_path, BASE.format(target="demo")))
 
 
 def test_thumbnails_off_is_a_problem(tmp_path):

@@ -39,6 +39,7 @@ from opssat.onboard import flight
 from opssat.onboard.smartcam import LABELS_FILE, MODEL_FILE
 from opssat.uplink import package, rehearsal_runner, smartcam_config
 from opssat.uplink.rehearsal_outputs import build_rows, parse_log, read_downlink, summarize
+from opssat.uplink.smartcam_config import set_value
 
 RUNNER = Path(rehearsal_runner.__file__)
 SMARTCAM_PY = Path("home/exp1000/smartcam.py")
@@ -153,9 +154,10 @@ def plug_packages(parser: configparser.ConfigParser, packages: list[PackageRef])
         snippet = (ref.folder / package.CONFIG_SNIPPET_FILE).read_text(encoding="utf-8")
         smartcam_config.with_section(parser, snippet)
         section = smartcam_config.section(ref.name)
-        parser.set(section, f"{ref.name}.tflite_model", str((ref.folder / MODEL_FILE).resolve()))
-        parser.set(section, f"{ref.name}.labels", str((ref.folder / LABELS_FILE).resolve()))
-    parser.set("conf", "entry_point_model", packages[0].name)
+        set_value(parser, section, f"{ref.name}.tflite_model",
+                  str((ref.folder / MODEL_FILE).resolve()))
+        set_value(parser, section, f"{ref.name}.labels", str((ref.folder / LABELS_FILE).resolve()))
+    set_value(parser, "conf", "entry_point_model", packages[0].name)
 
 
 def rewrite_for_work(parser: configparser.ConfigParser, clone: Clone, count: int,
@@ -167,10 +169,10 @@ def rewrite_for_work(parser: configparser.ConfigParser, clone: Clone, count: int
     for section in parser.sections():
         for key, value in parser.items(section, raw=True):
             if key.endswith(".bin_model"):
-                parser.set(section, key, _bin_path(value, clone.runtime.arch))
+                set_value(parser, section, key, _bin_path(value, clone.runtime.arch))
             elif section not in own and key.endswith((".tflite_model", ".labels")):
                 relative = value.removeprefix("/home/exp1000/")
-                parser.set(section, key, str(clone.exp_dir / relative))
+                set_value(parser, section, key, str(clone.exp_dir / relative))
     parser["gen"].update(gen_type="poll", gen_number=str(count), gen_interval_default="0",
                          gen_interval_throttle="0")
     if parser.getboolean("conf", "downlink_compressed_raws", fallback=False):
@@ -422,6 +424,9 @@ def prepare(specs: list[str], smartcam_dir: Path | None, images_dir: Path | None
     clone = find_clone(smartcam_dir, arch)
     names = mock_names(list_images(images_dir or packages[0].paths.test_dir))
     parser = smartcam_config.read_config(config or clone.exp_dir / "config.dev.ini")
+    problem = smartcam_config.app_problem(parser)
+    if problem:
+        raise RehearsalError(problem)
     plug_packages(parser, packages)
     notes = rewrite_for_work(parser, clone, len(names), packages)
     checks = checks_before(parser, clone, packages, [path for _, path in names.values()])

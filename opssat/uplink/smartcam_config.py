@@ -17,6 +17,19 @@ from pathlib import Path
 from opssat.core.errors import UserError
 
 SECTION_PREFIX = "model_"
+#: The keys smartcam.py's AppConfig reads at start: without one it stops before any image.
+APP_KEYS = {
+    "conf": ("downlink_log_if_no_images", "entry_point_model", "raw_compression_type",
+             "downlink_compressed_split", "downlink_thumbnails", "downlink_compressed_raws",
+             "collect_metadata", "tle_path", "quota_toGround", "max_error_count"),
+    "camera": ("cam_exposure", "cam_gains"),
+    "gen": ("gen_type", "gen_interval_default", "gen_interval_throttle", "gen_number",
+            "gen_geojson"),
+    "img": ("raw_keep", "png_keep"),
+    "jpeg": ("jpeg_scaling", "jpeg_quality"),
+    "clustering": ("cluster", "cluster_for_labels", "cluster_k", "cluster_collect_threshold",
+                   "cluster_img_types"),
+}
 #: The keys smartcam.py reads from a model section, by the kind of model (its first key).
 MODEL_KEYS = {
     "tflite_model": ("labels", "labels_keep", "input_height", "input_width", "input_mean",
@@ -38,6 +51,21 @@ def read_config(path: Path) -> configparser.ConfigParser:
         detail = str(err).splitlines()[0]
         raise UserError(f"SmartCam config {path} is not a config.ini: {detail}") from None
     return parser
+
+
+def app_problem(parser: configparser.ConfigParser) -> str | None:
+    """The keys SmartCam reads at start that the config lacks, in one line (None if none)."""
+    missing = [f"[{name}] {key}" for name, keys in APP_KEYS.items() for key in keys
+               if not parser.has_option(name, key)]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:6]) + (", ..." if len(missing) > 6 else "")
+    return f"the config lacks {shown}: SmartCam stops at start without them"
+
+
+def set_value(parser: configparser.ConfigParser, name: str, key: str, value: str) -> None:
+    """Set ``key`` as SmartCam's ConfigParser reads it back (``%`` doubled)."""
+    parser.set(name, key, value.replace("%", "%%"))
 
 
 def section(model: str) -> str:
@@ -134,7 +162,8 @@ def check_config(parser: configparser.ConfigParser, entry: str | None = None) ->
     """UserError (one line, the problems joined) when SmartCam would not classify as the
     config intends: a routing name without its section, or thumbnails off."""
     entry = entry or parser.get("conf", "entry_point_model", fallback="")
-    problems = routing_problems(parser, entry)
+    problems = [problem for problem in [app_problem(parser)] if problem]
+    problems += routing_problems(parser, entry)
     thumbnails = thumbnails_problem(parser)
     if thumbnails:
         problems.append(thumbnails)
@@ -148,7 +177,7 @@ def with_section(parser: configparser.ConfigParser, snippet: str) -> configparse
     extra.read_string(snippet)
     for name in extra.sections():
         if not parser.has_section(name):
-            parser[name] = dict(extra[name])
+            parser[name] = dict(extra.items(name, raw=True))
     return parser
 
 
