@@ -26,6 +26,7 @@ import numpy as np
 from opssat.core import cli
 from opssat.core.paths import model_paths
 from opssat.data.labels import read_labels
+from opssat.judge import agreement as judge
 from opssat.onboard import flight
 from opssat.uplink import rehearsal
 
@@ -55,16 +56,17 @@ def flight_mode(runtime: flight.Runtime, model_file: Path, labels: list[str],
 
 def agreement(rows: list[dict], files: dict[str, str], package: str, labels: list[str],
               answer_of) -> tuple[int, float]:
-    """(images with the same top-1, largest probability difference) between the rehearsal's
-    entry-model answers and ``answer_of(source file)``."""
-    same, largest = 0, 0.0
-    for row in rows:
-        mine = json.loads(row["answers"]).get(package, {})
-        theirs = np.asarray(answer_of(Path(files[row["file"]])), np.float64)
-        probs = np.array([mine.get(label, np.nan) for label in labels])
-        same += int(np.nanargmax(probs) == int(np.argmax(theirs)))
-        largest = max(largest, float(np.nanmax(np.abs(probs - theirs))))
-    return same, largest
+    """(images that agree, largest probability difference) between ``answer_of(source
+    file)`` and the rehearsal's entry-model answers, by the toolkit's one judge
+    (``opssat.judge.agreement.compare``: top-1 and the probability bound)."""
+    mine = [[json.loads(row["answers"]).get(package, {}).get(label, np.nan) for label in labels]
+            for row in rows]
+    theirs = [answer_of(Path(files[row["file"]])) for row in rows]
+    judged = judge.compare(theirs, mine, labels, [row["file"] for row in rows],
+                           reference_name="flight mode", candidate_name="the rehearsal")
+    if judged.answers_problem:
+        print(f"warning: {judged.answers_problem}")
+    return judged.agreeing, judged.largest_difference
 
 
 def batch_label_csv(paths, labels: list[str]) -> dict[str, list[float]] | None:

@@ -230,3 +230,24 @@ def test_calc_perf_refuses_a_flight_csv_of_flat_answers(repo_root):
     error = one_error_line(run_script("calc_perf.py", "m", repo=repo_root))
     assert "confidences_flight.csv gives every label the same confidence" in error, error
     assert listing(repo_root) == before
+
+
+def _rehearsal_with(answers: list[dict[str, float]]):
+    from opssat.judge import rehearsal_report
+    from opssat.uplink import rehearsal
+
+    rows = [{"file": f"img_{i}.png", "answers": json.dumps({"demo": answer}),
+             "reason": "", "outcome": "kept"} for i, answer in enumerate(answers)]
+    report = rehearsal_report.Rehearsal(rows, {"chain": ["demo", "kmeans_imgseg"]})
+    return rehearsal.Result(None, [], report)
+
+
+def test_a_rehearsal_with_flat_or_nan_answers_is_a_failure():
+    from opssat.uplink import rehearsal
+
+    honest = [{"bad": 0.1, "earth": 0.8, "edge": 0.1}, {"bad": 0.7, "earth": 0.2, "edge": 0.1}]
+    assert rehearsal.failure(_rehearsal_with(honest)) is None
+    flat = [{"bad": 0.332031, "earth": 0.332031, "edge": 0.332031}] * 2
+    assert "do not depend on the image" in rehearsal.failure(_rehearsal_with(flat))
+    nan = [honest[0], {"bad": float("nan"), "earth": 0.5, "edge": 0.5}]
+    assert "not a number" in rehearsal.failure(_rehearsal_with(nan))

@@ -33,7 +33,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths, model_paths
 from opssat.data import images
-from opssat.judge import contract
+from opssat.judge import agreement, contract
 from opssat.judge import rehearsal_report as rr
 from opssat.onboard import flight
 from opssat.onboard.smartcam import LABELS_FILE, MODEL_FILE
@@ -465,7 +465,25 @@ def failure(rehearsal: Result) -> str | None:
         return (f"SmartCam's classifier failed on all {len(rows)} images (first: "
                 f"{errors[0]['detail']}): on board it deletes every image and downlinks only "
                 "its log")
-    return None
+    return entry_answers_problem(rehearsal)
+
+
+def entry_answers_problem(rehearsal: Result) -> str | None:
+    """The entry model's answers, as SmartCam's log gave them, judged by the one judge of
+    runtime answers (``agreement.matrix_problem``): probabilities that depend on the image."""
+    chain = rehearsal.summary.get("chain") or []
+    if not chain:
+        return None
+    entry = chain[0]
+    answered = [(row["file"], json.loads(row["answers"] or "{}").get(entry))
+                for row in rehearsal.rows]
+    answered = [(name, answer) for name, answer in answered if answer]
+    if not answered:
+        return None
+    labels = list(answered[0][1])
+    matrix = [[answer.get(label, float("nan")) for label in labels] for _, answer in answered]
+    return agreement.matrix_problem(matrix, labels, [name for name, _ in answered],
+                                    f"SmartCam's {entry} model")
 
 
 def unreached_line(rehearsal: Result) -> str | None:
