@@ -170,13 +170,13 @@ SCRIPT = """
     return Array.prototype.filter.call(document.querySelectorAll('.decide'),
                                        function (el) { return el.offsetParent !== null; });
   }
-  function setCurrent(el) {
+  function setCurrent(el, still) {
     if (current) current.closest('.card').classList.remove('current');
     current = el;
     if (!el) return;
     var card = el.closest('.card');
     card.classList.add('current');
-    if (card.scrollIntoView) card.scrollIntoView({block: 'nearest'});
+    if (!still) card.scrollIntoView({block: 'nearest'});
   }
   function move(step) {
     var list = shown(), at = list.indexOf(current);
@@ -297,7 +297,7 @@ SCRIPT = """
   });
   document.addEventListener('opssat-filled', render);
   render();
-  move(0);
+  setCurrent(shown()[0] || null, true);  // no scrolling before the reader asks
 })();
 """
 

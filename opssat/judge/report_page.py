@@ -15,7 +15,7 @@ from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
 from opssat.data import images
-from opssat.judge import html_report, metrics, report
+from opssat.judge import decisions, html_report, metrics, report
 from opssat.judge.confidences import NOT_CLASSIFIED, ranked
 from opssat.onboard import flight
 
@@ -32,8 +32,10 @@ def preprocessing_of(result: report.ModeResult) -> str:
 
 
 def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
-              modes: Sequence[str], others: Sequence[tuple[report.ModeResult, int]] = ()) -> str:
-    """An image's card: thumbnail, model input(s), expected label and top-3 of each mode."""
+              modes: Sequence[str], others: Sequence[tuple[report.ModeResult, int]] = (),
+              item: tuple[str, decisions.Item] | None = None) -> str:
+    """An image's card: thumbnail, model input(s), expected label and top-3 of each mode
+    (and the decision buttons of ``item``, (id, decision item), when given)."""
     conf = result.confidences
     name, expected = conf.filenames[row], conf.expected[row]
     probabilities = conf.probabilities[row]
@@ -50,6 +52,8 @@ def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: d
     lists = "".join(_ranking(r, i, expected, len(rankings) > 1) for r, i in rankings)
     caption = (f'<span class="name">{html_report.esc(name)}</span><br>expected '
                f"<b>{html_report.esc(expected)}</b>{lists}")
+    if item is not None:
+        caption += decisions.controls(*item, conf.labels)
     return html_report.card(body, caption, {"conf": f"{top:.6f}", "name": name}, classes)
 
 
@@ -67,6 +71,36 @@ def _ranking(result: report.ModeResult, row: int, expected: str, named: bool) ->
 
 
 _SORTS = [("confidence ↑", "conf", 1), ("confidence ↓", "conf", -1), ("name", "name", 1)]
+
+
+def _decision_items(index: int, result: report.ModeResult, all_dir: Path | None,
+                    items: dict[str, decisions.Item]) -> list[tuple[str, decisions.Item] | None]:
+    """Each row's decision (id, item) when its image is in data/all (named there as
+    relabel.py takes it, suggesting the mode's top-1), else None; ``items`` collects them."""
+    conf = result.confidences
+    found: list[tuple[str, decisions.Item] | None] = []
+    top1 = conf.top1  # a property that ranks every row: read it once
+    for row, (name, expected) in enumerate(zip(conf.filenames, conf.expected, strict=True)):
+        path = None if all_dir is None else html_report.locate_image(name, expected, [all_dir])
+        if path is None or path.parent.parent != all_dir:
+            found.append(None)
+            continue
+        item_id = f"d{index}-{row}"
+        items[item_id] = decisions.Item(f"{path.parent.name}/{path.name}", expected, top1[row])
+        found.append((item_id, items[item_id]))
+    return found
+
+
+def _decision_parts(model: str, results: Sequence[report.ModeResult],
+                    items: dict[str, decisions.Item]) -> tuple[list[str], str]:
+    """The bar above the page and the data block below it (nothing without items)."""
+    if not items:
+        return [], ""
+    labels = results[0].confidences.labels
+    texts = [r.csv_path.read_text(encoding="utf-8", errors="replace") for r in results]
+    key = decisions.run_key(model, "report", texts)
+    return ([decisions.toolbar(labels), decisions.howto(model)],
+            decisions.data_block(key, labels, items))
 
 
 def _confusion_html(index: int, result: report.ModeResult, cards: list[str]) -> list[str]:
@@ -104,9 +138,11 @@ def _confusion_html(index: int, result: report.ModeResult, cards: list[str]) -> 
 
 def render_html(model: str, results: Sequence[report.ModeResult],
                 agree: metrics.Agreement | None, plots: Sequence[Path], page: Path,
-                roots: Sequence[Path], outputs: atomic.OutputSet | None = None) -> str:
+                roots: Sequence[Path], outputs: atomic.OutputSet | None = None,
+                all_dir: Path | None = None) -> str:
     """report.html: report.md's figures, a clickable confusion matrix, the gallery of
-    misclassified and below-threshold images, and the modes side by side."""
+    misclassified and below-threshold images, and the modes side by side; each image of
+    ``all_dir`` (data/all) can be decided on (relabel.py's CSV)."""
     esc = html_report.esc
     modes = [preprocessing_of(r) for r in results]
     files = html_report.ImageFiles(page)
@@ -134,6 +170,7 @@ def render_html(model: str, results: Sequence[report.ModeResult],
                 if sources[a][i] is not None:
                     files.want(sources[a][i], [modes[a], modes[b]])
     pairs = files.write(outputs)
+    items: dict[str, decisions.Item] = {}
 
     body = [f"<h1>Performance of model <code>{esc(model)}</code></h1>", "<nav>"]
     if len(results) >= 2:
@@ -173,7 +210,8 @@ def render_html(model: str, results: Sequence[report.ModeResult],
                  "<h3>Confusion matrix, top-1</h3>",
                  '<p class="muted">Rows expected, columns predicted; click a count to see its '
                  "images.</p>"]
-        cards = [_row_card(result, row, source, pairs, page, [mode])
+        found = _decision_items(index, result, all_dir, items)
+        cards = [_row_card(result, row, source, pairs, page, [mode], item=found[row])
                  for row, source in enumerate(sources[index])]
         body += _confusion_html(index, result, cards)
         body += [f"<h3>Confusion matrix at threshold {perf.threshold:.2f} ({NOT_CLASSIFIED} = "
@@ -197,7 +235,9 @@ def render_html(model: str, results: Sequence[report.ModeResult],
         body.append('<h2 id="plots">Plots</h2>')
         body += [f'<img class="plot" loading="lazy" src="{esc(html_report.relative_url(p, page))}"'
                  f' alt="{esc(p.stem)}">' for p in plots]
-    return html_report.page(f"Performance of {model}", body)
+    bar, data = _decision_parts(model, results, items)
+    body[1:1] = bar
+    return html_report.page(f"Performance of {model}", [*body, data])
 
 
 def html_outputs(paths: ModelPaths) -> list[Path]:
@@ -214,6 +254,6 @@ def write_html(paths: ModelPaths, results: Sequence[report.ModeResult],
         raise UserError("nothing to report: run batch_label_images.py first")
     page = paths.report_html
     text = render_html(paths.name, results, agree, plots, page, [paths.test_dir, paths.all_dir],
-                       outputs)
+                       outputs, paths.all_dir)
     atomic.write_text(page, text, outputs)
     return page
