@@ -265,3 +265,30 @@ def test_unlabelled_folder_to_data_all_and_back(browser, repo_root: Path, tmp_pa
     moves = {f[3:]: f"all/{label}/{f.rsplit('/', 1)[1]}" for f, label in decided.items()}
     relabel_and_undo(repo_root, paths, tmp_path / "reviewed.csv", moves)
     assert any(paths.unlabelled_dir.iterdir())  # what was left unlabelled stays
+
+
+# --- report.html -----------------------------------------------------------------------------
+
+
+def test_report_page_galleries_take_decisions(browser, repo_root: Path, tmp_path: Path) -> None:
+    from page_fixture import make_model
+
+    from opssat.data import images
+    from opssat.judge import report, report_page
+
+    paths = make_model(repo_root, per_label=4)
+    csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES]
+    results = report.evaluate_csvs(csvs, 0.7, 0.95)
+    report_page.write_html(paths, results, report.mode_agreement(results), [])
+    page = Page(browser, paths.report_html)
+    info = page.info()
+    flagged = page.page.eval_on_selector_all("#gallery-0 .decide",
+                                             "els => els.map(e => e.dataset.item)")
+    assert flagged and page.item_ids()[0] == flagged[0]  # the first gallery comes first
+    page.keys("1", "a")
+    first, second = (info["items"][i] for i in flagged[:2])
+    rows = page.download(tmp_path / "reviewed.csv")
+    assert sorted(rows) == sorted({first["file"]: "bad", second["file"]: second["suggested"]}
+                                  .items())
+    assert all(f.split("/")[0] in ("bad", "earth", "edge") for f, _ in rows)  # data/all names
+    page.check_inert()
