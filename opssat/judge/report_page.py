@@ -73,21 +73,30 @@ def _ranking(result: report.ModeResult, row: int, expected: str, named: bool) ->
 _SORTS = [("confidence ↑", "conf", 1), ("confidence ↓", "conf", -1), ("name", "name", 1)]
 
 
+def _flagged_rows(result: report.ModeResult) -> list[int]:
+    """The rows of the misclassified or below-threshold gallery."""
+    conf, perf = result.confidences, result.performance
+    top1 = conf.top1  # a property that ranks every row: read it once
+    return [row for row in range(perf.images)
+            if top1[row] != conf.expected[row] or conf.probabilities[row].max() < perf.threshold]
+
+
 def _decision_items(index: int, result: report.ModeResult, all_dir: Path | None,
                     items: dict[str, decisions.Item]) -> list[tuple[str, decisions.Item] | None]:
-    """Each row's decision (id, item) when its image is in data/all (named there as
-    relabel.py takes it, suggesting the mode's top-1), else None; ``items`` collects them."""
+    """The decision (id, item) of each row of the misclassified or below-threshold gallery
+    whose image is in data/all (named there as relabel.py takes it, suggesting the mode's
+    top-1), else None; ``items`` collects them."""
     conf = result.confidences
-    found: list[tuple[str, decisions.Item] | None] = []
+    found: list[tuple[str, decisions.Item] | None] = [None] * len(conf.filenames)
     top1 = conf.top1  # a property that ranks every row: read it once
-    for row, (name, expected) in enumerate(zip(conf.filenames, conf.expected, strict=True)):
-        path = None if all_dir is None else html_report.locate_image(name, expected, [all_dir])
+    for row in _flagged_rows(result) if all_dir is not None else []:
+        name, expected = conf.filenames[row], conf.expected[row]
+        path = html_report.locate_image(name, expected, [all_dir])
         if path is None or path.parent.parent != all_dir:
-            found.append(None)
             continue
         item_id = f"d{index}-{row}"
         items[item_id] = decisions.Item(f"{path.parent.name}/{path.name}", expected, top1[row])
-        found.append((item_id, items[item_id]))
+        found[row] = (item_id, items[item_id])
     return found
 
 
@@ -141,8 +150,8 @@ def render_html(model: str, results: Sequence[report.ModeResult],
                 roots: Sequence[Path], outputs: atomic.OutputSet | None = None,
                 all_dir: Path | None = None) -> str:
     """report.html: report.md's figures, a clickable confusion matrix, the gallery of
-    misclassified and below-threshold images, and the modes side by side; each image of
-    ``all_dir`` (data/all) can be decided on (relabel.py's CSV)."""
+    misclassified and below-threshold images, and the modes side by side; each of those
+    images that is in ``all_dir`` (data/all) can be decided on (relabel.py's CSV)."""
     esc = html_report.esc
     modes = [preprocessing_of(r) for r in results]
     files = html_report.ImageFiles(page)
@@ -221,11 +230,7 @@ def render_html(model: str, results: Sequence[report.ModeResult],
                  "<h3>Threshold trade-off</h3>",
                  html_report.table(report.THRESHOLD_HEADER, report.threshold_rows(perf)),
                  f"<p>{esc(report.suggestion_line(perf))}</p>"]
-        conf = result.confidences
-        top1 = conf.top1  # a property that ranks every row: read it once
-        flagged = [row for row in range(perf.images)
-                   if top1[row] != conf.expected[row]
-                   or conf.probabilities[row].max() < perf.threshold]
+        flagged = _flagged_rows(result)
         gallery = f"gallery-{index}"
         body += [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
                  f"({len(flagged)} of {perf.images})</h3>",
