@@ -152,10 +152,12 @@ def test_suggest_labels_writes_the_queue_and_the_page(model: ModelPaths, make_tf
     tflite = make_tflite(labels=tuple(LABELS))
     # one unsure image: half red, half green
     write_image(model.unlabelled_dir / stamp(1_700_000_000_000, "mixed"), (150, 150, 20))
+    (model.unlabelled_dir / "notes.jpg").write_text("not an image")
     done = run_script("suggest_labels.py", "m", "--model_file", tflite, "--label_file",
                       tflite.with_name("model_labels.txt"), "--preprocess", "ground",
                       "--no_progress", repo=model.root)
     assert done.returncode == 0, done.stderr
+    assert "skipped" in done.stderr and "notes.jpg" in done.stderr
     with model.unlabelled_queue_csv.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert tuple(rows[0]) == queue.QUEUE_COLUMNS
@@ -174,10 +176,15 @@ def test_suggest_labels_writes_the_queue_and_the_page(model: ModelPaths, make_tf
 
 
 def test_suggest_labels_without_unlabelled_images_is_one_line(model: ModelPaths) -> None:
+    error = one_error_line(run_script("suggest_labels.py", "m", repo=model.root))
+    assert "tflite_model.tflite" in error  # no model yet
     for path in model.unlabelled_dir.iterdir():
         path.unlink()
     error = one_error_line(run_script("suggest_labels.py", "m", repo=model.root))
     assert "holds no files" in error
+    error = one_error_line(run_script("suggest_labels.py", "m", "--rank", "luck",
+                                      repo=model.root))
+    assert "luck" in error
 
 
 # --- what a page carries -------------------------------------------------------------------
