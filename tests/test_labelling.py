@@ -117,6 +117,7 @@ BAD_DECISIONS = {
                      "nope.png not found"),
     "duplicate_row": ([("../unlabelled/{u0}", "earth"), ("{u0}", "bad")], "listed twice"),
     "outside": ([("../training/{u0}", "earth")], "is outside"),
+    "ambiguous": ([("{u0}", "earth")], "write it as <label>/{u0} or ../unlabelled/{u0}"),
 }
 
 
@@ -126,6 +127,9 @@ def test_a_bad_decision_csv_is_refused_whole(model: ModelPaths, tmp_path: Path,
     names = sorted(p.name for p in model.unlabelled_dir.iterdir())
     rows, message = BAD_DECISIONS[case]
     rows = [(f.format(u0=names[0], u1=names[1]), label) for f, label in rows]
+    message = message.format(u0=names[0])
+    if case == "ambiguous":
+        write_image(model.all_dir / "bad" / names[0], (9, 9, 9))
     before = tree(model.data_dir)
     error = one_error_line(run_script("relabel.py", "m", write_rows(tmp_path / "r.csv", rows),
                                       repo=model.root))

@@ -83,7 +83,7 @@ def known_labels(paths: ModelPaths) -> list[str]:
 
 
 def outside_data(paths: ModelPaths, *targets: Path, what: str) -> str | None:
-    """Why the first target is neither inside data/all nor a file of data/unlabelled
+    """Why the first target is neither inside data/all nor directly in data/unlabelled
     (symlinks resolved), or None: the only places relabel moves files between."""
     for target in targets:
         if _in_unlabelled(target, paths.unlabelled_dir) is None and \
@@ -152,7 +152,7 @@ def _locate(name: str, all_dir: Path, label_names: list[str],
     if len(matches) > 1:
         return (f"{name} is in several folders "
                 f"({', '.join(p.parent.name for p in matches)}): write it as <label>/{name}"
-                " or ../unlabelled/{name}")
+                f" or ../unlabelled/{name}")
     return matches[0]
 
 
