@@ -178,8 +178,8 @@ def _card(paths: ModelPaths, found: Queue, number: int, burst: Burst, pair: html
                                   [found.preprocess])
     others = "".join(f"<li>{esc(found.files[r].name)}</li>" for r in burst.rows[1:])
     size = (f"<details><summary>burst of {burst.size}</summary><ol>{others}</ol></details>"
-            if members else "single image")
-    caption = (f'<span class="name">{esc(path.name)}</span><br>{size}suggested '
+            if members else "<div>single image</div>")
+    caption = (f'<span class="name">{esc(path.name)}</span>{size}suggested '
                f"<b>{esc(suggested)}</b>, margin {margins(probs[None])[0]:.3f}"
                + html_report.top_k(ranked(probs, found.labels, 3), suggested, "top-3")
                + decisions.controls(f"d{number}", item, found.labels))
