@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the folders of one model: repo/<model>/data/{all,training,test,classification}.
+# Make the folders of one model: repo/<model>/data/{all,training,test,classification,unlabelled}.
 # Usage: ./create_dirs.sh <model>. Idempotent; never deletes. Needs no virtualenv.
 # OPSSAT_REPO overrides the repo/ folder beside this script, as in opssat/core/paths.py.
 set -euo pipefail
@@ -25,7 +25,7 @@ fi
 
 repo=${OPSSAT_REPO:-"$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/repo"}
 model="$repo/$name"
-for sub in all training test classification; do
+for sub in all training test classification unlabelled; do
     if [ -e "$model/data/$sub" ] && [ ! -d "$model/data/$sub" ]; then
         fail "$model/data/$sub exists and is not a folder: move it away, then run again"
     fi
@@ -36,4 +36,5 @@ done
 
 echo "model folder: $model"
 echo "put your images in $model/data/all/<label>/ (one folder per label, e.g. bad/, earth/, edge/)"
+echo "unlabelled thumbnails go in $model/data/unlabelled/ (suggest_labels.py ranks them once a model exists)"
 echo "then run: ./split_data.py '$name' 20"

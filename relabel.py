@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Fix labels: move images between repo/<model>/data/all/<label>/ folders.
+"""Fix labels: move images between repo/<model>/data/all/<label>/ folders, or from
+data/unlabelled/ into them.
 
 REVIEWED.csv has the columns filename,new_label (filename as <label>/<file>, as
-in data/review/label_issues.csv, or a bare file name). Every row is checked
+in data/review/label_issues.csv, ../unlabelled/<file> as in unlabelled_queue.csv,
+or a bare file name); the pages' "download reviewed.csv" writes it. Every row is checked
 before any file moves; an unknown label, a missing file, a duplicate row, a
 path outside data/all or a name already taken at the destination stops the
 whole batch. Each batch is recorded in data/relabel_log.csv (time, batch, file,

@@ -5,7 +5,8 @@ Reads crossval/oof_confidences_onboard.csv (the cross-validation's out-of-fold
 probabilities) when it exists, else the test set's confidences CSV (on-board
 first, then ground), and writes data/review/label_issues.csv (filename, given
 label, suggested label, score) and data/review/review.html (each suspect's
-thumbnail beside the model's input). Nothing under data/all changes: fix labels
+thumbnail beside the model's input, where each can be decided by click or key and
+the decisions downloaded as reviewed.csv). Nothing under data/all changes: fix labels
 with relabel.py.
 """
 
@@ -52,8 +53,8 @@ def main() -> int:
     print(f"list: {issues}")
     print(f"page: {page}")
     if result.suspects:
-        print(f"to fix: write filename,new_label rows to a CSV, then python relabel.py "
-              f"{args.model} reviewed.csv --dry_run")
+        print(f"to fix: decide on the page (click or keys), download reviewed.csv, then "
+              f"python relabel.py {args.model} reviewed.csv --dry_run")
     return 0
 
 

@@ -16,7 +16,7 @@ from opssat.core.errors import UserError
 from opssat.core.paths import check_model_name
 
 SCRIPT = PROJECT / "create_dirs.sh"
-FOLDERS = ["all", "classification", "test", "training"]
+FOLDERS = ["all", "classification", "test", "training", "unlabelled"]
 #: Every character Python's ``\s`` matches, so the bash rule can be held to it.
 PY_SPACES = [c for c in map(chr, range(0x3001)) if re.fullmatch(r"\s", c)]
 NAMES = [
@@ -38,7 +38,7 @@ def _tree(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-def test_makes_the_four_folders_and_nothing_else(repo_root: Path) -> None:
+def test_makes_the_five_folders_and_nothing_else(repo_root: Path) -> None:
     done = _run(["opssat_v1"], repo_root)
     assert done.returncode == 0, done.stderr
     expected = ["opssat_v1", "opssat_v1/data"] + [f"opssat_v1/data/{f}" for f in FOLDERS]

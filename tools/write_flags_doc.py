@@ -26,7 +26,7 @@ DOCS = PROJECT / "docs"
 #: The scripts, in the order of the workflow.
 SCRIPTS = ("make_sample_data.py", "split_data.py", "batch_label_images.py", "label_image.py",
            "calc_perf.py", "review_labels.py", "relabel.py", "package_smartcam.py",
-           "crossval.py", "rehearse.py")
+           "crossval.py", "rehearse.py", "suggest_labels.py")
 #: The groups several scripts share, tabled once below the scripts.
 SHARED = (shared_options.ModelFiles, shared_options.Threshold, shared_options.Threads,
           shared_options.SmartCamRuntime, shared_options.Bursts, shared_options.TopUp)

@@ -77,6 +77,12 @@ class ModelPaths:
         return self.data_dir / "classification"
 
     @property
+    def unlabelled_dir(self) -> Path:
+        """Thumbnails nobody has labelled yet: suggest_labels.py ranks them, relabel.py
+        moves each decided one into ``data/all/<label>/``."""
+        return self.data_dir / "unlabelled"
+
+    @property
     def quarantine_dir(self) -> Path:
         return self.data_dir / "quarantine"
 
@@ -158,6 +164,16 @@ class ModelPaths:
     @property
     def review_html(self) -> Path:
         return self.review_dir / "review.html"
+
+    @property
+    def unlabelled_queue_csv(self) -> Path:
+        """suggest_labels.py's queue: the unlabelled images, least sure first."""
+        return self.review_dir / "unlabelled_queue.csv"
+
+    @property
+    def unlabelled_html(self) -> Path:
+        """suggest_labels.py's page, where each queued burst gets its label."""
+        return self.review_dir / "unlabelled.html"
 
     @property
     def relabel_log(self) -> Path:

@@ -1,9 +1,10 @@
-"""Moving images between ``data/all/<label>/`` folders, journaled so that any
-batch can be undone byte for byte.
+"""Moving images between ``data/all/<label>/`` folders, and from ``data/unlabelled/``
+into them, journaled so that any batch can be undone byte for byte.
 
 Safety rules, in order:
 - every row of the reviewed CSV is checked before anything moves (all or nothing);
-- a move is one ``os.rename`` inside data/all, so a file is never in two folders
+- a move is one ``os.rename`` inside data/ (data/all, or data/unlabelled -> data/all;
+  the journal names an unlabelled file ``../unlabelled/<file>``), so a file is never in two folders
   nor in none, whenever the run stops; nothing is ever overwritten;
 - the whole batch is written to the journal as ``planned`` (and fsynced) before
   the first rename, and each rename is followed by its ``moved`` row; Ctrl-C is
@@ -49,8 +50,10 @@ class Move:
     sha256: str
 
     def relative(self, all_dir: Path) -> tuple[str, str]:
-        return (self.source.relative_to(all_dir).as_posix(),
-                self.target.relative_to(all_dir).as_posix())
+        """Both paths relative to data/all: ``<label>/<file>``, or ``../unlabelled/<file>``
+        for a file that comes from (or goes back to) data/unlabelled."""
+        return (Path(os.path.relpath(self.source, all_dir)).as_posix(),
+                Path(os.path.relpath(self.target, all_dir)).as_posix())
 
 
 @dataclass
@@ -79,6 +82,16 @@ def known_labels(paths: ModelPaths) -> list[str]:
     return sorted(found)
 
 
+def outside_data(paths: ModelPaths, *targets: Path, what: str) -> str | None:
+    """Why the first target is neither inside data/all nor directly in data/unlabelled
+    (symlinks resolved), or None: the only places relabel moves files between."""
+    for target in targets:
+        if _in_unlabelled(target, paths.unlabelled_dir) is None and \
+                (problem := outside_root(paths.all_dir, target, what=what)):
+            return problem
+    return None
+
+
 def _fail(problems: list[str]) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
@@ -97,12 +110,29 @@ def _decode(csv_path: Path) -> str:
                         f"{err.start}): save it as UTF-8; nothing moved") from err
 
 
-def _locate(name: str, all_dir: Path, label_names: list[str]) -> Path | str:
-    """The file a reviewed row names (``<label>/<file>``, a bare file name, or a path
-    inside data/all), or a description of the problem."""
+def _in_unlabelled(candidate: Path, unlabelled_dir: Path) -> Path | None:
+    """``candidate`` as ``data/unlabelled/<file>`` when it resolves to a name directly
+    in that folder (symlinks resolved), else None."""
+    if outside_root(unlabelled_dir.parent, unlabelled_dir):
+        return None  # data/unlabelled is a symlink out of data/
+    try:
+        inside = candidate.resolve().relative_to(unlabelled_dir.resolve())
+    except ValueError:
+        return None
+    return unlabelled_dir / inside if len(inside.parts) == 1 else None
+
+
+def _locate(name: str, all_dir: Path, label_names: list[str],
+            unlabelled_dir: Path | None = None) -> Path | str:
+    """The file a reviewed row names (``<label>/<file>``, ``../unlabelled/<file>``, a
+    bare file name, or a path inside data/all or data/unlabelled), or a description of
+    the problem."""
     given = Path(name)
     if given.is_absolute() or "/" in name or "\\" in name:
         candidate = given if given.is_absolute() else all_dir / given
+        found = None if unlabelled_dir is None else _in_unlabelled(candidate, unlabelled_dir)
+        if found is not None:
+            return found if found.is_file() else f"{name} not found in {unlabelled_dir}"
         try:
             inside = candidate.resolve().relative_to(all_dir.resolve())
         except ValueError:
@@ -115,11 +145,14 @@ def _locate(name: str, all_dir: Path, label_names: list[str]) -> Path | str:
         return "empty filename"
     matches = [all_dir / label / name for label in label_names
                if (all_dir / label / name).is_file()]
+    if unlabelled_dir is not None and (unlabelled_dir / name).is_file():
+        matches.append(unlabelled_dir / name)
     if not matches:
         return f"{name} not found in {all_dir}/<label>/"
     if len(matches) > 1:
-        return (f"{name} is in several label folders "
-                f"({', '.join(p.parent.name for p in matches)}): write it as <label>/{name}")
+        return (f"{name} is in several folders "
+                f"({', '.join(p.parent.name for p in matches)}): write it as <label>/{name}"
+                f" or ../unlabelled/{name}")
     return matches[0]
 
 
@@ -203,7 +236,7 @@ class _Planner:
         if found in self.seen_source:
             return f"{name} is listed twice (lines {self.seen_source[found]} and {line})"
         self.seen_source[found] = line
-        if found.parent.name == new_label:
+        if found.parent == self.all_dir / new_label:
             self.unchanged.append(name)
             return None
         target = self.all_dir / new_label / found.name
@@ -213,7 +246,7 @@ class _Planner:
         if target in self.seen_target:
             return (f"{found.name} would land on the same name in {new_label} as line "
                     f"{self.seen_target[target]}")
-        if problem := outside_root(self.all_dir, found, target, what="relabel path"):
+        if problem := outside_data(self.paths, found, target, what="relabel path"):
             return problem
         self.seen_target[target] = line
         self.moves.append(Move(found, target, ""))
@@ -222,7 +255,7 @@ class _Planner:
     def _source(self, name: str, new_label: str) -> Path | str:
         """The file a row names, or where an interrupted batch already moved it to
         ``new_label``; else the problem."""
-        found = _locate(name, self.all_dir, self.folders)
+        found = _locate(name, self.all_dir, self.folders, self.paths.unlabelled_dir)
         moved_to = self.journaled.get(name)
         if (isinstance(found, str) and moved_to is not None
                 and Path(moved_to).parent.name == new_label
@@ -379,7 +412,8 @@ def _run_moves(paths: ModelPaths, batch: str, moves: list[Move], before: str, af
     and journal it as ``after``."""
     check_inside(paths.model_dir, paths.relabel_log, what="relabel journal")
     touched = {p for m in moves for p in (m.source, m.target)}
-    check_inside(paths.all_dir, *touched, what="relabel path")
+    if problem := outside_data(paths, *touched, what="relabel path"):
+        raise UserError(f"{problem}; nothing was changed")
     atomic.check_writable(paths.relabel_log, *touched)
     atomic.check_appendable(paths.relabel_log)
     journal = Journal(paths.relabel_log)
@@ -441,7 +475,7 @@ def plan_undo(paths: ModelPaths) -> tuple[str, list[Move]]:
         if entry["batch"] != batch or entry["status"] != PLANNED:
             continue
         old, new = all_dir / entry["from"], all_dir / entry["to"]
-        if problem := outside_root(all_dir, old, new, what="journal path"):
+        if problem := outside_data(paths, old, new, what="journal path"):
             problems.append(problem)
             continue
         if old.is_file() and not new.exists() and sha256_file(old) == entry["sha256"]:

@@ -2,8 +2,9 @@
 (``confidences``), SmartCam's contract check (``contract``), the one judge of a runtime's
 answers and of two runtimes' agreement (``agreement``), metrics (``metrics``), the reports
 (``report``, ``report_page``, ``report_plots``, ``html_report``; the flight rehearsal's section
-``rehearsal_report``), label review (``review``) and the option groups the scripts share
-(``shared_options``).
+``rehearsal_report``), label review (``review``), the decisions a page takes and downloads for
+relabel.py (``decisions``), the queue of unlabelled thumbnails, least sure first (``queue``),
+and the option groups the scripts share (``shared_options``).
 
 May import: ``opssat.core``, ``opssat.onboard``, ``opssat.data``.
 """

@@ -79,12 +79,26 @@ img.plot { max-width: 100%; background: #fff; border: 1px solid var(--line); mar
        color: #fff; background: var(--bad); margin-right: .2rem; }
 .tag.low { background: var(--low); }
 .tag.diff { background: var(--accent); }
+.decisions-bar { position: sticky; top: 0; z-index: 2; background: #fff; padding: .4rem .6rem;
+                 border: 1px solid var(--line); margin: .6rem 0; }
+.decisions-bar button { font: inherit; padding: .15rem .6rem; cursor: pointer; }
+.decide { margin-top: .3rem; font-size: 12px; }
+.decide button { font: inherit; margin: .1rem .15rem .1rem 0; padding: 0 .35rem; cursor: pointer; }
+.decide button.chosen { background: var(--accent); color: #fff; }
+.decide .decision { font-weight: 600; color: var(--accent); min-height: 1.2em; }
+.card { scroll-margin-top: 5rem; }
+.card.current { outline: 3px solid var(--accent); outline-offset: 1px; }
+.card.decided { background: #eef4ff; }
 """
 
-#: Galleries: their cards wait in a <template> (inert: nothing in it loads) and
-#: come out PAGE at a time, a cell's when it is opened; "show all" and sorting
-#: bring out the rest. A sort button has data-target (the gallery's id),
-#: data-key (a data-* attribute of the cards) and data-dir (1 or -1).
+#: The pages' one script, allowed by its hash. Galleries: their cards wait in a
+#: <template> (inert: nothing in it loads) and come out PAGE at a time, a cell's when
+#: it is opened; "show all" and sorting bring out the rest. A sort button has
+#: data-target (the gallery's id), data-key (a data-* attribute of the cards) and
+#: data-dir (1 or -1). Decisions (the second part; its data and buttons come from
+#: ``decisions``): on a page with a decisions-data block each card can be decided by
+#: click or key, the decisions stay in local storage and download as relabel.py's
+#: CSV. Outside text is only ever set as textContent.
 SCRIPT = """
 (function () {
   var PAGE = 60;
@@ -96,6 +110,7 @@ SCRIPT = """
     var batch = document.createDocumentFragment();
     while (count-- > 0 && cards.length) batch.appendChild(cards[0]);
     gallery.appendChild(batch);
+    document.dispatchEvent(new Event('opssat-filled'));
     var more = document.querySelector('button[data-more="' + gallery.id + '"]');
     if (more) {
       more.hidden = cards.length === 0;
@@ -130,6 +145,160 @@ SCRIPT = """
     if (!g.closest('.cell')) fill(g, false);
   });
   openTarget();
+})();
+""" + """
+(function () {
+  var block = document.getElementById('decisions-data');
+  if (!block) return;
+  var info = JSON.parse(block.textContent);
+  var storeKey = 'opssat-decisions/' + info.key;
+  var state = {decisions: {}, history: []};
+  try {
+    var saved = JSON.parse(localStorage.getItem(storeKey) || 'null');
+    if (saved && saved.decisions && saved.history) state = saved;
+  } catch (e) { /* no storage (private mode): decisions last until the page closes */ }
+  var current = null;
+  var own = Object.prototype.hasOwnProperty;
+  function save() {
+    try { localStorage.setItem(storeKey, JSON.stringify(state)); } catch (e) { /* see above */ }
+  }
+  function itemOf(el) { return info.items[el.dataset.item]; }
+  function filesOf(el) {
+    var item = itemOf(el), box = el.querySelector('input[data-burst]');
+    return box && box.checked ? [item.file].concat(item.members) : [item.file];
+  }
+  function shown() {
+    return Array.prototype.filter.call(document.querySelectorAll('.decide'),
+                                       function (el) { return el.offsetParent !== null; });
+  }
+  function setCurrent(el, still) {
+    if (current) current.closest('.card').classList.remove('current');
+    current = el;
+    if (!el) return;
+    var card = el.closest('.card');
+    card.classList.add('current');
+    if (!still) card.scrollIntoView({block: 'nearest'});
+  }
+  function move(step) {
+    var list = shown(), at = list.indexOf(current);
+    if (at < 0) { setCurrent(list[0] || null); return; }
+    if (at + step >= list.length) {
+      var gallery = current.closest('.gallery');
+      var more = gallery && document.querySelector('button[data-more="' + gallery.id + '"]');
+      if (more && !more.hidden) { more.click(); list = shown(); }
+    }
+    var next = list[at + step];
+    if (next) setCurrent(next);
+  }
+  function describe(item, label) {
+    if (label === undefined) return '';
+    if (label === '') return 'left unlabelled';
+    return label === item.current ? 'keep ' + label : '\\u2192 ' + label;
+  }
+  function render() {
+    document.querySelectorAll('.decide').forEach(function (el) {
+      var item = itemOf(el);
+      var label = own.call(state.decisions, item.file) ? state.decisions[item.file] : undefined;
+      el.querySelector('.decision').textContent = describe(item, label);
+      el.closest('.card').classList.toggle('decided', label !== undefined);
+      el.querySelectorAll('button').forEach(function (b) {
+        var value = b.dataset.choice === 'accept' ? item.suggested :
+          b.dataset.choice === 'keep' ? item.current : info.labels[Number(b.dataset.index)];
+        b.classList.toggle('chosen', label !== undefined && value === label);
+      });
+    });
+    var files = {}, decided = 0, rows = 0;
+    Object.keys(info.items).forEach(function (id) {
+      var item = info.items[id];
+      [item.file].concat(item.members).forEach(function (f) { files[f] = true; });
+    });
+    Object.keys(files).forEach(function (f) {
+      if (own.call(state.decisions, f)) { decided += 1; if (state.decisions[f] !== '') rows += 1; }
+    });
+    document.getElementById('decisions-count').textContent =
+      decided + ' of ' + Object.keys(files).length + ' decided (' + rows + ' row' +
+      (rows === 1 ? '' : 's') + ' in ' + info.csv_name + ')';
+  }
+  function decide(el, label) {
+    var before = {};
+    filesOf(el).forEach(function (f) {
+      before[f] = own.call(state.decisions, f) ? state.decisions[f] : null;
+      state.decisions[f] = label;
+    });
+    state.history.push({item: el.dataset.item, before: before});
+    save();
+    render();
+    setCurrent(el);
+    move(1);
+  }
+  function undo() {
+    var last = state.history.pop();
+    if (!last) return;
+    Object.keys(last.before).forEach(function (f) {
+      if (last.before[f] === null) delete state.decisions[f];
+      else state.decisions[f] = last.before[f];
+    });
+    save();
+    render();
+    var el = document.querySelector('.decide[data-item="' + CSS.escape(last.item) + '"]');
+    if (el && el.offsetParent !== null) setCurrent(el);
+  }
+  function cell(value) {
+    return /[",\\r\\n]/.test(value) ? '"' + value.replace(/"/g, '""') + '"' : value;
+  }
+  function download() {
+    var lines = [info.columns.join(',')];
+    Object.keys(state.decisions).sort().forEach(function (f) {
+      if (state.decisions[f] !== '') lines.push(cell(f) + ',' + cell(state.decisions[f]));
+    });
+    var blob = new Blob([lines.join('\\n') + '\\n'], {type: 'text/csv'});
+    var link = document.createElement('a');
+    link.href = URL.createObjectURL(blob);
+    link.download = info.csv_name;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(function () { URL.revokeObjectURL(link.href); }, 1000);
+  }
+  function choose(el, button) {
+    var item = itemOf(el), choice = button.dataset.choice;
+    decide(el, choice === 'accept' ? item.suggested : choice === 'keep' ? item.current :
+      info.labels[Number(button.dataset.index)]);
+  }
+  document.addEventListener('click', function (event) {
+    if (event.target.closest('#decisions-download')) { download(); return; }
+    if (event.target.closest('#decisions-undo')) { undo(); return; }
+    var el = event.target.closest('.decide');
+    var button = event.target.closest('.decide button');
+    if (el && button) choose(el, button);
+    else if (el) setCurrent(el);
+  });
+  document.addEventListener('keydown', function (event) {
+    var target = event.target, key = event.key;
+    if (event.altKey || event.metaKey || target.isContentEditable ||
+        /^(TEXTAREA|SELECT)$/.test(target.tagName) ||
+        (target.tagName === 'INPUT' && target.type !== 'checkbox')) return;
+    if (event.ctrlKey) {
+      if (key === 'z') { undo(); event.preventDefault(); }
+      return;
+    }
+    var el = current && current.offsetParent !== null ? current : null;
+    var number = /^[1-9]$/.test(key) ? Number(key) : 0;
+    if (key === 'u') undo();
+    else if (key === 'n' || key === 'ArrowRight') move(el ? 1 : 0);
+    else if (key === 'p' || key === 'ArrowLeft') move(el ? -1 : 0);
+    else if (!el) return;
+    else if (key === 'a') decide(el, itemOf(el).suggested);
+    else if (key === 'k') decide(el, itemOf(el).current);
+    else if (key === 'b' && el.querySelector('input[data-burst]')) {
+      el.querySelector('input[data-burst]').click();
+    } else if (number && number <= info.labels.length) decide(el, info.labels[number - 1]);
+    else return;
+    event.preventDefault();
+  });
+  document.addEventListener('opssat-filled', render);
+  render();
+  setCurrent(shown()[0] || null, true);  // no scrolling before the reader asks
 })();
 """
 

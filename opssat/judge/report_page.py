@@ -7,7 +7,7 @@ Every text from outside (file names, labels, CSV names, paths) goes through
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from opssat.core import atomic
 from opssat.core.paths import ModelPaths
 from opssat.data import images
 from opssat.data.preprocess import Preprocessing, PreprocessOptions
-from opssat.judge import html_report, rehearsal_report, report
+from opssat.judge import decisions, html_report, rehearsal_report, report
 from opssat.judge.confidences import NOT_CLASSIFIED, ranked, read_preprocessing
 from opssat.onboard import flight
 
@@ -39,8 +39,10 @@ def input_seen(result: report.ModeResult) -> Preprocessing:
 
 
 def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: dict, page: Path,
-              modes: Sequence[str], others: Sequence[tuple[report.ModeResult, int]] = ()) -> str:
-    """An image's card: thumbnail, model input(s), expected label and top-3 of each mode."""
+              modes: Sequence[str], others: Sequence[tuple[report.ModeResult, int]] = (),
+              item: tuple[str, decisions.Item] | None = None) -> str:
+    """An image's card: thumbnail, model input(s), expected label and top-3 of each mode
+    (and the decision buttons of ``item``, (id, decision item), when given)."""
     conf = result.confidences
     name, expected = conf.filenames[row], conf.expected[row]
     probabilities = conf.probabilities[row]
@@ -57,6 +59,8 @@ def _row_card(result: report.ModeResult, row: int, source: Path | None, pairs: d
     lists = "".join(_ranking(r, i, expected, len(rankings) > 1) for r, i in rankings)
     caption = (f'<span class="name">{html_report.esc(name)}</span><br>expected '
                f"<b>{html_report.esc(expected)}</b>{lists}")
+    if item is not None:
+        caption += decisions.controls(*item, conf.labels)
     return html_report.card(body, caption, {"conf": f"{top:.6f}", "name": name}, classes)
 
 
@@ -74,6 +78,45 @@ def _ranking(result: report.ModeResult, row: int, expected: str, named: bool) ->
 
 
 _SORTS = [("confidence ↑", "conf", 1), ("confidence ↓", "conf", -1), ("name", "name", 1)]
+
+
+def _flagged_rows(result: report.ModeResult) -> list[int]:
+    """The rows of the misclassified or below-threshold gallery."""
+    conf, perf = result.confidences, result.performance
+    top1 = conf.top1  # a property that ranks every row: read it once
+    return [row for row in range(perf.images)
+            if top1[row] != conf.expected[row] or conf.probabilities[row].max() < perf.threshold]
+
+
+def _decision_items(index: int, result: report.ModeResult, all_dir: Path | None,
+                    items: dict[str, decisions.Item]) -> list[tuple[str, decisions.Item] | None]:
+    """The decision (id, item) of each row of the misclassified or below-threshold gallery
+    whose image is in data/all (named there as relabel.py takes it, suggesting the mode's
+    top-1), else None; ``items`` collects them."""
+    conf = result.confidences
+    found: list[tuple[str, decisions.Item] | None] = [None] * len(conf.filenames)
+    top1 = conf.top1  # a property that ranks every row: read it once
+    for row in _flagged_rows(result) if all_dir is not None else []:
+        name, expected = conf.filenames[row], conf.expected[row]
+        path = html_report.locate_image(name, expected, [all_dir])
+        if path is None or path.parent.parent != all_dir:
+            continue
+        item_id = f"d{index}-{row}"
+        items[item_id] = decisions.Item(f"{path.parent.name}/{path.name}", expected, top1[row])
+        found[row] = (item_id, items[item_id])
+    return found
+
+
+def _decision_parts(model: str, results: Sequence[report.ModeResult],
+                    items: dict[str, decisions.Item]) -> tuple[list[str], str]:
+    """The bar above the page and the data block below it (nothing without items)."""
+    if not items:
+        return [], ""
+    labels = results[0].confidences.labels
+    texts = [r.csv_path.read_text(encoding="utf-8", errors="replace") for r in results]
+    key = decisions.run_key(model, "report", texts)
+    return ([decisions.toolbar(labels), decisions.howto(model)],
+            decisions.data_block(key, labels, items))
 
 
 def _confusion_html(index: int, result: report.ModeResult, cards: list[str]) -> list[str]:
@@ -118,10 +161,12 @@ class _Page:
     preprocessing: list[str]  # per mode
     sources: list[list[Path | None]]  # per mode, per row
     pairs: dict[Path, html_report.Pair]
+    all_dir: Path | None = None  # data/all: its images in the galleries take decisions
+    items: dict[str, decisions.Item] = field(default_factory=dict)  # filled by _mode_html
 
 
 def _write_images(rep: report.Report, page: Path, roots: Sequence[Path],
-                  outputs: atomic.OutputSet | None) -> _Page:
+                  outputs: atomic.OutputSet | None, all_dir: Path | None) -> _Page:
     """Find every row's image and write the thumbnails and model inputs the page shows:
     each mode's input, and both modes' for an image whose top-1 differs between them."""
     seen = [input_seen(r) for r in rep.modes]
@@ -141,7 +186,7 @@ def _write_images(rep: report.Report, page: Path, roots: Sequence[Path],
         for i, _ in compared.differing:
             if sources[a][i] is not None:
                 files.want(sources[a][i], [modes[a], modes[b]])
-    return _Page(page, modes, sources, files.write(outputs))
+    return _Page(page, modes, sources, files.write(outputs), all_dir)
 
 
 # --- sections: each gets the report and the page, and returns its HTML parts ----------
@@ -207,7 +252,9 @@ def _mode_html(rep: report.Report, page: _Page, index: int) -> list[str]:
             "<h3>Confusion matrix, top-1</h3>",
             '<p class="muted">Rows expected, columns predicted; click a count to see its '
             "images.</p>"]
-    cards = [_row_card(result, row, source, page.pairs, page.path, [page.preprocessing[index]])
+    found = _decision_items(index, result, page.all_dir, page.items)
+    cards = [_row_card(result, row, source, page.pairs, page.path, [page.preprocessing[index]],
+                       item=found[row])
              for row, source in enumerate(page.sources[index])]
     body += _confusion_html(index, result, cards)
     body += [f"<h3>Confusion matrix at threshold {perf.threshold:.2f} ({NOT_CLASSIFIED} = "
@@ -217,11 +264,7 @@ def _mode_html(rep: report.Report, page: _Page, index: int) -> list[str]:
              "<h3>Threshold trade-off</h3>",
              html_report.table(report.THRESHOLD_HEADER, report.threshold_rows(perf)),
              f"<p>{esc(report.suggestion_line(perf))}</p>"]
-    conf = result.confidences
-    top1 = conf.top1  # a property that ranks every row: read it once
-    flagged = [row for row in range(perf.images)
-               if top1[row] != conf.expected[row]
-               or conf.probabilities[row].max() < perf.threshold]
+    flagged = _flagged_rows(result)
     gallery = f"gallery-{index}"
     return body + [f"<h3>Misclassified or below threshold {perf.threshold:.2f} "
                    f"({len(flagged)} of {perf.images})</h3>",
@@ -249,13 +292,16 @@ HTML_SECTIONS: tuple[Callable[[report.Report, _Page], list[str]], ...] = (
 
 
 def render_html(rep: report.Report, page: Path, roots: Sequence[Path],
-                outputs: atomic.OutputSet | None = None) -> str:
+                outputs: atomic.OutputSet | None = None, all_dir: Path | None = None) -> str:
     """report.html: report.md's figures, a clickable confusion matrix, the gallery of
-    misclassified and below-threshold images, and the modes side by side. Writes the
-    images it shows first (staged in ``outputs`` when given)."""
-    written = _write_images(rep, page, roots, outputs)
+    misclassified and below-threshold images, and the modes side by side; each of those
+    images that is in ``all_dir`` (data/all) can be decided on (relabel.py's CSV). Writes
+    the images it shows first (staged in ``outputs`` when given)."""
+    written = _write_images(rep, page, roots, outputs, all_dir)
     body = [part for section in HTML_SECTIONS for part in section(rep, written)]
-    return html_report.page(f"Performance of {rep.model}", body)
+    bar, data = _decision_parts(rep.model, rep.modes, written.items)
+    body[1:1] = bar
+    return html_report.page(f"Performance of {rep.model}", [*body, data])
 
 
 def html_outputs(paths: ModelPaths) -> list[Path]:
@@ -268,6 +314,6 @@ def write_html(paths: ModelPaths, rep: report.Report,
     """report.html beside report.md, its images in report_files/ (both staged in
     ``outputs`` when given)."""
     page = paths.report_html
-    text = render_html(rep, page, [paths.test_dir, paths.all_dir], outputs)
+    text = render_html(rep, page, [paths.test_dir, paths.all_dir], outputs, paths.all_dir)
     atomic.write_text(page, text, outputs)
     return page

@@ -20,7 +20,7 @@ import numpy as np
 from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
-from opssat.judge import html_report
+from opssat.judge import decisions, html_report
 from opssat.judge.confidences import Confidences, load_confidences, ranked, read_preprocessing
 
 ISSUE_COLUMNS = ("filename", "given_label", "suggested_label", "score")
@@ -145,8 +145,8 @@ def render_page(paths: ModelPaths, result: Review,
         if s.path is not None:
             files.want(s.path, [source.preprocess])
     pairs = files.write(outputs)
-    cards = []
-    for s in result.suspects:
+    cards, items = [], {}
+    for number, s in enumerate(result.suspects):
         original = None if s.path is None else html_report.relative_url(s.path, page)
         body = html_report.image_pair(pairs.get(s.path) if s.path else None, original,
                                       [source.preprocess])
@@ -154,27 +154,30 @@ def render_page(paths: ModelPaths, result: Review,
         caption = (f'<span class="name">{esc(s.filename)}</span><br>given <b>{esc(s.given)}'
                    f"</b>, suggested <b>{esc(s.suggested)}</b><br>score {s.score:.3f}"
                    + html_report.top_k(top, s.given, "top-3"))
+        if s.path is not None and s.path.parent.parent == paths.all_dir:
+            items[f"d{number}"] = decisions.Item(s.filename, s.given, s.suggested)
+            caption += decisions.controls(f"d{number}", items[f"d{number}"], conf.labels)
         cards.append(html_report.card(body, caption, {"score": f"{s.score:.6f}",
                                                       "name": s.filename}, ["wrong"]))
     issues = html_report.relative_url(paths.label_issues_csv, page)
+    key = decisions.run_key(paths.name, "review", [str(source.csv_path),
+                                                   issues_csv_text(result.suspects)])
     body = [
         f"<h1>Suspected label errors of model <code>{esc(paths.name)}</code></h1>",
         f"<p>Probabilities: <code>{esc(source.csv_path)}</code> ({esc(source.kind)}, "
         f"{esc(source.preprocess)} preprocessing), {len(conf.filenames)} images; cleanlab's "
         f"<code>find_label_issues</code> flags <b>{len(result.suspects)}</b>. Score: cleanlab's "
         "label quality (the probability of the given label), lower is more suspect.</p>",
-        f'<p>The list: <a href="{esc(issues)}">{esc(paths.label_issues_csv.name)}</a>. To fix '
-        "labels, write a CSV with the columns <code>filename,new_label</code> (filenames as in "
-        f"the list) and run <code>python relabel.py {esc(paths.name)} reviewed.csv</code> "
-        "(<code>--dry_run</code> first, <code>--undo</code> to revert).</p>",
+        f'<p>The list: <a href="{esc(issues)}">{esc(paths.label_issues_csv.name)}</a>.</p>',
+        decisions.howto(paths.name),
     ]
     if source.kind != "out-of-fold":
         body.append('<p class="muted">Without out-of-fold probabilities (cross-validation), '
                     "these come from the test set: a weak model's own mistakes look like label "
                     "errors here, so look before you move.</p>")
     body += [f'<p class="muted">cleanlab: {esc(note)}</p>' for note in result.notes]
-    body += [html_report.sort_buttons("suspects", _SORTS),
-             html_report.gallery("suspects", cards)]
+    body += [decisions.toolbar(conf.labels), html_report.sort_buttons("suspects", _SORTS),
+             html_report.gallery("suspects", cards), decisions.data_block(key, conf.labels, items)]
     return html_report.page(f"Label review of {paths.name}", body)
 
 
