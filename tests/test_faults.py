@@ -252,8 +252,10 @@ def test_read_only_confidences_csv_is_refused_before_the_copy(request: pytest.Fi
 
 
 def _record(model: ModelPaths) -> None:
+    """Record an image the CSV does not hold yet (a repeated one counts once)."""
     image = sorted((model.test_dir / "bad").iterdir())[0]
-    record_image(model, image, "bad", np.array([0.9, 0.05, 0.05]), 1.0, LABELS, 0.7)
+    fresh = shutil.copy(image, model.model_dir.parent / f"fresh_{image.name}")
+    record_image(model, Path(fresh), "bad", np.array([0.9, 0.05, 0.05]), 1.0, LABELS, 0.7)
 
 
 def test_a_torn_last_line_is_dropped_not_glued(model: ModelPaths,
