@@ -15,7 +15,7 @@ from pathlib import Path
 import opssat  # noqa: F401  (selects tf_keras before TensorFlow loads)
 from opssat.core import cli, errors
 from opssat.core.paths import ModelPaths, model_paths
-from opssat.judge import contract
+from opssat.judge import agreement, contract
 from opssat.onboard import flight, smartcam
 from opssat.uplink import package
 
@@ -45,8 +45,11 @@ def parse_args() -> argparse.Namespace:
                         "print the report, exit 0 if SmartCam can run it, 1 if not")
     parser.add_argument("--smartcam_dir", default=None,
                         help="your clone of opssat-smartcam: then the model also runs in "
-                        "SmartCam's own TFLite 2.5 binaries on the test images and is refused "
-                        f"if a top-1 differs from LiteRT's (default: ${flight.ENV_VAR})")
+                        "SmartCam's own TFLite 2.5 binaries on the test images (the bundled "
+                        "sample for --check_only FILE alone) and is refused unless its answers "
+                        "are probabilities that depend on the image and agree with LiteRT's: "
+                        f"the top-1, and every probability within {agreement.BOUND:g} "
+                        f"(default: ${flight.ENV_VAR})")
     parser.add_argument("--smartcam_arch", choices=flight.ARCHES, default="k8",
                         help="SmartCam build for that check: k8 (x86-64) or armhf (the "
                         "flight build, under qemu-user) (default: %(default)s)")
