@@ -230,3 +230,19 @@ def test_calc_perf_refuses_a_flight_csv_of_flat_answers(repo_root):
     error = one_error_line(run_script("calc_perf.py", "m", repo=repo_root))
     assert "confidences_flight.csv gives every label the same confidence" in error, error
     assert listing(repo_root) == before
+
+
+def test_crossval_warns_when_flight_differs_from_onboard(tmp_path, contract_models, capsys):
+    """Valid, image-dependent answers that are not LiteRT's: a fake runtime that answers
+    by the image's place in the run."""
+    from opssat.train import crossval
+
+    fake = fake_smartcam(tmp_path / "fake", "")
+    (fake / "k8" / flight.CLASSIFIER).write_text(
+        '#!/bin/sh\ncase "$1" in *input_1.jpeg) echo \'{"bad": 0.9, "earth": 0.05, '
+        '"edge": 0.05}\';;\n*) echo \'{"bad": 0.05, "earth": 0.05, "edge": 0.9}\';; esac\n')
+    label_file = tmp_path / "labels.txt"
+    label_file.write_text("bad\nearth\nedge\n")
+    crossval._judge({"float32": contract_models("good")}, label_file, bundled(3),
+                    ["onboard", flight.MODE], 1, flight.Runtime(fake))
+    assert "warning: float32: SmartCam differs from LiteRT on" in capsys.readouterr().err
