@@ -304,6 +304,17 @@ def _classify_judged(classifier: Classifier | flight.FlightClassifier, loaded: n
     return probabilities, elapsed_ms
 
 
+def _judge_flight_run(classifier: Classifier | flight.FlightClassifier,
+                      answers: list[np.ndarray]) -> None:
+    """SmartCam's answers over the whole run must depend on the image
+    (``agreement.constant_answers_problem``), or nothing is written."""
+    if isinstance(classifier, flight.FlightClassifier):
+        problem = agreement.constant_answers_problem(np.asarray(answers), classifier.labels,
+                                                     classifier.source)
+        if problem:
+            raise flight.FlightError(f"{problem}: {tflite25.FIX}")
+
+
 def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassifier,
                  preprocess: str, threshold: float, prefetch: int, progress: bool | None,
                  skip_labels: Iterable[str]) -> BatchResult:
@@ -350,9 +361,7 @@ def _label_files(paths: ModelPaths, classifier: Classifier | flight.FlightClassi
         if not counts["classified"] + counts["unclassified"]:
             raise UserError(f"none of the {len(files)} images in {paths.test_dir} could be read "
                             f"(first: {unreadable[0]}): replace them with JPEG/PNG/BMP images")
-        if isinstance(classifier, flight.FlightClassifier) and (problem := agreement.
-                constant_answers_problem(np.asarray(answers), labels, classifier.source)):
-            raise flight.FlightError(f"{problem}: {tflite25.FIX}")
+        _judge_flight_run(classifier, answers)
         handle.flush()
         os.fsync(handle.fileno())
     seconds = time.perf_counter() - start
