@@ -251,3 +251,19 @@ def test_a_rehearsal_with_flat_or_nan_answers_is_a_failure():
     assert "do not depend on the image" in rehearsal.failure(_rehearsal_with(flat))
     nan = [honest[0], {"bad": float("nan"), "earth": 0.5, "edge": 0.5}]
     assert "not a number" in rehearsal.failure(_rehearsal_with(nan))
+
+
+def test_crossval_warns_when_flight_differs_from_onboard(tmp_path, contract_models, capsys):
+    """Valid, image-dependent answers that are not LiteRT's: a fake runtime that answers
+    by the image's place in the run."""
+    from opssat.train import crossval
+
+    fake = fake_smartcam(tmp_path / "fake", "")
+    (fake / "k8" / flight.CLASSIFIER).write_text(
+        '#!/bin/sh\ncase "$1" in *input_1.jpeg) echo \'{"bad": 0.9, "earth": 0.05, '
+        '"edge": 0.05}\';;\n*) echo \'{"bad": 0.05, "earth": 0.05, "edge": 0.9}\';; esac\n')
+    label_file = tmp_path / "labels.txt"
+    label_file.write_text("bad\nearth\nedge\n")
+    crossval._judge({"float32": contract_models("good")}, label_file, bundled(3),
+                    ["onboard", flight.MODE], 1, flight.Runtime(fake))
+    assert "warning: float32: SmartCam differs from LiteRT on" in capsys.readouterr().err

@@ -275,3 +275,25 @@ def test_the_package_flight_check_shows_progress(repo_root, tmp_path, contract_m
     report = check_contract(paths.tflite_model, paths.labels_file)
     package.check_in_flight(report, paths, flight.Runtime(fake))
     assert "SmartCam vs LiteRT: 2/2 img" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_training_log_has_no_progress_frames_nor_tf_deprecation(tiny_hub, tmp_path):
+    """Items 14 and 16: stderr to a file (not a terminal), a frozen backbone (the feature
+    cache's step) and an int8 export (TensorFlow's quantization debugger)."""
+    all_dir = _all_data(tmp_path / "repo", per_label=3)
+    out = tmp_path / "out"
+    log = tmp_path / "train.log"
+    with log.open("w") as handle:
+        done = subprocess.run(
+            [sys.executable, "-m", "opssat.train.make_image_classifier", "--image_dir",
+             str(all_dir), "--tfhub_module", str(tiny_hub), "--nodo_fine_tuning",
+             "--train_epochs", "1", "--validation_split", "0", "--quantize", "int8",
+             "--saved_model_dir", str(out / "saved_model"), "--labels_output_file",
+             str(out / "labels.txt"), "--tflite_output_file", str(out / "model.tflite")],
+            cwd=PROJECT, stdout=handle, stderr=subprocess.STDOUT, timeout=600)
+    text = log.read_bytes().decode(errors="replace")  # read_text would turn \r into \n
+    assert done.returncode == 0, text[-2000:]
+    assert "\r" not in text
+    assert "tf.lite.Interpreter is deprecated" not in text
+    assert (out / "model_int8.tflite").is_file()

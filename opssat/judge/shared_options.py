@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from opssat.core.flags import option
 from opssat.data import split
+from opssat.judge import agreement
 from opssat.onboard import flight, smartcam
 
 
@@ -58,7 +59,9 @@ class SmartCamRuntime:
     smartcam_dir: str | None = option(
         None, "your clone of opssat-smartcam, whose own resizer and TFLite 2.5 "
         "image_classifier run the model (batch_label_images.py --runtime smartcam, "
-        "crossval.py --modes flight, package_smartcam.py's check against LiteRT) "
+        "crossval.py --modes flight, rehearse.py, package_smartcam.py's check: refused unless "
+        "SmartCam's answers are probabilities that depend on the image and agree with "
+        f"LiteRT's, the top-1 and every probability within {agreement.BOUND:g}) "
         f"(default: ${flight.ENV_VAR})", metavar="DIR")
     smartcam_arch: str = option(
         "k8", "SmartCam build: k8 (x86-64, native) or armhf (the flight build, under "

@@ -34,7 +34,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from opssat.core import atomic
-from opssat.core.errors import UserError
+from opssat.core.errors import UserError, warn
 from opssat.core.paths import ModelPaths, check_inside, tflite_variant
 from opssat.data import images, split, stress, topup
 from opssat.data.preprocess import PreprocessOptions
@@ -181,6 +181,11 @@ def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path]
             for name, classifier in classifiers.items():
                 probs[(mode, name)][row], times[(mode, name)][row] = \
                     classifier.classify(model_input)
+    for name in classifiers if {flight.MODE, "onboard"} <= set(modes) else ():
+        judged = agreement.compare(probs[("onboard", name)], probs[(flight.MODE, name)],
+                                   classifiers[name].labels, [p.name for p in files])
+        if judged.problem:
+            warn(f"{name}: {judged.problem}")
     return probs, times
 
 
