@@ -277,7 +277,7 @@ def targets_of(expected: Sequence[str], labels: Sequence[str]) -> np.ndarray:
 # --- temperature scaling (Guo et al., 2017) --------------------------------------------
 
 #: The temperatures searched: wide enough for any head this toolkit trains.
-TEMPERATURE_RANGE = (0.05, 20.0)
+TEMPERATURE_RANGE = (0.1, 10.0)
 
 
 def scale_temperature(members: Sequence[np.ndarray] | np.ndarray, temperature: float
@@ -298,11 +298,13 @@ def scale_temperature(members: Sequence[np.ndarray] | np.ndarray, temperature: f
 def fit_temperature(members: Sequence[np.ndarray] | np.ndarray, targets: Sequence[int]
                     ) -> float:
     """The temperature T that minimises the negative log-likelihood of ``targets`` under
-    ``scale_temperature(members, T)`` (bounded scalar search over log T)."""
+    ``scale_temperature(members, T)`` (bounded scalar search over log T). With no top-1
+    error the likelihood only grows as T falls to the bound, so there is nothing to fit:
+    T = 1 (a small validation split without a miss says nothing about confidence)."""
     from scipy.optimize import minimize_scalar
 
     targets = np.asarray(targets, np.int64)
-    if not len(targets):
+    if not len(targets) or np.all(scale_temperature(members, 1.0).argmax(axis=1) == targets):
         return 1.0
 
     def nll(log_t: float) -> float:

@@ -206,11 +206,15 @@ def ensemble_model(runs: list[PreparedRun]) -> tf_keras.Model:
         return classifiers[0]
     size = runs[0].backbone.image_size
     inputs = tf_keras.Input((size, size, 3), name="image")
-    if not runs[0].options.schedule.do_fine_tuning:
+    frozen = not runs[0].options.schedule.do_fine_tuning
+    members = [c.get_layer("head") if frozen else c for c in classifiers]
+    for k, member in enumerate(members):
+        member._name = f"member{k + 1}"  # one graph needs unique layer names
+    if frozen:
         features = classifiers[0].layers[1](inputs, training=False)
-        outputs = [c.get_layer("head")(features) for c in classifiers]
+        outputs = [head(features) for head in members]
     else:
-        outputs = [c(inputs) for c in classifiers]
+        outputs = [member(inputs) for member in members]
     return tf_keras.Model(inputs, tf_keras.layers.Average()(outputs), name="ensemble")
 
 
