@@ -107,6 +107,10 @@ class Performance:
     threshold_table: list[ThresholdRow]
     suggested: ThresholdRow | None
     target_accuracy: float
+    #: Calibration of the probabilities (see ``calibration``): ECE, Brier score, NLL.
+    ece: float | None = None
+    brier: float | None = None
+    nll: float | None = None
 
     def to_dict(self) -> dict:
         return _finite(asdict(self))
@@ -188,7 +192,18 @@ def evaluate(
         threshold_table=table,
         suggested=suggest_threshold(table, target_accuracy),
         target_accuracy=float(target_accuracy),
+        **_calibration_fields(conf),
     )
+
+
+def _calibration_fields(conf: Confidences) -> dict[str, float | None]:
+    """ECE, Brier and NLL of the CSV's probabilities (its rows with a known label)."""
+    known = [i for i, label in enumerate(conf.expected) if label in conf.labels]
+    if not known:
+        return {"ece": None, "brier": None, "nll": None}
+    found = calibration(np.asarray(conf.probabilities)[known],
+                        targets_of([conf.expected[i] for i in known], conf.labels))
+    return {"ece": found.ece, "brier": found.brier, "nll": found.nll}
 
 
 @dataclass
@@ -253,8 +268,9 @@ def calibration(probabilities: np.ndarray, targets: Sequence[int],
         return Calibration(math.nan, math.nan, math.nan, [])
     top = probs.max(axis=1)
     correct = probs.argmax(axis=1) == targets
-    # Bin i holds (i/bins, (i+1)/bins]; a top-1 probability of 0 cannot occur.
-    index = np.clip(np.ceil(top * bins).astype(np.int64) - 1, 0, bins - 1)
+    # Bin i holds (i/bins, (i+1)/bins]; a top-1 probability of 0 cannot occur. The 1e-6
+    # keeps a float32 0.8 (0.80000001) in the bin that ends at 0.8.
+    index = np.clip(np.ceil(top * bins - 1e-6).astype(np.int64) - 1, 0, bins - 1)
     found, ece = [], 0.0
     for b in range(bins):
         members = index == b
