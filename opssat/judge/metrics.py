@@ -158,14 +158,9 @@ def evaluate(
         ]
         matrix_at = confusion_matrix(expected, at_threshold, labels=[*labels, NOT_CLASSIFIED])
     per_label = [
-        LabelStats(
-            label=label,
-            total=int(support[i]),
-            correct=int(matrix[i, i]),
-            sensitivity=_none_if_nan(recall[i]),
-            precision=_none_if_nan(precision[i]),
-            f1=_none_if_nan(f1[i]),
-        )
+        LabelStats(label=label, total=int(support[i]), correct=int(matrix[i, i]),
+                   sensitivity=_none_if_nan(recall[i]), precision=_none_if_nan(precision[i]),
+                   f1=_none_if_nan(f1[i]))
         for i, label in enumerate(labels)
     ]
     table = threshold_table(conf)
