@@ -32,8 +32,18 @@ when any of these holds, each threshold measured on the bundled sample:
 
 Milder stresses keep the frame's label; a ``bad`` frame stays ``bad``.
 
+**The bright-but-valid family** (``build_bright``): the opposite check. Real
+``earth`` and ``edge`` frames made brighter (``brighter``: +0.7 to +3 stops) or more
+contrasty (``contrasty``: contrast gain 1.3 to 2.5 around the frame's mean, a small
+lift), as bright cloud decks are, each **keeping its label** because it stays below
+the rule's ``bad`` line with room to spare: at most 15 % saturated
+(``BRIGHT_MAX_SATURATED``, the most any real earth or edge frame of the sample has),
+scene r² at least ``MIN_SCENE_R2``, not too dark. A drawn severity that crosses the
+line is halved towards none until it does not; a frame already at the line gets no
+copy. A recipe must call the failures ``bad`` and these frames not.
+
 The same primitives make the ``bad`` top-up (``opssat.data.topup.top_up``) from
-real frames.
+real frames, and its ``bright`` top-up.
 """
 
 from __future__ import annotations

@@ -191,13 +191,19 @@ def evaluate(
     )
 
 
-def _calibration_fields(conf: Confidences) -> dict[str, float | None]:
-    """ECE, Brier and NLL of the CSV's probabilities (its rows with a known label)."""
+def calibration_of(conf: Confidences) -> Calibration | None:
+    """``calibration`` of a CSV's probabilities (its rows with a known label), or None."""
     known = [i for i, label in enumerate(conf.expected) if label in conf.labels]
     if not known:
+        return None
+    return calibration(np.asarray(conf.probabilities)[known],
+                       targets_of([conf.expected[i] for i in known], conf.labels))
+
+
+def _calibration_fields(conf: Confidences) -> dict[str, float | None]:
+    found = calibration_of(conf)
+    if found is None:
         return {"ece": None, "brier": None, "nll": None}
-    found = calibration(np.asarray(conf.probabilities)[known],
-                        targets_of([conf.expected[i] for i in known], conf.labels))
     return {"ece": found.ece, "brier": found.brier, "nll": found.nll}
 
 

@@ -119,12 +119,8 @@ def plot_reliability(results: Sequence[report.ModeResult], path: Path,
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="calibrated")
     for result, marker in zip(results, "osd^", strict=False):
-        conf = result.confidences
-        known = [i for i, label in enumerate(conf.expected) if label in conf.labels]
-        found = metrics.calibration(
-            np.asarray(conf.probabilities)[known],
-            metrics.targets_of([conf.expected[i] for i in known], conf.labels))
-        if found.bins:
+        found = metrics.calibration_of(result.confidences)
+        if found is not None and found.bins:
             confidence, accuracy, count = zip(*found.bins, strict=True)
             ax.plot(confidence, accuracy, marker=marker, label=_plain(
                 f"{result.mode}: ECE {found.ece:.3f}, {sum(count)} images"))

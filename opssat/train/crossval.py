@@ -17,7 +17,14 @@ held out and never scored.
 The sample has few exposure failures, so each fold is also judged on its stress
 set (``opssat.data.stress``): its held-out frames with exposure failures applied as
 they happen on board, labelled by a stated rule, fed through the on-board chain.
-Its scores sit beside the modes' under ``stress``.
+Its scores sit beside the modes' under ``stress``, and those of the bright-but-valid
+family (held-out earth and edge frames made brighter below the rule's ``bad`` line,
+labels kept) under ``bright_valid``.
+
+Folds train with ``--temperature off``; the pooled figures include the calibration
+(ECE, Brier, NLL) out of fold, before and after temperature scaling fitted on the
+other folds' probabilities, and the T fitted on all of them (the value to train with).
+A fold's variant files are the ones its training record names.
 """
 
 from __future__ import annotations
