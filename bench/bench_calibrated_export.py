@@ -32,8 +32,10 @@ import numpy as np
 from opssat.core.paths import ModelPaths
 from opssat.data import images, sample, topup
 from opssat.judge import infer, metrics
-from opssat.onboard import flight
+from opssat.onboard import flight, smartcam
 from opssat.train import recipes
+
+ORACLE_DIR = Path(__file__).resolve().parents[1] / ".." / ".." / "shared" / "onboard_oracle"
 
 
 def _train(paths: ModelPaths, recipe: recipes.Recipe, out: Path, extra: list[str]) -> Path:
@@ -55,6 +57,26 @@ def _litert(model: Path, labels: list[str], files: list[Path]) -> np.ndarray:
     return answers.of("onboard", "float")
 
 
+def _fly(folder: Path, model: Path, labels: list[str], files: list[Path], work: Path,
+         oracle_dir: Path) -> None:
+    """SmartCam's k8 build against LiteRT: fed the toolkit's on-board input, then (with
+    the onboard oracle) SmartCam's own resized JPEG decoded by its uJPEG, so that only
+    the runtime differs (bench_smartcam.py's "exact input")."""
+    from bench_smartcam import oracle_decoder
+
+    inputs = {"toolkit's on-board input": None}
+    if (oracle_dir / "build.sh").is_file():
+        inputs["exact input"] = oracle_decoder(oracle_dir, work, smartcam.INPUT_MEAN,
+                                               smartcam.INPUT_STD)
+    for name, litert_input in inputs.items():
+        with flight.FlightClassifier(flight.Runtime(folder, "k8"), model, labels) as flown:
+            compared = infer.compare_runtimes(flown, files, litert_input=litert_input)
+        print(f"SmartCam k8 vs LiteRT ({name}) on {len(compared.names)} images: largest "
+              f"probability difference {compared.largest_difference:.2e}, top-1 differs on "
+              f"{len(compared.differing)}; k8 image_classifier {np.mean(compared.flight_ms):.0f} "
+              f"ms per image (median {np.median(compared.flight_ms):.0f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=recipes.RECOMMENDED)
@@ -62,6 +84,8 @@ def main() -> None:
     parser.add_argument("--ensemble_seeds", default="1")
     parser.add_argument("--check_folding", action="store_true")
     parser.add_argument("--smartcam_dir", default=None)
+    parser.add_argument("--oracle_dir", type=Path, default=ORACLE_DIR,
+                        help="the onboard oracle (SmartCam's uJPEG) for the exact-input check")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     recipe = recipes.get(args.recipe)
@@ -91,12 +115,7 @@ def main() -> None:
                   f"difference {np.abs(litert - want).max():.2e}", flush=True)
     folder = flight.smartcam_dir(args.smartcam_dir)
     if folder is not None:
-        with flight.FlightClassifier(flight.Runtime(folder, "k8"), model, labels) as flown:
-            compared = infer.compare_runtimes(flown, files)
-        print(f"SmartCam k8 vs LiteRT on {len(compared.names)} images: largest probability "
-              f"difference {compared.largest_difference:.2e}, top-1 differs on "
-              f"{len(compared.differing)}; k8 invoke time {np.mean(compared.flight_ms):.1f} ms "
-              f"per image (median {np.median(compared.flight_ms):.1f})", flush=True)
+        _fly(folder, model, labels, files, root, args.oracle_dir)
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -6,11 +6,14 @@ set (opssat.data.stress: the held-out frames with on-board exposure failures).
 
 Each recipe is the toolkit's trainer with its flags (opssat/train/recipes.py); folds
 are stratified by label and grouped by acquisition burst (opssat.train.crossval), the
-same folds and stress set for every recipe and seed. Per recipe and seed: the
-fold mean of Cohen's kappa, the pooled out-of-fold kappa and the stress set's
-pooled kappa (``SEED`` lines). Per recipe (``RESULT`` lines): the mean over
-seeds of each, the spread over seeds (sd, and the lowest seed), accuracy,
-macro-F1 and the training time per fold. Choose on the mean over seeds.
+same folds and stress families for every recipe and seed. Per recipe and seed: the
+fold mean of Cohen's kappa, the pooled out-of-fold kappa, the failure family's pooled
+kappa, the bright-valid family's pooled accuracy (bright earth and edge frames that
+must not be called bad), the out-of-fold ECE before and after temperature scaling
+fitted on the other folds, and the T fitted on all folds (``SEED`` lines). Per recipe
+(``RESULT`` lines): the mean over seeds of each, the spread over seeds (sd, and the
+lowest seed), accuracy, macro-F1 and the training time per fold. Choose on the mean
+over seeds.
 
     .venv/bin/python bench/bench_recipes.py                      # the default recipes
     .venv/bin/python bench/bench_recipes.py --recipes frozen,frozen_ground --seeds 42
