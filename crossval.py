@@ -9,8 +9,11 @@ not see, as the spacecraft sees them (onboard) and as the ground does.
 Each fold is also judged on its stress set: its held-out frames with exposure
 failures applied as on board (saturated, washed out, dark, noisy), labelled bad
 when their scene is destroyed (rule in opssat/data/stress.py), through the on-board
-chain. Prints per-fold and mean ± sd accuracy, macro-F1 and Cohen's kappa (the
-stress set's beside the plain folds), and writes every image's out-of-fold
+chain; so is its bright-but-valid family (earth and edge frames made brighter below
+the bad line, labels kept). Prints per-fold and mean ± sd accuracy, macro-F1 and Cohen's
+kappa (the stress families' beside the plain folds), the out-of-fold calibration (ECE,
+Brier, NLL, before and after temperature scaling fitted on the other folds) and the
+temperature to train with (--temperature T), and writes every image's out-of-fold
 confidences and the stress set's to repo/<model>/crossval/. The model's own
 files are left as they are.
 

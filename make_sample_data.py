@@ -73,8 +73,15 @@ def main() -> int:
         made = (f"over-exposed from {len(sources)} earth and edge frames of data/all, none "
                 "of the test split"
                 if label == "bad" and sources else "drawn from scratch")
+        where = paths.all_dir / label
+        if label == topup.BRIGHT:
+            made = (f"brightened below the bad line from {len(sources)} earth and edge frames, "
+                    "none of the test split, each keeping its label")
+            where = paths.all_dir / "{earth,edge}"
+        elif label == topup.BAD_DRAWN:
+            made, where = "drawn from scratch", paths.all_dir / "bad"
         print(f"{label:<6} {n:>5} synthetic top-up images ({topup.SYNTHETIC_PREFIX}*, {made}) "
-              f"in {paths.all_dir / label}")
+              f"in {where}")
         if removed:
             print(f"{label:<6} {len(removed):>5} earlier top-up images removed (a top-up of N "
                   "leaves N)")

@@ -6,11 +6,14 @@ set (opssat.data.stress: the held-out frames with on-board exposure failures).
 
 Each recipe is the toolkit's trainer with its flags (opssat/train/recipes.py); folds
 are stratified by label and grouped by acquisition burst (opssat.train.crossval), the
-same folds and stress set for every recipe and seed. Per recipe and seed: the
-fold mean of Cohen's kappa, the pooled out-of-fold kappa and the stress set's
-pooled kappa (``SEED`` lines). Per recipe (``RESULT`` lines): the mean over
-seeds of each, the spread over seeds (sd, and the lowest seed), accuracy,
-macro-F1 and the training time per fold. Choose on the mean over seeds.
+same folds and stress families for every recipe and seed. Per recipe and seed: the
+fold mean of Cohen's kappa, the pooled out-of-fold kappa, the failure family's pooled
+kappa, the bright-valid family's pooled accuracy (bright earth and edge frames that
+must not be called bad), the out-of-fold ECE before and after temperature scaling
+fitted on the other folds, and the T fitted on all folds (``SEED`` lines). Per recipe
+(``RESULT`` lines): the mean over seeds of each, the spread over seeds (sd, and the
+lowest seed), accuracy, macro-F1 and the training time per fold. Choose on the mean
+over seeds.
 
     .venv/bin/python bench/bench_recipes.py                      # the default recipes
     .venv/bin/python bench/bench_recipes.py --recipes frozen,frozen_ground --seeds 42
@@ -81,7 +84,10 @@ def main() -> None:
     print(f"\n{args.folds}-fold grouped cross-validation on the {sum(copied.copied.values())} "
           f"real thumbnails, trainer seeds {seeds}, on-board input. kappa: fold mean, then its "
           "mean ± sd over seeds; pooled: all out-of-fold predictions at once, mean ± sd over "
-          "seeds (lowest seed); stress: the stress set's pooled kappa, the same way:",
+          "seeds (lowest seed); stress: the failure family's pooled kappa, the same way; "
+          "bright acc: the bright-valid family's pooled accuracy (share kept earth/edge), the "
+          "same way; ECE: pooled out-of-fold ECE, then after temperature scaling fitted on "
+          "the other folds; T: fitted on all out-of-fold probabilities, mean over seeds:",
           flush=True)
     print(HEADER)
     for row in rows:
@@ -93,6 +99,7 @@ def main() -> None:
 
 
 HEADER = (f"{'recipe':<28} {'kappa':>15} {'pooled':>15} {'low':>6} {'stress':>15} {'low':>6} "
+          f"{'bright acc':>15} {'low':>6} {'ECE':>15} {'ECE scaled':>15} {'T':>6} "
           f"{'accuracy':>15} {'macro-F1':>15} {'train s/fold':>13} {'wall s':>7}")
 
 
@@ -100,27 +107,45 @@ def _over_seeds(values: list[float]) -> str:
     return crossval.mean_sd(np.asarray(values, dtype=np.float64))
 
 
+def _low(values: list[float]) -> float:
+    found = np.asarray(values, dtype=np.float64)
+    return float(np.nanmin(found)) if np.isfinite(found).any() else np.nan
+
+
+def _pooled(result: crossval.CrossvalResult, mode: str, variant: str, score: str) -> float:
+    value = result.pooled.get(mode, {}).get(variant, {}).get(score)
+    return np.nan if value is None else float(value)
+
+
 def _seed_row(name: str, result: crossval.CrossvalResult) -> str:
-    pooled = result.pooled["onboard"][crossval.FLOAT]["kappa"]
-    stressed = result.pooled.get(crossval.STRESS, {}).get(crossval.FLOAT, {}).get("kappa")
     fold_kappa = crossval.mean_sd(result.values("onboard", crossval.FLOAT, "kappa"))
+
+    def get(mode: str, score: str) -> float:
+        return _pooled(result, mode, crossval.FLOAT, score)
+
     return (f"{name:<28} seed {result.trainer_seed}: kappa {fold_kappa} over folds, pooled "
-            f"{pooled:.3f}, stress {'-' if stressed is None else f'{stressed:.3f}'}")
+            f"{get('onboard', 'kappa'):.3f}, stress {get(crossval.STRESS, 'kappa'):.3f}, "
+            f"bright-valid accuracy {get(crossval.BRIGHT, 'accuracy'):.3f}, ECE "
+            f"{get('onboard', 'ece'):.3f} -> {get('onboard', 'ece_t'):.3f} scaled out of fold, "
+            f"T {result.temperature.get(crossval.FLOAT, np.nan):.3f}")
 
 
 def _row(name: str, results: list[crossval.CrossvalResult], variant: str, wall: float) -> str:
     def fold_means(score: str) -> list[float]:
         return [float(np.nanmean(r.values("onboard", variant, score))) for r in results]
 
-    def pooled(mode: str) -> list[float]:
-        found = [r.pooled.get(mode, {}).get(variant, {}).get("kappa") for r in results]
-        return [np.nan if v is None else v for v in found]
+    def pooled(mode: str, score: str = "kappa") -> list[float]:
+        return [_pooled(r, mode, variant, score) for r in results]
 
     seconds = np.concatenate([r.train_seconds for r in results])
+    temperatures = [r.temperature.get(variant, np.nan) for r in results]
     pooled_kappa, stress_kappa = pooled("onboard"), pooled(crossval.STRESS)
+    bright = pooled(crossval.BRIGHT, "accuracy")
     return (f"{name:<28} {_over_seeds(fold_means('kappa')):>15} {_over_seeds(pooled_kappa):>15} "
-            f"{np.nanmin(pooled_kappa):>6.3f} {_over_seeds(stress_kappa):>15} "
-            f"{np.nanmin(stress_kappa) if not np.all(np.isnan(stress_kappa)) else np.nan:>6.3f} "
+            f"{_low(pooled_kappa):>6.3f} {_over_seeds(stress_kappa):>15} "
+            f"{_low(stress_kappa):>6.3f} {_over_seeds(bright):>15} {_low(bright):>6.3f} "
+            f"{_over_seeds(pooled('onboard', 'ece')):>15} "
+            f"{_over_seeds(pooled('onboard', 'ece_t')):>15} {np.nanmean(temperatures):>6.3f} "
             f"{_over_seeds(fold_means('accuracy')):>15} {_over_seeds(fold_means('macro_f1')):>15} "
             f"{seconds.mean():>13.1f} {wall:>7.0f}")
 

@@ -204,14 +204,12 @@ def test_flight_answers_with_printf_specials_are_read():
 
 @pytest.mark.parametrize("kind", ["flat", "nan", "fixed"])
 def test_crossval_flight_mode_refuses_broken_answers(kind, tmp_path, contract_models):
-    from opssat.train import crossval
+    from opssat.judge.infer import judge_variants
 
     fake = fake_smartcam(tmp_path / "fake", ANSWERS[kind][0])
-    label_file = tmp_path / "labels.txt"
-    label_file.write_text("bad\nearth\nedge\n")
     with pytest.raises(UserError, match="SmartCam's k8 build \\(float32\\)") as refused:
-        crossval._judge({"float32": contract_models("good")}, label_file, bundled(3),
-                        [flight.MODE], 1, flight.Runtime(fake))
+        judge_variants({"float32": contract_models("good")}, ["bad", "earth", "edge"],
+                       bundled(3), [flight.MODE], 1, flight.Runtime(fake))
     assert ANSWERS[kind][1] in str(refused.value)
 
 
@@ -256,14 +254,16 @@ def test_a_rehearsal_with_flat_or_nan_answers_is_a_failure():
 def test_crossval_warns_when_flight_differs_from_onboard(tmp_path, contract_models, capsys):
     """Valid, image-dependent answers that are not LiteRT's: a fake runtime that answers
     by the image's place in the run."""
+    from opssat.judge.infer import judge_variants
     from opssat.train import crossval
 
     fake = fake_smartcam(tmp_path / "fake", "")
     (fake / "k8" / flight.CLASSIFIER).write_text(
         '#!/bin/sh\ncase "$1" in *input_1.jpeg) echo \'{"bad": 0.9, "earth": 0.05, '
         '"edge": 0.05}\';;\n*) echo \'{"bad": 0.05, "earth": 0.05, "edge": 0.9}\';; esac\n')
-    label_file = tmp_path / "labels.txt"
-    label_file.write_text("bad\nearth\nedge\n")
-    crossval._judge({"float32": contract_models("good")}, label_file, bundled(3),
-                    ["onboard", flight.MODE], 1, flight.Runtime(fake))
+    models = {"float32": contract_models("good")}
+    files = bundled(3)
+    answers = judge_variants(models, ["bad", "earth", "edge"], files, ["onboard", flight.MODE], 1,
+                             flight.Runtime(fake))
+    crossval._warn_where_flight_differs(answers, models, files)
     assert "warning: float32: SmartCam differs from LiteRT on" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import run_script
 from PIL import Image
@@ -110,6 +111,13 @@ def test_json_figures_equal_hand_computed(model: ModelPaths):
     assert ground["kept"] == 5 and ground["coverage"] == pytest.approx(0.5)
     assert ground["kept_accuracy"] == pytest.approx(1.0)
     assert ground["mean_time_ms"] == pytest.approx(1.5)
+    # ECE by hand, bins (0.3, 0.4] .. (0.9, 1]: |conf - acc| weighted by images:
+    # .4 right .6; .5 right .5; .6 .55 wrong 2 x .575; .65 wrong .65; .8 .75 right
+    # 2 x .225; .9 .85 right 2 x .125; .95 right .05 -> 3.65 / 10.
+    assert ground["ece"] == pytest.approx(0.365)
+    probs = np.array([r[2] for r in ROWS])
+    right = probs[np.arange(10), [LABELS.index(r[1]) for r in ROWS]]
+    assert ground["nll"] == pytest.approx(-np.mean(np.log(right)))
     table = {row["threshold"]: row for row in ground["threshold_table"]}
     assert len(table) == 100 and min(table) == 0.0 and max(table) == 0.99
     assert table[0.0]["kept"] == 10 and table[0.0]["kept_accuracy"] == pytest.approx(0.7)
@@ -140,6 +148,7 @@ def test_text_output_has_original_table_and_figures(model: ModelPaths):
     assert "lowest threshold with accuracy >= 0.800: 0.61" in out
     assert "expected \\ predicted bad earth edge n/a" in lines
     assert "bad 2 0 0 2" in lines
+    assert "calibration: ECE 0.365" in out
 
 
 @pytest.mark.slow
@@ -148,7 +157,8 @@ def test_report_and_plots_are_written(model: ModelPaths):
     assert proc.returncode == 0, proc.stderr
     report = model.report_md.read_text()
     assert "Cohen's kappa" in report and "| bad | 3 / 4 | 0.750 |" in report
-    for name in ("confusion_matrix", "threshold_curve", "confidence_histograms"):
+    for name in ("confusion_matrix", "threshold_curve", "confidence_histograms",
+                 "reliability_diagram"):
         png = model.plot_png(name)
         assert f"({png.name})" in report
         with Image.open(png) as img:
@@ -159,7 +169,8 @@ def test_report_and_plots_are_written(model: ModelPaths):
     assert f"page:   {model.report_html}" in proc.stdout
     assert "Cohen&#x27;s kappa" in page and "3 / 4" in page
     assert all(f'src="{model.plot_png(n).name}"' in page
-               for n in ("confusion_matrix", "threshold_curve", "confidence_histograms"))
+               for n in ("confusion_matrix", "threshold_curve", "confidence_histograms",
+                         "reliability_diagram"))
     assert page.count("file not found") == 10 + 5  # every row in its cell, 5 in the gallery
     assert "<img" in page and "report_files/" not in page
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import run_script, write_image
+from PIL import Image
 
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
@@ -133,3 +134,19 @@ def test_script_too_few_bursts_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: label 'blue' has 2 acquisition")
+
+
+def test_a_folds_bright_top_up_keeps_each_source_label(tmp_path: Path) -> None:
+    from test_stress import scene
+
+    training = []
+    for n, label in enumerate(["earth", "edge", "bad"]):
+        path = tmp_path / "all" / label / sample.file_name(1_600_000_000_000 + n * 10**7)
+        path.parent.mkdir(parents=True)
+        Image.fromarray(scene(seed=n, level=90)).save(path, quality=95)
+        training.append((path, label))
+    made = crossval._make_top_up(tmp_path / "top_up", [("bright", 3), ("bad", 2)], 1, training)
+    assert [label for _, label in made].count("bad") == 2
+    bright = [(p, label) for p, label in made if label != "bad"]
+    assert len(bright) == 3 and {label for _, label in bright} <= {"earth", "edge"}
+    assert all(p.parent.name == label and topup.is_synthetic(p) for p, label in made)

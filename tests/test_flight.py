@@ -247,3 +247,28 @@ def test_every_variant_train_sh_exports_agrees_in_the_binaries(tiny_hub, repo_ro
             result = infer.compare_runtimes(classifier, files)
         assert len(result.names) == len(files) == 123
         assert result.differing == [], (quantization, result.differing)
+
+
+@pytest.mark.slow
+@needs_binaries
+def test_a_calibrated_ensemble_runs_in_the_k8_build_as_in_litert(tiny_hub, repo_root):
+    """--temperature folded into the dense layers and --ensemble_seeds 2 (one graph that
+    averages two members' softmax outputs): SmartCam's k8 build gives LiteRT's
+    probabilities within 1e-4 on bundled images."""
+    paths = model_paths("m", repo_root)
+    assert run_script(PROJECT / "create_dirs.sh", "m", repo=repo_root).returncode == 0
+    assert run_script("make_sample_data.py", "m", "--real", repo=repo_root).returncode == 0
+    trained = run_script(PROJECT / "train.sh", "m", "2", "--tfhub_module", tiny_hub,
+                         "--train_preprocess", "onboard", "--validation_split", "0",
+                         "--temperature", "1.7", "--ensemble_seeds", "2",
+                         "--image_dir", paths.all_dir, repo=repo_root, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    record = json.loads(paths.train_record.read_text())
+    assert record["temperature"] == {"T": 1.7, "fitted_on": "given (--temperature)"}
+    assert record["ensemble_seeds"] == [42, 43]
+    labels = paths.labels_file.read_text().split()
+    with flight.FlightClassifier(flight.Runtime(RUNTIME_DIR), paths.tflite_model,
+                                 labels) as classifier:
+        result = infer.compare_runtimes(classifier, bundled(12))
+    assert len(result.names) == 12 and result.differing == []
+    assert result.largest_difference < 1e-4

@@ -305,3 +305,15 @@ def test_threshold_out_of_range_is_refused(repo_root, contract_models):
     result = _run(repo_root, "demo", "--threshold", "1.5")
     assert result.returncode == 2 and "between 0 and 1" in result.stderr
     assert not (repo_root / "demo" / "smartcam").exists()
+
+
+def test_threshold_advice_says_whether_it_reads_calibrated_probabilities(repo_root):
+    paths = model_paths("demo")
+    _write_confidences(paths.confidences_csv("ground"), ROWS)
+    assert "calibrat" not in package.recommend_threshold(paths, 0.95, LABELS).reason
+    paths.train_record.write_text(json.dumps(
+        {"temperature": {"T": 1.42, "fitted_on": "given (--temperature)"}}))
+    reason = package.recommend_threshold(paths, 0.95, LABELS).reason
+    assert "reads calibrated probabilities (temperature T = 1.420, given" in reason
+    paths.train_record.write_text(json.dumps({"temperature": {"T": 1.0, "fitted_on": "off"}}))
+    assert "as trained" in package.recommend_threshold(paths, 0.95, LABELS).reason

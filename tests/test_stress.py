@@ -112,3 +112,42 @@ def test_crossval_judges_each_folds_held_out_frames_under_stress(tiny_hub: Path,
     assert {r["source"] for r in rows} == {p.name for p in paths.all_dir.rglob("*.jpeg")}
     stressed = result.oof_csvs[crossval.STRESS]
     assert sum(1 for _ in stressed.open()) == result.stressed + 1
+    # The bright-valid family is judged beside it: earth and edge frames only, labels kept.
+    assert 0 < result.bright <= 8 * len(stress.BRIGHT_KINDS)
+    bright = result.pooled[crossval.BRIGHT]["float"]
+    assert 0 <= bright["accuracy"] <= 1 and "ece" in bright
+    assert "ece_t" in result.pooled["onboard"]["float"] and "float" in result.temperature
+    summary = crossval.format_summary(result)
+    assert "below the rule's bad line" in summary and "ECE" in summary
+
+
+def test_bright_valid_frames_are_brighter_stay_below_the_bad_line_and_keep_labels(
+        tmp_path: Path) -> None:
+    items = []
+    for n, label in enumerate(["earth", "edge", "bad"]):
+        source = tmp_path / label / f"img_msec_{1600000000000 + n}_2_thumbnail.jpeg"
+        source.parent.mkdir()
+        Image.fromarray(scene(seed=n, level=90)).save(source, quality=95)
+        items.append((source, label))
+    frames = stress.build_bright(items, tmp_path / "bright", seed=1)
+    assert {f.source_label for f in frames} == {"earth", "edge"}  # never a bad frame
+    assert [f.kind for f in frames] == list(stress.BRIGHT_KINDS) * 2
+    for frame in frames:
+        original, bright = stress.read_rgb(frame.source), stress.read_rgb(frame.path)
+        assert frame.label == frame.source_label == frame.path.parent.name
+        assert stress._gray(bright).mean() > stress._gray(original).mean() + 3 or \
+            stress._gray(bright).std() > stress._gray(original).std() * 1.2
+        assert stress.saturated_share(bright) <= stress.BRIGHT_MAX_SATURATED + 0.01
+        assert stress.stressed_label(frame.label, stress.scene_r2(original, bright),
+                                     stress.too_dark(bright), stress.too_bright(bright)) \
+            == frame.label
+
+
+def test_a_frame_already_at_the_bad_line_gets_no_bright_valid_copy() -> None:
+    limb = scene(level=120)
+    limb[:, : limb.shape[1] // 4] = 255  # a quarter saturated: at the line already
+    made = stress.bright_valid_pixels(limb, "brighter", np.random.default_rng(0))
+    assert made is None
+    # Without the validity check the brightened frame would cross it.
+    crossed = stress.brighten_pixels(limb, "brighter", 2.0)
+    assert stress.too_bright(crossed)

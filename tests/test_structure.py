@@ -129,11 +129,6 @@ def test_smartcam_holds_constants_only():
 
 #: The longest a function in ``opssat/`` may be, in lines from ``def`` to its end.
 MAX_FUNCTION_LINES = 60
-#: Known offenders, each with the reason it is still long; any other fails the test, and
-#: an entry that became short fails too (remove it).
-KNOWN_LONG = {
-    "train.crossval.run_seeds": "helper i26 splits it (plan, train a fold, judge a fold, pool)",
-}
 
 
 def long_functions(package: Path = PACKAGE,
@@ -159,11 +154,7 @@ def long_functions(package: Path = PACKAGE,
 
 def test_no_function_in_opssat_is_over_60_lines():
     found = long_functions()
-    new = {name: length for name, length in found.items() if name not in KNOWN_LONG}
-    assert not new, f"functions over {MAX_FUNCTION_LINES} lines (split them): {new}"
-    short_again = sorted(KNOWN_LONG.keys() - found.keys())
-    assert not short_again, f"no longer over {MAX_FUNCTION_LINES} lines: remove {short_again} " \
-        "from KNOWN_LONG"
+    assert not found, f"functions over {MAX_FUNCTION_LINES} lines (split them): {found}"
 
 
 def test_the_length_check_sees_long_methods_and_nested_functions(tmp_path):

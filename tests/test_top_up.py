@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 from test_stress import scene
 
-from opssat.data import topup
+from opssat.data import stress, topup
 
 
 def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: Path) -> None:
@@ -49,3 +49,20 @@ def test_top_up_never_draws_on_the_test_split(tmp_path: Path) -> None:
     found = topup.data_top_up_sources(all_dir, test_dir)
     assert sorted(p.name for p in found) == sorted([names[0], names[2]])
     assert len(topup.data_top_up_sources(all_dir)) == 3
+
+
+def test_bright_top_up_keeps_each_source_label_and_stays_valid(tmp_path: Path) -> None:
+    sources = []
+    for n, label in enumerate(["earth", "edge"]):
+        source = tmp_path / "real" / label / f"img_msec_{1600000000000 + n}_2_thumbnail.jpeg"
+        source.parent.mkdir(parents=True)
+        Image.fromarray(scene(seed=n, level=90)).save(source, quality=95)
+        sources.append(source)
+    assert topup.parse_top_up("bright=4") == ("bright", 4)
+    made = topup.top_up(tmp_path / "all", topup.BRIGHT, 4, seed=1, sources=sources)
+    assert len(made) == 4 and all(topup.is_synthetic(p) for p in made)
+    assert {p.parent.name for p in made} == {"earth", "edge"}
+    for path in made:
+        assert not stress.too_bright(stress.read_rgb(path))
+    drawn = topup.top_up(tmp_path / "all", topup.BAD_DRAWN, 2, seed=1, sources=sources)
+    assert {p.parent.name for p in drawn} == {"bad"}

@@ -402,3 +402,51 @@ def test_changed_labels_warn(tiny_hub, colour_images, tmp_path, capsys):
     trainer.train(options(colour_images, tiny_hub, out, "--train_epochs", "1"))
     assert "labels change from ['bad', 'earth', 'edge']" in capsys.readouterr().err
     assert (out / "labels.txt").read_text().split() == sorted(COLOURS)
+
+
+@pytest.mark.slow
+def test_temperature_is_fitted_on_validation_folded_and_recorded(tiny_hub, colour_images,
+                                                                 tmp_path):
+    plain = trainer.train(options(colour_images, tiny_hub, tmp_path / "off",
+                                  "--temperature", "off", "--validation_split", "0.4"))
+    assert plain.record.temperature == {"T": 1.0, "fitted_on": "off (--temperature off)"}
+    given = trainer.train(options(colour_images, tiny_hub, tmp_path / "given",
+                                  "--temperature", "2", "--validation_split", "0.4"))
+    assert given.record.temperature == {"T": 2.0, "fitted_on": "given (--temperature)"}
+    image = colour_input("green", 64)
+    before = run_tflite(tmp_path / "off" / "model.tflite", image)
+    after = run_tflite(tmp_path / "given" / "model.tflite", image)
+    from opssat.judge.metrics import scale_temperature
+
+    # Same seed, same training: the exported model is the plain one with logits / 2.
+    assert np.allclose(after, scale_temperature(before[None], 2.0)[0], atol=1e-5)
+    auto = trainer.train(options(colour_images, tiny_hub, tmp_path / "auto",
+                                 "--validation_split", "0.4"))
+    assert auto.record.temperature["fitted_on"].startswith(("validation split", "none"))
+    assert auto.record.tflite_files == {"none": str(tmp_path / "auto" / "model.tflite")}
+    with pytest.raises(UserError, match="--temperature hot"):
+        trainer.train(options(colour_images, tiny_hub, tmp_path / "bad", "--temperature", "hot"))
+
+
+@pytest.mark.slow
+def test_ensemble_seeds_export_one_graph_averaging_its_members(tiny_hub, colour_images,
+                                                               tmp_path):
+    from opssat.onboard import tflite25
+
+    single = trainer.train(options(colour_images, tiny_hub, tmp_path / "one",
+                                   "--validation_split", "0", "--nodo_fine_tuning"))
+    both = trainer.train(options(colour_images, tiny_hub, tmp_path / "two",
+                                 "--validation_split", "0", "--nodo_fine_tuning",
+                                 "--ensemble_seeds", "2"))
+    assert single.record.ensemble_seeds == [42] and both.record.ensemble_seeds == [42, 43]
+    data = (tmp_path / "two" / "model.tflite").read_bytes()
+    assert tflite25.problems(data) == []
+    ops = [name for name, _ in tflite25.operators(data)]
+    one_ops = [name for name, _ in tflite25.operators(
+        (tmp_path / "one" / "model.tflite").read_bytes())]
+    # Frozen members share the backbone: one convolution, two dense heads.
+    assert ops.count("CONV_2D") == one_ops.count("CONV_2D")
+    assert ops.count("FULLY_CONNECTED") == 2 * one_ops.count("FULLY_CONNECTED")
+    for label in COLOURS:
+        probabilities = run_tflite(tmp_path / "two" / "model.tflite", colour_input(label, 64))
+        assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)

@@ -32,8 +32,18 @@ when any of these holds, each threshold measured on the bundled sample:
 
 Milder stresses keep the frame's label; a ``bad`` frame stays ``bad``.
 
+**The bright-but-valid family** (``build_bright``): the opposite check. Real
+``earth`` and ``edge`` frames made brighter (``brighter``: +0.7 to +3 stops) or more
+contrasty (``contrasty``: contrast gain 1.3 to 2.5 around the frame's mean, a small
+lift), as bright cloud decks are, each **keeping its label** because it stays below
+the rule's ``bad`` line with room to spare: at most 15 % saturated
+(``BRIGHT_MAX_SATURATED``, the most any real earth or edge frame of the sample has),
+scene r² at least ``MIN_SCENE_R2``, not too dark. A drawn severity that crosses the
+line is halved towards none until it does not; a frame already at the line gets no
+copy. A recipe must call the failures ``bad`` and these frames not.
+
 The same primitives make the ``bad`` top-up (``opssat.data.topup.top_up``) from
-real frames.
+real frames, and its ``bright`` top-up.
 """
 
 from __future__ import annotations
@@ -238,6 +248,88 @@ def build(items: Sequence[tuple[Path, str]], folder: Path, seed: int = 0,
             atomic.write_bytes(target, sample.jpeg_bytes(Image.fromarray(stressed)))
             frames.append(StressedFrame(target, Path(path), label, kind, severity, r2,
                                         new_label))
+    return frames
+
+
+# --- the bright-but-valid family --------------------------------------------------------
+
+#: Labels whose real frames the bright-valid family brightens (each keeps its label).
+BRIGHT_SOURCE_LABELS = ("earth", "edge")
+#: A bright-valid frame has at most this share of saturated pixels: the most any real
+#: ``earth`` or ``edge`` frame of the bundled sample has (15 %), well below the rule's
+#: SATURATED_SHARE line (25 %); the real over-exposed ``bad`` frames start at 28 %.
+BRIGHT_MAX_SATURATED = 0.15
+#: Severity per bright kind, drawn uniformly: ``brighter`` in stops of exposure,
+#: ``contrasty`` as the contrast gain around the frame's mean (with a small lift).
+BRIGHT_SEVERITY = {"brighter": (0.7, 3.0), "contrasty": (1.3, 2.5)}
+BRIGHT_KINDS = tuple(BRIGHT_SEVERITY)
+#: Halvings of the severity tried before a frame that cannot stay valid is left out.
+_BRIGHT_TRIES = 8
+
+
+def brighten_pixels(pixels: np.ndarray, kind: str, severity: float, lift: float = 0.0
+                    ) -> np.ndarray:
+    """(H, W, 3) uint8: ``pixels`` exposed ``severity`` stops longer (``brighter``), or
+    their contrast around the mean multiplied by ``severity`` and lifted by ``lift``
+    levels (``contrasty``: bright cloud against dark sea)."""
+    if kind == "brighter":
+        out = expose(pixels, severity, lift)
+    elif kind == "contrasty":
+        values = pixels.astype(np.float32)
+        mean = float(_gray(pixels).mean())
+        out = np.clip(mean + (values - mean) * severity + lift, 0, 255)
+    else:
+        raise ValueError(f"unknown bright kind {kind!r}: use one of {', '.join(BRIGHT_KINDS)}")
+    return np.round(out).astype(np.uint8)
+
+
+def still_valid(original: np.ndarray, bright: np.ndarray,
+                size: tuple[int, int] = smartcam.INPUT_SIZE) -> tuple[bool, float | None]:
+    """(whether ``bright`` stays below the rule's ``bad`` line with room to spare: at most
+    BRIGHT_MAX_SATURATED saturated, scene r² at least MIN_SCENE_R2, not too dark; its r²)."""
+    r2 = scene_r2(original, bright, size)
+    valid = (saturated_share(bright) <= BRIGHT_MAX_SATURATED and not too_dark(bright)
+             and stressed_label("valid", r2) == "valid")
+    return valid, r2
+
+
+def bright_valid_pixels(original: np.ndarray, kind: str, rng: np.random.Generator,
+                        size: tuple[int, int] = smartcam.INPUT_SIZE
+                        ) -> tuple[np.ndarray, float, float | None] | None:
+    """(frame, severity, r²) of one bright-valid version of ``original``: the drawn
+    severity, halved towards none until the frame stays valid; None when even the
+    mildest is not (a frame that is already at the line)."""
+    severity = float(rng.uniform(*BRIGHT_SEVERITY[kind]))
+    lift = float(rng.uniform(0, 20))
+    neutral = 0.0 if kind == "brighter" else 1.0
+    for _ in range(_BRIGHT_TRIES):
+        bright = brighten_pixels(original, kind, severity, lift)
+        valid, r2 = still_valid(original, bright, size)
+        if valid:
+            return bright, severity, r2
+        severity, lift = neutral + (severity - neutral) / 2, lift / 2
+    return None
+
+
+def build_bright(items: Sequence[tuple[Path, str]], folder: Path, seed: int = 0,
+                 kinds: Sequence[str] = BRIGHT_KINDS,
+                 size: tuple[int, int] = smartcam.INPUT_SIZE) -> list[StressedFrame]:
+    """The bright-valid family: one brighter (more contrasty) copy of each real
+    ``earth``/``edge`` (path, label) per kind, still below the ``bad`` line, keeping its
+    label; written as ``folder/<label>/<kind>_<name>.jpeg``."""
+    frames = []
+    for path, label in items:
+        if label not in BRIGHT_SOURCE_LABELS:
+            continue
+        original = read_rgb(path)
+        for kind in kinds:
+            made = bright_valid_pixels(original, kind, _rng(seed, Path(path).name, kind), size)
+            if made is None:
+                continue
+            bright, severity, r2 = made
+            target = folder / label / f"{kind}_{Path(path).stem}.jpeg"
+            atomic.write_bytes(target, sample.jpeg_bytes(Image.fromarray(bright)))
+            frames.append(StressedFrame(target, Path(path), label, kind, severity, r2, label))
     return frames
 
 

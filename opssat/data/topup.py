@@ -139,18 +139,51 @@ def overexposed_from_real(pixels: np.ndarray, rng: np.random.Generator) -> np.nd
 MAX_TOP_UP = 1000
 
 
+#: Top-ups that are not one label's: ``bright`` brightens real earth and edge frames below
+#: the stress rule's ``bad`` line, each keeping its label (``stress.bright_valid_pixels``);
+#: ``bad_drawn`` draws exposure failures from scratch (the top-up before real frames).
+BRIGHT = "bright"
+BAD_DRAWN = "bad_drawn"
+TOP_UP_KINDS = (BRIGHT, BAD_DRAWN)
+#: Their files' timestamps start this far after TOP_UP_START_MS, so no name repeats.
+_KIND_OFFSET_MS = {BRIGHT: 5 * 86_400_000, BAD_DRAWN: 10 * 86_400_000}
+
+
 def parse_top_up(text: str) -> tuple[str, int]:
-    """``LABEL=N`` from the command line, e.g. ``bad=20``."""
+    """``LABEL=N`` (or ``bright=N``, ``bad_drawn=N``) from the command line, e.g. ``bad=20``."""
     label, sep, number = text.partition("=")
     try:
         count = int(number)
     except ValueError:
         count = -1
-    if not sep or not 1 <= count <= MAX_TOP_UP or label not in sample.LABEL_SHARES:
+    choices = [*sample.LABEL_SHARES, *TOP_UP_KINDS]
+    if not sep or not 1 <= count <= MAX_TOP_UP or label not in choices:
         raise UserError(f"--top_up {text!r}: write LABEL=N with LABEL one of "
-                        f"{', '.join(sample.LABEL_SHARES)} and N from 1 to {MAX_TOP_UP}, "
-                        "e.g. bad=20")
+                        f"{', '.join(choices)} and N from 1 to {MAX_TOP_UP}, e.g. bad=20")
     return label, count
+
+
+def _bright_top_up(all_dir: Path, count: int, rng: np.random.Generator, start_ms: int,
+                   sources: Sequence[Path]) -> list[Path]:
+    """``count`` real earth/edge ``sources`` brightened below the ``bad`` line, each into
+    its own label's folder (a source's label is its folder's name)."""
+    if not sources:
+        raise UserError("--top_up bright=N brightens real earth and edge frames: there are none")
+    order = [sources[i] for i in rng.permutation(len(sources))]
+    written: list[Path] = []
+    attempt = 0
+    while len(written) < count and attempt < 4 * count:
+        source = order[attempt % len(order)]
+        attempt += 1
+        kind = stress.BRIGHT_KINDS[attempt % len(stress.BRIGHT_KINDS)]
+        made = stress.bright_valid_pixels(stress.read_rgb(source), kind, rng)
+        if made is None:
+            continue
+        ms = start_ms + len(written) * _TOP_UP_GAP_MS
+        path = all_dir / source.parent.name / f"{SYNTHETIC_PREFIX}{sample.file_name(ms)}"
+        atomic.write_bytes(path, sample.jpeg_bytes(Image.fromarray(made[0])))
+        written.append(path)
+    return written
 
 
 def top_up(all_dir: Path, label: str, count: int, seed: int = sample.DEFAULT_SEED,
@@ -169,6 +202,10 @@ def top_up(all_dir: Path, label: str, count: int, seed: int = sample.DEFAULT_SEE
     if not 1 <= count <= MAX_TOP_UP:
         raise UserError(f"top-up count {count}: use 1 to {MAX_TOP_UP}")
     rng = np.random.default_rng([seed, len(label), *label.encode("utf-8")])
+    if label == BRIGHT:
+        return _bright_top_up(all_dir, count, rng, start_ms + _KIND_OFFSET_MS[BRIGHT], sources)
+    if label == BAD_DRAWN:
+        label, sources, start_ms = "bad", (), start_ms + _KIND_OFFSET_MS[BAD_DRAWN]
     order = [sources[i] for i in rng.permutation(len(sources))] if sources else []
     written = []
     for n in progress.bar(range(count), count, f"top-up {label}", "img"):

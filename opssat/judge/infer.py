@@ -138,6 +138,68 @@ def predicted_label(
     return labels[best] if probabilities[best] >= threshold else NOT_CLASSIFIED
 
 
+# --- judging model variants: the one engine ------------------------------------------
+
+
+@dataclass
+class VariantAnswers:
+    """Every variant's answers on the same files, per input mode."""
+
+    labels: list[str]
+    #: (mode, variant) -> (files, labels) float probabilities
+    probabilities: dict[tuple[str, str], np.ndarray]
+    #: (mode, variant) -> (files,) invoke time in ms
+    times_ms: dict[tuple[str, str], np.ndarray]
+
+    def of(self, mode: str, variant: str) -> np.ndarray:
+        return self.probabilities[(mode, variant)]
+
+
+def judge_variants(model_files: dict[str, Path], labels: Sequence[str], files: Sequence[Path],
+                   modes: Sequence[str] = ("onboard",),
+                   onboard_channels: int = smartcam.ONBOARD_CHANNELS,
+                   runtime: flight.Runtime | None = None) -> VariantAnswers:
+    """Each TFLite variant's probabilities for ``files`` under each preprocessing mode:
+    every image is decoded once per mode and fed to every variant (mode ``flight``:
+    SmartCam's own binaries, ``runtime``, classify it). The trainer, cross-validation
+    and the benches all judge variants through this function."""
+    classifiers = {name: Classifier(path, labels=list(labels))
+                   for name, path in model_files.items()}
+    size = next(iter(classifiers.values())).input_size
+    shape = (len(files), len(labels))
+    keys = [(m, v) for m in modes for v in classifiers]
+    answers = VariantAnswers(list(labels), {k: np.zeros(shape, np.float32) for k in keys},
+                             {k: np.zeros(len(files)) for k in keys})
+    if flight.MODE in modes:
+        _fly_variants(answers, model_files, files, size, onboard_channels, runtime)
+    for row, path in enumerate(files):
+        for mode in (m for m in modes if m != flight.MODE):
+            model_input = images.load_input(
+                path, PreprocessOptions(mode, onboard_channels).preprocessing(size=size))
+            for name, classifier in classifiers.items():
+                probs, ms = classifier.classify(model_input)
+                answers.probabilities[(mode, name)][row] = probs
+                answers.times_ms[(mode, name)][row] = ms
+    return answers
+
+
+def _fly_variants(answers: VariantAnswers, model_files: dict[str, Path], files: Sequence[Path],
+                  size: tuple[int, int], channels: int, runtime: flight.Runtime | None) -> None:
+    """Mode ``flight`` of ``judge_variants``: SmartCam's binaries classify every file."""
+    if runtime is None:
+        raise UserError("mode flight runs SmartCam's own binaries: pass --smartcam_dir "
+                        f"(or set {flight.ENV_VAR})")
+    for name, model_file in model_files.items():
+        with flight.FlightClassifier(runtime, model_file, answers.labels, size,
+                                     channels=channels) as flown:
+            for row, path in enumerate(files):
+                probs, ms = flown.classify_file(path)
+                answers.probabilities[(flight.MODE, name)][row] = probs
+                answers.times_ms[(flight.MODE, name)][row] = ms
+        agreement.check(answers.of(flight.MODE, name), answers.labels,
+                        [Path(p).name for p in files], f"{flown.source} ({name})")
+
+
 # --- batch labelling ------------------------------------------------------------
 
 

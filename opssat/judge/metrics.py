@@ -107,6 +107,10 @@ class Performance:
     threshold_table: list[ThresholdRow]
     suggested: ThresholdRow | None
     target_accuracy: float
+    #: Calibration of the probabilities (see ``calibration``): ECE, Brier score, NLL.
+    ece: float | None = None
+    brier: float | None = None
+    nll: float | None = None
 
     def to_dict(self) -> dict:
         return _finite(asdict(self))
@@ -177,6 +181,7 @@ def evaluate(
         threshold_table=table,
         suggested=suggest_threshold(table, target_accuracy),
         target_accuracy=float(target_accuracy),
+        **_calibration_fields(conf),
     )
 
 
@@ -190,6 +195,22 @@ def confusion_at_threshold(conf: Confidences, threshold: float) -> list[list[int
         warnings.simplefilter("ignore")
         matrix = confusion_matrix(conf.expected, at_threshold, labels=[*labels, NOT_CLASSIFIED])
     return matrix[: len(labels)].tolist()
+
+
+def calibration_of(conf: Confidences) -> Calibration | None:
+    """``calibration`` of a CSV's probabilities (its rows with a known label), or None."""
+    known = [i for i, label in enumerate(conf.expected) if label in conf.labels]
+    if not known:
+        return None
+    return calibration(np.asarray(conf.probabilities)[known],
+                       targets_of([conf.expected[i] for i in known], conf.labels))
+
+
+def _calibration_fields(conf: Confidences) -> dict[str, float | None]:
+    found = calibration_of(conf)
+    if found is None:
+        return {"ece": None, "brier": None, "nll": None}
+    return {"ece": found.ece, "brier": found.brier, "nll": found.nll}
 
 
 @dataclass
@@ -219,3 +240,119 @@ def agreement(first: Confidences, second: Confidences) -> Agreement:
         only_first=len(a.keys() - b.keys()),
         only_second=len(b.keys() - a.keys()),
     )
+
+
+# --- calibration: do the probabilities mean what they say? ----------------------------
+
+#: Equal-width bins of the top-1 probability for the expected calibration error.
+ECE_BINS = 10
+#: Probabilities are clipped here before a logarithm (a model may say exactly 0).
+_EPS = 1e-12
+
+
+@dataclass
+class Calibration:
+    """ECE (10 equal-width bins of the top-1 probability, weighted by their images),
+    the multi-class Brier score (mean squared error of the probability vector, 0 to 2)
+    and the negative log-likelihood of the right label (natural log, mean)."""
+
+    ece: float
+    brier: float
+    nll: float
+    #: Per bin: (mean top-1 probability, its accuracy, images); empty bins left out.
+    bins: list[tuple[float, float, int]]
+
+    def line(self) -> str:
+        return f"ECE {self.ece:.3f}  Brier {self.brier:.3f}  NLL {self.nll:.3f}"
+
+
+def calibration(probabilities: np.ndarray, targets: Sequence[int],
+                bins: int = ECE_BINS) -> Calibration:
+    """Calibration figures of (n, labels) ``probabilities`` against label indices."""
+    probs = np.asarray(probabilities, np.float64)
+    targets = np.asarray(targets, np.int64)
+    if not len(probs):
+        return Calibration(math.nan, math.nan, math.nan, [])
+    top = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == targets
+    # Bin i holds (i/bins, (i+1)/bins]; a top-1 probability of 0 cannot occur. The 1e-6
+    # keeps a float32 0.8 (0.80000001) in the bin that ends at 0.8.
+    index = np.clip(np.ceil(top * bins - 1e-6).astype(np.int64) - 1, 0, bins - 1)
+    found, ece = [], 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            confidence, accuracy = float(top[members].mean()), float(correct[members].mean())
+            ece += members.mean() * abs(confidence - accuracy)
+            found.append((confidence, accuracy, int(members.sum())))
+    onehot = np.eye(probs.shape[1])[targets]
+    brier = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+    nll = float(-np.mean(np.log(np.clip(probs[np.arange(len(probs)), targets], _EPS, 1))))
+    return Calibration(float(ece), brier, nll, found)
+
+
+def targets_of(expected: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Label indices of ``expected`` in ``labels`` order."""
+    where = {label: i for i, label in enumerate(labels)}
+    return np.asarray([where[label] for label in expected], np.int64)
+
+
+# --- temperature scaling (Guo et al., 2017) --------------------------------------------
+
+#: The temperatures searched: wide enough for any head this toolkit trains.
+TEMPERATURE_RANGE = (0.1, 10.0)
+
+
+def scale_temperature(members: Sequence[np.ndarray] | np.ndarray, temperature: float
+                      ) -> np.ndarray:
+    """The probabilities the model gives once every member's logits are divided by
+    ``temperature``: softmax(log p / T), averaged over members (an ensemble averages its
+    members' softmax outputs). ``members``: one (n, labels) array or a list of them."""
+    arrays = [members] if isinstance(members, np.ndarray) else list(members)
+    scaled = []
+    for probs in arrays:
+        logits = np.log(np.clip(np.asarray(probs, np.float64), _EPS, 1)) / temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        scaled.append(exp / exp.sum(axis=1, keepdims=True))
+    return np.mean(scaled, axis=0)
+
+
+def fit_temperature(members: Sequence[np.ndarray] | np.ndarray, targets: Sequence[int]
+                    ) -> float:
+    """The temperature T that minimises the negative log-likelihood of ``targets`` under
+    ``scale_temperature(members, T)`` (bounded scalar search over log T). With no top-1
+    error the likelihood only grows as T falls to the bound, so there is nothing to fit:
+    T = 1 (a small validation split without a miss says nothing about confidence)."""
+    from scipy.optimize import minimize_scalar
+
+    targets = np.asarray(targets, np.int64)
+    if not len(targets) or np.all(scale_temperature(members, 1.0).argmax(axis=1) == targets):
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        probs = scale_temperature(members, float(np.exp(log_t)))
+        return float(-np.mean(np.log(np.clip(probs[np.arange(len(targets)), targets],
+                                             _EPS, 1))))
+
+    low, high = np.log(TEMPERATURE_RANGE)
+    found = minimize_scalar(nll, bounds=(low, high), method="bounded",
+                            options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
+def cross_fitted(members: Sequence[np.ndarray] | np.ndarray, targets: Sequence[int],
+                 groups: Sequence[int]) -> tuple[np.ndarray, list[float]]:
+    """Out-of-fold temperature scaling: each group's (fold's) probabilities scaled by the
+    T fitted on every other group, so no image calibrates itself. Returns the scaled
+    probabilities and each group's T."""
+    arrays = [members] if isinstance(members, np.ndarray) else list(members)
+    targets, groups = np.asarray(targets, np.int64), np.asarray(groups)
+    out = np.zeros_like(np.asarray(arrays[0], np.float64))
+    temperatures = []
+    for group in np.unique(groups):
+        rest = groups != group
+        t = fit_temperature([a[rest] for a in arrays], targets[rest])
+        out[~rest] = scale_temperature([a[~rest] for a in arrays], t)
+        temperatures.append(t)
+    return out, temperatures

@@ -191,6 +191,9 @@ def figure_lines(perf: metrics.Performance) -> list[str]:
         f"at threshold {perf.threshold:.2f}: kept {perf.kept} / {perf.images} "
         f"({_pct(perf.coverage)}), accuracy of kept {_num(perf.kept_accuracy)}",
     ]
+    if perf.ece is not None:
+        figures.append(f"calibration: ECE {perf.ece:.3f} (10 equal-width bins of the top-1 "
+                       f"probability)    Brier {perf.brier:.3f}    NLL {perf.nll:.3f}")
     if perf.mean_time_ms is not None:
         figures.append(f"mean invoke time: {perf.mean_time_ms:.2f} ms")
     return figures

@@ -108,11 +108,37 @@ def plot_histograms(result: report.ModeResult, path: Path,
     return _save(fig, path, outputs)
 
 
+def plot_reliability(results: Sequence[report.ModeResult], path: Path,
+                     outputs: atomic.OutputSet | None = None) -> Path:
+    """The reliability diagram: per bin of the top-1 probability (10 equal-width bins),
+    how often the top-1 is right against how sure the model was; on the diagonal the
+    probabilities mean what they say (SmartCam's threshold reads them at face value)."""
+    from opssat.judge import metrics
+
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="calibrated")
+    for result, marker in zip(results, "osd^", strict=False):
+        found = metrics.calibration_of(result.confidences)
+        if found is not None and found.bins:
+            confidence, accuracy, count = zip(*found.bins, strict=True)
+            ax.plot(confidence, accuracy, marker=marker, label=_plain(
+                f"{result.mode}: ECE {found.ece:.3f}, {sum(count)} images"))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("top-1 probability (bin mean)")
+    ax.set_ylabel("top-1 accuracy in the bin")
+    ax.set_title("reliability diagram")
+    ax.legend(fontsize="small", loc="upper left")
+    return _save(fig, path, outputs)
+
+
 def write_plots(paths: ModelPaths, results: Sequence[report.ModeResult],
                 outputs: atomic.OutputSet | None = None) -> list[Path]:
     """Write every plot (staged in ``outputs`` when given); return their paths in
     report order."""
-    plots = [plot_threshold_curve(results, paths.plot_png("threshold_curve"), outputs)]
+    plots = [plot_threshold_curve(results, paths.plot_png("threshold_curve"), outputs),
+             plot_reliability(results, paths.plot_png("reliability_diagram"), outputs)]
     for result in results:
         suffix = _suffix(result.mode)
         plots.append(plot_confusion(result, paths.plot_png(f"confusion_matrix{suffix}"),

@@ -76,6 +76,15 @@ def _builtin(code) -> int:
     return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
+def operators(data: bytes) -> list[tuple[str, int]]:
+    """(name, version) of each operator the flatbuffer ``data`` runs, one per operator
+    instance in graph order: what an export adds or not."""
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    codes = model.operatorCodes or []
+    return [(operator_name(_builtin(codes[op.opcodeIndex])), codes[op.opcodeIndex].version)
+            for graph in model.subgraphs or [] for op in graph.operators or []]
+
+
 def problems(data: bytes) -> list[str]:
     """One line per thing in the flatbuffer ``data`` that TFLite 2.5 cannot run
     correctly, each saying what to do; [] when it can.

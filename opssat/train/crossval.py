@@ -17,7 +17,14 @@ held out and never scored.
 The sample has few exposure failures, so each fold is also judged on its stress
 set (``opssat.data.stress``): its held-out frames with exposure failures applied as
 they happen on board, labelled by a stated rule, fed through the on-board chain.
-Its scores sit beside the modes' under ``stress``.
+Its scores sit beside the modes' under ``stress``, and those of the bright-but-valid
+family (held-out earth and edge frames made brighter below the rule's ``bad`` line,
+labels kept) under ``bright_valid``.
+
+Folds train with ``--temperature off``; the pooled figures include the calibration
+(ECE, Brier, NLL) out of fold, before and after temperature scaling fitted on the
+other folds' probabilities, and the T fitted on all of them (the value to train with).
+A fold's variant files are the ones its training record names.
 """
 
 from __future__ import annotations
@@ -29,23 +36,28 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from opssat.core import atomic
 from opssat.core.errors import UserError, warn
-from opssat.core.paths import ModelPaths, check_inside, tflite_variant
+from opssat.core.paths import ModelPaths, check_inside
 from opssat.data import images, split, stress, topup
-from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import agreement, confidences, metrics
-from opssat.judge.infer import Classifier, predicted_label
+from opssat.judge.infer import judge_variants, predicted_label
 from opssat.onboard import flight, smartcam
 from opssat.train.crossval_options import DEFAULT_FOLDS, DEFAULT_SEED, MODES  # noqa: F401
+
+if TYPE_CHECKING:
+    from opssat.train.options import TrainOptions
 
 FLOAT = "float"
 #: The stress set's scores sit beside the modes' under this name (on-board input).
 STRESS = "stress"
+#: The bright-but-valid family's scores sit under this name (on-board input).
+BRIGHT = "bright_valid"
 STRESS_OOF_NAME = "oof_confidences_stress.csv"
 STRESS_SET_NAME = "stress_set.csv"
 #: Trainer flags crossval sets itself for every fold.
@@ -93,6 +105,10 @@ class CrossvalResult:
     trainer_seed: int | None = None
     #: Stressed frames judged (0: no stress set).
     stressed: int = 0
+    #: Bright-valid frames judged (0: none).
+    bright: int = 0
+    #: The temperature fitted on all out-of-fold probabilities (first mode), per variant.
+    temperature: dict[str, float] = field(default_factory=dict)
 
     def values(self, mode: str, variant: str, score: str) -> np.ndarray:
         found = [f.scores[mode][variant][score] for f in self.folds]
@@ -154,49 +170,17 @@ def _link_training_set(folder: Path, items: Sequence[tuple[Path, str]]) -> None:
         os.symlink(path.resolve(), target)
 
 
-def _judge(model_files: dict[str, Path], label_file: Path, files: Sequence[Path],
-           modes: Sequence[str], onboard_channels: int, runtime: flight.Runtime | None = None
-           ) -> tuple[dict[tuple[str, str], np.ndarray], dict[tuple[str, str], np.ndarray]]:
-    """Probabilities (n, labels) of each TFLite variant for ``files``, per mode;
-    each image is decoded once per mode for all variants (mode flight: SmartCam's own
-    binaries, ``runtime``, classify it)."""
-    classifiers = {name: Classifier(path, label_file) for name, path in model_files.items()}
-    size = next(iter(classifiers.values())).input_size
-    n_labels = len(next(iter(classifiers.values())).labels)
-    probs = {(m, v): np.zeros((len(files), n_labels)) for m in modes for v in classifiers}
-    times = {(m, v): np.zeros(len(files)) for m in modes for v in classifiers}
-    if flight.MODE in modes:
-        for name, classifier in classifiers.items():
-            with flight.FlightClassifier(runtime, model_files[name], classifier.labels, size,
-                                         channels=onboard_channels) as flown:
-                for row, path in enumerate(files):
-                    probs[(flight.MODE, name)][row], times[(flight.MODE, name)][row] = \
-                        flown.classify_file(path)
-            agreement.check(probs[(flight.MODE, name)], classifier.labels,
-                            [p.name for p in files], f"{flown.source} ({name})")
-    for row, path in enumerate(files):
-        for mode in (m for m in modes if m != flight.MODE):
-            model_input = images.load_input(
-                path, PreprocessOptions(mode, onboard_channels).preprocessing(size=size))
-            for name, classifier in classifiers.items():
-                probs[(mode, name)][row], times[(mode, name)][row] = \
-                    classifier.classify(model_input)
-    for name in classifiers if {flight.MODE, "onboard"} <= set(modes) else ():
-        judged = agreement.compare(probs[("onboard", name)], probs[(flight.MODE, name)],
-                                   classifiers[name].labels, [p.name for p in files])
-        if judged.problem:
-            warn(f"{name}: {judged.problem}")
-    return probs, times
-
-
 def _scores(expected: Sequence[str], probabilities: np.ndarray, labels: list[str]
             ) -> dict[str, float | None]:
+    """Accuracy, macro-F1, kappa and the calibration figures (ECE, Brier, NLL)."""
     conf = metrics.Confidences(
         filenames=[""] * len(expected), expected=list(expected),
         predicted=[predicted_label(p, labels) for p in probabilities],
         probabilities=probabilities, labels=labels)
     perf = metrics.evaluate(conf)
-    return {"accuracy": perf.accuracy, "macro_f1": perf.macro_f1, "kappa": perf.kappa}
+    calibration = metrics.calibration(probabilities, metrics.targets_of(expected, labels))
+    return {"accuracy": perf.accuracy, "macro_f1": perf.macro_f1, "kappa": perf.kappa,
+            "ece": calibration.ece, "brier": calibration.brier, "nll": calibration.nll}
 
 
 def write_oof_csv(csv_path: Path, labels: list[str], files: Sequence[Path],
@@ -215,24 +199,248 @@ def write_oof_csv(csv_path: Path, labels: list[str], files: Sequence[Path],
 
 def _make_top_up(folder: Path, top_up: Sequence[tuple[str, int]], seed: int,
                  training: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """The run's top-up for one fold, ``bad`` made from that fold's real training frames."""
+    """The run's top-up for one fold, made from that fold's real training frames (each
+    image's label is its folder's: ``bright`` ones keep their source's)."""
     made = []
     for label, count in top_up:
         # Later timestamps than make_sample_data's, so both kinds can train together.
-        made += [(p, label) for p in topup.top_up(
+        made += [(p, p.parent.name) for p in topup.top_up(
             folder, label, count, seed, start_ms=_RUN_TOP_UP_START_MS,
             sources=topup.top_up_sources(training))]
     return made
 
 
-def _stress_set(folder: Path, held_out: Sequence[tuple[Path, str]], seed: int, log
-                ) -> list[stress.StressedFrame]:
-    """The fold's stress set: its held-out frames only, each with every exposure failure
-    (only called when there is a ``bad`` label to judge it by)."""
-    frames = stress.build(held_out, folder, seed)
-    log(f"stress set: {len(frames)} frames from the {len(held_out)} held-out ones "
-        f"({stress.summary(frames)})")
-    return frames
+# --- one run: plan, train a fold, judge a fold, pool ------------------------------------
+
+
+@dataclass
+class _Plan:
+    """What every fold and seed of one run shares."""
+
+    folds: Folds
+    labels: list[str]
+    variants: list[str]
+    modes: Sequence[str]
+    template: TrainOptions
+    #: The stress families judged beside the plain folds (STRESS, BRIGHT).
+    families: tuple[str, ...]
+    top_up: Sequence[tuple[str, int]]
+    seed: int
+
+
+@dataclass
+class _Fold:
+    """One fold's training folder, held-out images and stress families."""
+
+    index: int
+    folder: Path
+    held: np.ndarray
+    training: int
+    synthetic: int
+    #: family -> its frames made from this fold's held-out images
+    frames: dict[str, list[stress.StressedFrame]]
+
+
+@dataclass
+class _SeedRun:
+    """What one trainer seed gathers over the folds."""
+
+    seed: int | None
+    plan: _Plan
+    folds: list[FoldResult] = field(default_factory=list)
+    #: family -> variant -> per-fold probabilities
+    family_probs: dict[str, dict[str, list[np.ndarray]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shape = (len(self.plan.folds.paths), len(self.plan.labels))
+        keys = [(m, v) for m in self.plan.modes for v in self.plan.variants]
+        self.probs = {k: np.zeros(shape) for k in keys}
+        self.times = {k: np.zeros(shape[0]) for k in keys}
+
+    @property
+    def tag(self) -> str:
+        return "" if self.seed is None else f"_seed{self.seed}"
+
+
+def _check_modes(modes: Sequence[str], runtime: flight.Runtime | None) -> None:
+    if not modes:
+        raise UserError("--modes is empty: give onboard, ground, flight or several")
+    for mode in modes:
+        if mode not in (*images.PREPROCESS_MODES, flight.MODE):
+            raise UserError(f"unknown --modes {mode!r}: use one of "
+                            f"{', '.join((*images.PREPROCESS_MODES, flight.MODE))}")
+        if mode == flight.MODE:
+            if runtime is None:
+                raise UserError("--modes flight runs SmartCam's own binaries: pass "
+                                f"--smartcam_dir (or set {flight.ENV_VAR})")
+            continue
+        images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS, "--modes")
+
+
+def _plan(paths: ModelPaths, trainer_args: Sequence[str], folds: int, seed: int,
+          group_seconds: float, top_up: Sequence[tuple[str, int]], modes: Sequence[str],
+          with_stress: bool, log) -> _Plan:
+    """Check everything, assign the folds and read the recipe: no training yet."""
+    check_trainer_args(trainer_args)
+    found = split.scan(paths)
+    for path, label, why in found.unreadable:
+        log(f"warning: skipped {label}/{path.name}: {why}")
+    assigned = plan_folds(found.readable, folds, seed, group_seconds)
+    from opssat.train.options import parse_flags
+
+    # Folds train uncalibrated: crossval fits the temperature out of fold itself.
+    template = parse_flags([*trainer_args, "--temperature", "off"])
+    template.check_settings()
+    labels = sorted(set(assigned.labels))
+    families: tuple[str, ...] = ()
+    if with_stress and "onboard" in modes and stress.BAD in labels:
+        families = (STRESS, BRIGHT)
+    return _Plan(assigned, labels, [FLOAT, *template.recipe.quantized_variants], modes,
+                 template, families, top_up, seed)
+
+
+def _prepare_fold(plan: _Plan, index: int, work: Path, log) -> _Fold:
+    """Link the fold's training set (real frames, synthetic ones and its top-up) and make
+    its stress families from its held-out frames."""
+    folds = plan.folds
+    held, kept = np.flatnonzero(folds.fold == index), np.flatnonzero(folds.fold != index)
+    folder = work / f"fold{index + 1}"
+    real_training = [(folds.paths[i], folds.labels[i]) for i in kept]
+    extra = folds.synthetic + _make_top_up(folder / "top_up", plan.top_up, plan.seed,
+                                           real_training)
+    _link_training_set(folder / "training", real_training + extra)
+    held_out = [(folds.paths[i], folds.labels[i]) for i in held]
+    frames = {}
+    if STRESS in plan.families:
+        frames[STRESS] = stress.build(held_out, folder / "stress", plan.seed)
+        frames[BRIGHT] = stress.build_bright(held_out, folder / "bright", plan.seed)
+        log(f"stress set: {len(frames[STRESS])} frames from the {len(held_out)} held-out ones "
+            f"({stress.summary(frames[STRESS])}); bright-valid: {len(frames[BRIGHT])}")
+    counts = ", ".join(f"{lab} {sum(folds.labels[i] == lab for i in held)}"
+                       for lab in plan.labels)
+    log(f"\n== fold {index + 1}/{folds.count}: train on {len(kept) + len(extra)} images "
+        f"({len(extra)} synthetic), hold out {len(held)} ({counts})")
+    return _Fold(index, folder, held, len(kept) + len(extra), len(extra), frames)
+
+
+def _train_fold(plan: _Plan, fold: _Fold, one: _SeedRun):
+    """Train the fold's model for one seed; (trainer result, seconds)."""
+    from opssat.core.tf_setup import tf_keras
+    from opssat.train.trainer import train
+
+    options = plan.template.with_paths(
+        image_dir=str(fold.folder / "training"),
+        tflite_output_file=str(fold.folder / f"model{one.tag}.tflite"),
+        labels_output_file=str(fold.folder / f"labels{one.tag}.txt"),
+        record_file=str(fold.folder / f"train_record{one.tag}.json"),
+        cache_dir=str(fold.folder / "cache"))
+    if one.seed is not None:
+        options = replace(options, recipe=replace(options.recipe, seed=one.seed))
+    started = time.perf_counter()
+    trained = train(options)
+    seconds = time.perf_counter() - started
+    tf_keras.backend.clear_session()
+    if trained.labels != plan.labels:
+        raise UserError(f"fold {fold.index + 1} trained on labels {trained.labels}, "
+                        f"not {plan.labels}: every label needs images in every training fold")
+    return trained, seconds
+
+
+def _model_files(record) -> dict[str, Path]:
+    """The variants the trainer wrote, by crossval's names (``float`` for the float one)."""
+    return {FLOAT if name == "none" else name: Path(path)
+            for name, path in record.tflite_files.items()}
+
+
+def _judge_fold(plan: _Plan, fold: _Fold, one: _SeedRun, trained, seconds: float,
+                runtime: flight.Runtime | None) -> FoldResult:
+    """Every variant on the held-out images (each mode) and on the stress families."""
+    model_files = _model_files(trained.record)
+    channels = plan.template.preprocessing.onboard_channels
+    held_paths = [plan.folds.paths[i] for i in fold.held]
+    expected = [plan.folds.labels[i] for i in fold.held]
+    answers = judge_variants(model_files, plan.labels, held_paths, plan.modes, channels,
+                             runtime)
+    _warn_where_flight_differs(answers, model_files, held_paths)
+    scores: dict[str, dict[str, dict[str, float | None]]] = {}
+    for (mode, variant), values in answers.probabilities.items():
+        one.probs[(mode, variant)][fold.held] = values
+        one.times[(mode, variant)][fold.held] = answers.times_ms[(mode, variant)]
+        scores.setdefault(mode, {})[variant] = _scores(expected, values, plan.labels)
+    for family, frames in fold.frames.items():
+        stressed = judge_variants(model_files, plan.labels, [f.path for f in frames],
+                                  ["onboard"], channels)
+        for variant in plan.variants:
+            values = stressed.of("onboard", variant)
+            one.family_probs.setdefault(family, {}).setdefault(variant, []).append(values)
+            scores.setdefault(family, {})[variant] = _scores(
+                [f.label for f in frames], values, plan.labels)
+    return FoldResult(fold.index + 1, len(fold.held), fold.training, seconds, scores)
+
+
+def _warn_where_flight_differs(answers, model_files: dict[str, Path],
+                               files: Sequence[Path]) -> None:
+    """With onboard and flight judged, each variant's SmartCam answers against LiteRT's on
+    the same input, by the one judge (``agreement.compare``): a warning naming the images."""
+    if not {flight.MODE, "onboard"} <= {mode for mode, _ in answers.probabilities}:
+        return
+    for name in model_files:
+        judged = agreement.compare(answers.of("onboard", name), answers.of(flight.MODE, name),
+                                   answers.labels, [p.name for p in files])
+        if judged.problem:
+            warn(f"{name}: {judged.problem}")
+
+
+def _pool(plan: _Plan, one: _SeedRun, frames: dict[str, list[stress.StressedFrame]]
+          ) -> CrossvalResult:
+    """The seed's out-of-fold figures over all images at once, the temperature fitted on
+    them, and the out-of-fold temperature-scaled calibration."""
+    folds = plan.folds
+    pooled = {mode: {v: _scores(folds.labels, one.probs[(mode, v)], plan.labels)
+                     for v in plan.variants} for mode in plan.modes}
+    targets = metrics.targets_of(folds.labels, plan.labels)
+    temperatures: dict[str, float] = {}
+    for mode in plan.modes:
+        for variant in plan.variants:
+            probs = one.probs[(mode, variant)]
+            scaled, _ = metrics.cross_fitted(probs, targets, folds.fold)
+            after = metrics.calibration(scaled, targets)
+            pooled[mode][variant].update(ece_t=after.ece, brier_t=after.brier, nll_t=after.nll)
+            if mode == plan.modes[0]:
+                temperatures[variant] = metrics.fit_temperature(probs, targets)
+    for family, family_frames in frames.items():
+        pooled[family] = {v: _scores([f.label for f in family_frames],
+                                     np.concatenate(one.family_probs[family][v]), plan.labels)
+                          for v in plan.variants}
+    stressed = len(frames.get(STRESS, []))
+    return CrossvalResult(plan.labels, one.folds, pooled, {}, list(plan.variants), one.seed,
+                          stressed, len(frames.get(BRIGHT, [])), temperatures)
+
+
+def _write_oof(paths: ModelPaths, plan: _Plan, one: _SeedRun,
+               frames: dict[str, list[stress.StressedFrame]]) -> dict[str, Path]:
+    """The first seed's out-of-fold CSVs (each mode, the stress set) and the stress set."""
+    folds, oof = plan.folds, {}
+    for mode in plan.modes:
+        oof[mode] = write_oof_csv(paths.oof_csv(mode), plan.labels, folds.paths, folds.labels,
+                                  one.probs[(mode, FLOAT)], one.times[(mode, FLOAT)])
+    if STRESS in frames:
+        stressed = frames[STRESS]
+        oof[STRESS] = write_oof_csv(
+            paths.crossval_dir / STRESS_OOF_NAME, plan.labels, [f.path for f in stressed],
+            [f.label for f in stressed], np.concatenate(one.family_probs[STRESS][FLOAT]),
+            np.zeros(len(stressed)))
+        stress.write_csv(paths.crossval_dir / STRESS_SET_NAME, stressed)
+    return oof
+
+
+def _check_oof_outputs(paths: ModelPaths, modes: Sequence[str], with_stress: bool) -> None:
+    """Before the first fold, not after hours of training."""
+    outputs = [paths.oof_csv(mode) for mode in modes]
+    if with_stress:
+        outputs += [paths.crossval_dir / STRESS_OOF_NAME, paths.crossval_dir / STRESS_SET_NAME]
+    check_inside(paths.model_dir, *outputs, what="cross-validation output")
+    atomic.check_writable(*outputs)
 
 
 def run(paths: ModelPaths, trainer_args: Sequence[str], folds: int = DEFAULT_FOLDS,
@@ -256,150 +464,30 @@ def run_seeds(paths: ModelPaths, trainer_args: Sequence[str],
               write_oof: bool = True, log=print, with_stress: bool = True,
               runtime: flight.Runtime | None = None) -> list[CrossvalResult]:
     """``run`` once per trainer ``--seed`` (None: as ``trainer_args`` say), over the same
-    folds, top-up and stress set; each fold's backbone features are computed once for all
-    seeds. Out-of-fold CSVs (``write_oof``) are the first seed's."""
-    check_trainer_args(trainer_args)
-    if not modes:
-        raise UserError("--modes is empty: give onboard, ground, flight or several")
-    for mode in modes:
-        if mode not in (*images.PREPROCESS_MODES, flight.MODE):
-            raise UserError(f"unknown --modes {mode!r}: use one of "
-                            f"{', '.join((*images.PREPROCESS_MODES, flight.MODE))}")
-        if mode == flight.MODE:
-            if runtime is None:
-                raise UserError("--modes flight runs SmartCam's own binaries: pass "
-                                f"--smartcam_dir (or set {flight.ENV_VAR})")
-            continue
-        images.check_preprocessing(mode, smartcam.ONBOARD_CHANNELS, "--modes")
-    found = split.scan(paths)
-    for path, label, why in found.unreadable:
-        log(f"warning: skipped {label}/{path.name}: {why}")
-    plan = plan_folds(found.readable, folds, seed, group_seconds)
-    if write_oof:  # before the first fold, not after hours of training
-        outputs = [paths.oof_csv(mode) for mode in modes]
-        if with_stress:
-            outputs += [paths.crossval_dir / STRESS_OOF_NAME, paths.crossval_dir / STRESS_SET_NAME]
-        check_inside(paths.model_dir, *outputs, what="cross-validation output")
-        atomic.check_writable(*outputs)
-    # Imported here: TensorFlow loads only once the data has passed its checks.
-    from opssat.core.tf_setup import tf_keras
-    from opssat.train.options import parse_flags
-    from opssat.train.trainer import train
-
-    template = parse_flags(trainer_args)
-    template.check_settings()
-    label_list = sorted(set(plan.labels))
-    variants = [FLOAT, *template.recipe.quantized_variants]
-    with_stress = with_stress and "onboard" in modes and stress.BAD in label_list
-    runs = [_SeedRun(s, len(plan.paths), len(label_list), modes, variants)
-            for s in trainer_seeds]
-    frames: list[stress.StressedFrame] = []
+    folds, top-up and stress families; each fold's backbone features are computed once
+    for all seeds. Out-of-fold CSVs (``write_oof``) are the first seed's."""
+    _check_modes(modes, runtime)
+    plan = _plan(paths, trainer_args, folds, seed, group_seconds, top_up, modes, with_stress,
+                 log)
+    if write_oof:
+        _check_oof_outputs(paths, modes, bool(plan.families))
+    runs = [_SeedRun(s, plan) for s in trainer_seeds]
+    frames: dict[str, list[stress.StressedFrame]] = {family: [] for family in plan.families}
     with tempfile.TemporaryDirectory(prefix="opssat-crossval-") as tmp:
-        work = Path(tmp)
-        for index in range(plan.count):
-            held = np.flatnonzero(plan.fold == index)
-            kept = np.flatnonzero(plan.fold != index)
-            fold_dir = work / f"fold{index + 1}"
-            real_training = [(plan.paths[i], plan.labels[i]) for i in kept]
-            extra = plan.synthetic + _make_top_up(fold_dir / "top_up", top_up, seed,
-                                                  real_training)
-            training = real_training + extra
-            _link_training_set(fold_dir / "training", training)
-            held_out = [(plan.paths[i], plan.labels[i]) for i in held]
-            held_paths = [p for p, _ in held_out]
-            expected = [label for _, label in held_out]
-            fold_frames = (_stress_set(fold_dir / "stress", held_out, seed, log)
-                           if with_stress else [])
-            frames += fold_frames
-            counts = ", ".join(f"{lab} {sum(plan.labels[i] == lab for i in held)}"
-                               for lab in label_list)
-            log(f"\n== fold {index + 1}/{plan.count}: train on {len(training)} images "
-                f"({len(extra)} synthetic), hold out {len(held)} ({counts})")
+        for index in range(plan.folds.count):
+            fold = _prepare_fold(plan, index, Path(tmp), log)
+            for family in plan.families:
+                frames[family] += fold.frames[family]
             for one in runs:
-                model_file = fold_dir / f"model{one.tag}.tflite"
-                label_file = fold_dir / f"labels{one.tag}.txt"
-                options = template.with_paths(
-                    image_dir=str(fold_dir / "training"), tflite_output_file=str(model_file),
-                    labels_output_file=str(label_file),
-                    record_file=str(fold_dir / f"train_record{one.tag}.json"),
-                    cache_dir=str(fold_dir / "cache"))
-                if one.seed is not None:
-                    options = replace(options, recipe=replace(options.recipe, seed=one.seed))
-                started = time.perf_counter()
-                trained = train(options)
-                seconds = time.perf_counter() - started
-                tf_keras.backend.clear_session()
-                if trained.labels != label_list:
-                    raise UserError(f"fold {index + 1} trained on labels {trained.labels}, "
-                                    f"not {label_list}: every label needs images in every "
-                                    "training fold")
-                model_files = {FLOAT: model_file,
-                               **{q: tflite_variant(model_file, q) for q in variants[1:]}}
-                fold_probs, fold_times = _judge(model_files, label_file, held_paths, modes,
-                                                options.preprocessing.onboard_channels, runtime)
-                scores: dict[str, dict[str, dict[str, float | None]]] = {}
-                for (mode, variant), values in fold_probs.items():
-                    one.probs[(mode, variant)][held] = values
-                    one.times[(mode, variant)][held] = fold_times[(mode, variant)]
-                    scores.setdefault(mode, {})[variant] = _scores(expected, values, label_list)
-                if fold_frames:
-                    stressed, _ = _judge(model_files, label_file, [f.path for f in fold_frames],
-                                         ["onboard"], options.preprocessing.onboard_channels)
-                    for variant in variants:
-                        values = stressed[("onboard", variant)]
-                        one.stress_probs.setdefault(variant, []).append(values)
-                        scores.setdefault(STRESS, {})[variant] = _scores(
-                            [f.label for f in fold_frames], values, label_list)
-                result = FoldResult(index + 1, len(held), len(training), seconds, scores)
+                trained, seconds = _train_fold(plan, fold, one)
+                result = _judge_fold(plan, fold, one, trained, seconds, runtime)
                 one.folds.append(result)
                 log((f"seed {one.seed}: " if one.seed is not None else "")
-                    + format_fold(result, variants))
-    results = []
-    for number, one in enumerate(runs):
-        pooled = {mode: {v: _scores(plan.labels, one.probs[(mode, v)], label_list)
-                         for v in variants} for mode in modes}
-        if frames:
-            pooled[STRESS] = {v: _scores([f.label for f in frames],
-                                         np.concatenate(one.stress_probs[v]), label_list)
-                              for v in variants}
-        oof = {}
-        if write_oof and number == 0:
-            for mode in modes:
-                oof[mode] = write_oof_csv(paths.oof_csv(mode), label_list, plan.paths,
-                                          plan.labels, one.probs[(mode, FLOAT)],
-                                          one.times[(mode, FLOAT)])
-            if frames:
-                oof[STRESS] = write_oof_csv(
-                    paths.crossval_dir / STRESS_OOF_NAME, label_list,
-                    [f.path for f in frames], [f.label for f in frames],
-                    np.concatenate(one.stress_probs[FLOAT]), np.zeros(len(frames)))
-                stress.write_csv(paths.crossval_dir / STRESS_SET_NAME, frames)
-        results.append(CrossvalResult(label_list, one.folds, pooled, oof, variants, one.seed,
-                                      len(frames)))
+                    + format_fold(result, plan.variants))
+    results = [_pool(plan, one, frames) for one in runs]
+    if write_oof:
+        results[0].oof_csvs = _write_oof(paths, plan, runs[0], frames)
     return results
-
-
-@dataclass
-class _SeedRun:
-    """What one trainer seed gathers over the folds."""
-
-    seed: int | None
-    n_images: int
-    n_labels: int
-    modes: Sequence[str]
-    variants: Sequence[str]
-    folds: list[FoldResult] = field(default_factory=list)
-    stress_probs: dict[str, list[np.ndarray]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        shape = (self.n_images, self.n_labels)
-        self.probs = {(m, v): np.zeros(shape) for m in self.modes for v in self.variants}
-        self.times = {(m, v): np.zeros(self.n_images) for m in self.modes
-                      for v in self.variants}
-
-    @property
-    def tag(self) -> str:
-        return "" if self.seed is None else f"_seed{self.seed}"
 
 
 # --- text ---------------------------------------------------------------------------
@@ -448,5 +536,29 @@ def format_summary(result: CrossvalResult) -> str:
     if result.stressed:
         lines.append(f"{STRESS}: {result.stressed} stressed held-out frames (exposure failures "
                      "of opssat.data.stress, labelled by its rule), on-board input")
+    if result.bright:
+        lines.append(f"{BRIGHT}: {result.bright} held-out earth and edge frames made brighter "
+                     "or more contrasty, still below the rule's bad line (labels kept)")
+    lines += calibration_lines(result)
     lines.append(f"training time per fold: {mean_sd(result.train_seconds)} s")
     return "\n".join(lines)
+
+
+def calibration_lines(result: CrossvalResult) -> list[str]:
+    """Pooled out-of-fold ECE, Brier and NLL of each input and variant, before and after
+    temperature scaling fitted out of fold, and the T fitted on every fold."""
+    lines = ["calibration, out of fold (ECE: 10 equal-width bins of the top-1 probability; "
+             "scaled: T fitted on the other folds' probabilities, never the fold's own):"]
+    for mode, by_variant in result.pooled.items():
+        for variant in result.variants:
+            s = by_variant[variant]
+            line = (f"  {mode:<12} {variant:<8} ECE {_fmt(s['ece'])}  Brier {_fmt(s['brier'])}  "
+                    f"NLL {_fmt(s['nll'])}")
+            if "ece_t" in s:
+                line += (f"  | scaled: ECE {_fmt(s['ece_t'])}  Brier {_fmt(s['brier_t'])}  "
+                         f"NLL {_fmt(s['nll_t'])}")
+            lines.append(line)
+    for variant, t in result.temperature.items():
+        lines.append(f"temperature fitted on all out-of-fold probabilities ({variant}): "
+                     f"T = {t:.3f} (train with --temperature {t:.3f} to fold it in)")
+    return lines

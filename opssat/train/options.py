@@ -103,9 +103,17 @@ class RecipeOptions:
     assert_accuracy_at_least: float | None = option(
         None, "fail, keeping the previous outputs, below this validation accuracy",
         limits=Limits(0, 1), tfhub=True)
+    temperature: str = option(
+        "auto", "temperature scaling folded into the last dense layer (weights and bias / T): "
+        "auto fits T on the validation split (T=1 without one), a number uses that T "
+        "(e.g. one crossval.py fitted out of fold), off leaves the probabilities as trained")
+    ensemble_seeds: int = option(
+        1, "train this many members (seeds --seed, --seed+1, ...) and export one model "
+        "that averages their softmax outputs", limits=Limits(1))
 
     def check(self) -> None:
         flags.check_values(self)
+        temperature_value(self.temperature)
         if self.assert_accuracy_at_least is not None and self.validation_split == 0:
             raise UserError("--assert_accuracy_at_least needs a validation split above 0")
 
@@ -113,6 +121,19 @@ class RecipeOptions:
     def quantized_variants(self) -> list[str]:
         """The ``--quantize`` variants written beside the float model, each once, in order."""
         return [q for q in dict.fromkeys(self.quantize) if q != "none"]
+
+
+def temperature_value(text: str) -> float | str:
+    """``--temperature``: ``auto``, ``off`` or a positive finite number."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise UserError(f"--temperature {text}: use auto, off or a positive number such as 1.5")
+    return value
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ _STRONG = (*_BASE, "--preprocess", "onboard", "--do_fine_tuning", "--optimizer",
 _AT_DEFAULTS = ("--backbone", "efficientnet_lite0", "--preprocess", "onboard",
                 "--train_epochs", "10")
 _BAD_TOP_UP = (("bad", 20),)
+#: The bad top-up plus 20 real earth/edge frames made brighter below the bad line (issue 26).
+_BRIGHT_TOP_UP = (("bad", 20), ("bright", 20))
 
 
 def _declare(*recipes: Recipe) -> dict[str, Recipe]:
@@ -68,6 +70,22 @@ RECIPES: dict[str, Recipe] = _declare(
     Recipe("fine_tune_strong_top_up_average", (*_STRONG, "--average_last_epochs", "3"),
            "fine_tune_strong_top_up, exporting the mean weights of its last 3 epochs",
            _BAD_TOP_UP),
+    Recipe("frozen_top_up_bright", _FROZEN, "frozen_top_up + 20 bright-but-valid earth/edge "
+           "frames (brightened real ones, labels kept)", _BRIGHT_TOP_UP),
+    Recipe("frozen_top_up_drawn", _FROZEN, "frozen + 20 bad drawn from scratch (the earlier "
+           "synthetic top-up)", (("bad_drawn", 20),)),
+    Recipe("frozen_top_up_10", _FROZEN, "frozen + 10 bad over-exposed from real frames",
+           (("bad", 10),)),
+    Recipe("frozen_top_up_no_smoothing", (*_FROZEN, "--label_smoothing", "0"),
+           "frozen_top_up without label smoothing", _BAD_TOP_UP),
+    Recipe("frozen_top_up_ensemble3", (*_FROZEN, "--ensemble_seeds", "3"),
+           "frozen_top_up, three members averaged in one graph (one shared backbone)",
+           _BAD_TOP_UP),
+    Recipe("fine_tune_strong_top_up_bright", _STRONG,
+           "fine_tune_strong_top_up + 20 bright-but-valid earth/edge frames", _BRIGHT_TOP_UP),
+    Recipe("fine_tune_strong_top_up_drawn", _STRONG,
+           "fine_tune_strong + 20 bad drawn from scratch (the earlier synthetic top-up)",
+           (("bad_drawn", 20),)),
     Recipe("frozen_at_defaults", (*_AT_DEFAULTS, "--nodo_fine_tuning"),
            "the trainer's defaults (SGD 0.005, 20 % validation), frozen"),
     Recipe("fine_tune_at_defaults", (*_AT_DEFAULTS, "--do_fine_tuning"),

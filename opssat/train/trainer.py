@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,8 @@ from opssat.core.errors import UserError, warn
 from opssat.core.paths import tflite_variant
 from opssat.core.tf_setup import tf, tf_keras
 from opssat.data import labels
+from opssat.judge import metrics
+from opssat.judge.infer import VariantAnswers, judge_variants
 from opssat.train import averaging, export
 from opssat.train.backbones import Backbone, check_feature_extractor, load_backbone
 from opssat.train.dataset import (
@@ -32,7 +34,7 @@ from opssat.train.dataset import (
     load_image,
     stratified_split,
 )
-from opssat.train.options import Stage, TrainOptions
+from opssat.train.options import Stage, TrainOptions, temperature_value
 from opssat.train.prepared import PreparedRun, augmenter, cached_head_data, image_batches
 from opssat.train.record import TrainRecord, record_path, sha256_tree, versions
 
@@ -72,32 +74,51 @@ class TrainResult:
 
 
 def train(options: TrainOptions) -> TrainResult:
-    """Train, export and, only if all of it succeeded, replace the previous outputs."""
+    """Train (each ``--ensemble_seeds`` member), fold the temperature into the model,
+    export and, only if all of it succeeded, replace the previous outputs."""
     options.check()
     started = time.time()
-    tf_keras.utils.set_random_seed(options.recipe.seed)
-    policy = "mixed_float16" if options.runtime.mixed_precision else "float32"
-    tf_keras.mixed_precision.set_global_policy(policy)
-    try:
-        run = _prepare(options, started)
-        fitted = _fit(run)
-    finally:
-        tf_keras.mixed_precision.set_global_policy("float32")
-    val_accuracy = _validation_accuracy(run)
+    members = [_train_member(member, started, options.recipe.seed)
+               for member in member_options(options)]
+    run, fitted = members[0]
+    runs = [r for r, _ in members]
+    val_accuracy = _validation_accuracy(run, [r.classifier for r in runs])
     _check_accuracy(options, val_accuracy)
-    targets, record = _write_outputs(run, fitted, val_accuracy)
+    temperature = calibrate(runs)
+    targets, record = _write_outputs(run, fitted, val_accuracy, runs, temperature)
     return TrainResult(run.files.labels, fitted.history, fitted.best_epoch, val_accuracy,
                        targets, record)
 
 
-def _prepare(options: TrainOptions, started: float) -> PreparedRun:
+def member_options(options: TrainOptions) -> list[TrainOptions]:
+    """One options value per ensemble member: seeds --seed, --seed+1, ..."""
+    seed = options.recipe.seed
+    return [replace(options, recipe=replace(options.recipe, seed=seed + k))
+            for k in range(options.recipe.ensemble_seeds)]
+
+
+def _train_member(options: TrainOptions, started: float, split_seed: int
+                  ) -> tuple[PreparedRun, Fitted]:
+    """One member, seeded by its options; every member holds out the same validation
+    images (``split_seed``)."""
+    tf_keras.utils.set_random_seed(options.recipe.seed)
+    policy = "mixed_float16" if options.runtime.mixed_precision else "float32"
+    tf_keras.mixed_precision.set_global_policy(policy)
+    try:
+        run = _prepare(options, started, split_seed)
+        return run, _fit(run)
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+
+
+def _prepare(options: TrainOptions, started: float, split_seed: int) -> PreparedRun:
     """The labelled files and their split, the backbone, the head and the classifier."""
     strategy = _strategy(options)
     recipe = options.recipe
     files = list_labelled_files(Path(options.paths.image_dir))
     files.fingerprint()  # now, as the data is: the record's, however the folder changes
     _warn_if_labels_changed(options, files.labels)
-    train_idx, val_idx = stratified_split(files, recipe.validation_split, recipe.seed)
+    train_idx, val_idx = stratified_split(files, recipe.validation_split, split_seed)
     print(f"labels: {', '.join(files.labels)}; training {len(train_idx)}, "
           f"validation {len(val_idx)} images")
     if options.paths.summaries_dir:
@@ -118,15 +139,20 @@ def _prepare(options: TrainOptions, started: float) -> PreparedRun:
         started=started)
 
 
-def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None
+def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
+                   runs: list[PreparedRun], temperature: dict
                    ) -> tuple[list[Path], TrainRecord]:
     """Stage the models, labels and record; replace the old ones only once all are staged."""
     outputs = atomic.OutputSet()
     try:
-        written = _export(run, outputs)
-        variant_accuracy = evaluate_tflite(written, run.files.labels, run.val_files,
-                                           run.preprocessing)
+        written = _export(run, runs, outputs)
+        answers = judge_variants(written, run.files.labels, run.val_files.paths,
+                                 [run.preprocessing.mode], run.preprocessing.onboard_channels)
+        variant_accuracy = _accuracy(answers, run.val_files.targets)
         record = _record(run, fitted, val_accuracy, variant_accuracy)
+        record.temperature = temperature
+        record.ensemble_seeds = [r.options.recipe.seed for r in runs]
+        record.tflite_files = {name: str(_final_target(run, name)) for name in written}
         record.outputs = {str(target): sha256_tree(staged)
                           for target, staged in outputs.staged().items()}
         outputs.stage(record_path(run.options.paths)).write_text(record.to_json())
@@ -134,6 +160,63 @@ def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None
     except BaseException:
         outputs.discard()
         raise
+
+
+def _accuracy(answers: VariantAnswers, targets: np.ndarray) -> dict[str, float | None]:
+    """Top-1 accuracy of each variant (None without images)."""
+    found = {}
+    for (_, name), probs in answers.probabilities.items():
+        found[name] = float(np.mean(probs.argmax(axis=1) == targets)) if len(targets) else None
+    return found
+
+
+# --- temperature scaling and ensembles ---------------------------------------------
+
+
+def calibrate(runs: list[PreparedRun]) -> dict:
+    """Fold ``--temperature`` into every member's last dense layer (weights and bias / T:
+    the logits / T, no new operator); returns what train_record.json keeps of it."""
+    setting = temperature_value(runs[0].options.recipe.temperature)
+    val_files = runs[0].val_files
+    if setting == "off":
+        return {"T": 1.0, "fitted_on": "off (--temperature off)"}
+    if isinstance(setting, float):
+        t, where = setting, "given (--temperature)"
+    elif not len(val_files):
+        print("temperature: no validation split to fit on, T = 1 (pass --temperature with "
+              "the T crossval.py fitted out of fold)")
+        return {"T": 1.0, "fitted_on": "none: no validation split (--temperature auto)"}
+    else:
+        data = image_dataset(val_files, runs[0].preprocessing, runs[0].batch_size)
+        members = [r.classifier.predict(data, verbose=0) for r in runs]
+        t = metrics.fit_temperature(members, val_files.targets)
+        where = f"validation split ({len(val_files)} images)"
+    for run in runs:
+        dense = run.head.layers[-1]
+        kernel, bias = dense.get_weights()
+        dense.set_weights([kernel / t, bias / t])
+    print(f"temperature: T = {t:.4f}, {where}, folded into the last dense layer")
+    return {"T": float(t), "fitted_on": where}
+
+
+def ensemble_model(runs: list[PreparedRun]) -> tf_keras.Model:
+    """The model to export: the classifier, or the mean of the members' softmax outputs.
+    Frozen members share the backbone's ImageNet weights, so they share one backbone."""
+    classifiers = [_computing_in_float32(run) for run in runs]
+    if len(classifiers) == 1:
+        return classifiers[0]
+    size = runs[0].backbone.image_size
+    inputs = tf_keras.Input((size, size, 3), name="image")
+    frozen = not runs[0].options.schedule.do_fine_tuning
+    members = [c.get_layer("head") if frozen else c for c in classifiers]
+    for k, member in enumerate(members):
+        member._name = f"member{k + 1}"  # one graph needs unique layer names
+    if frozen:
+        features = classifiers[0].layers[1](inputs, training=False)
+        outputs = [head(features) for head in members]
+    else:
+        outputs = [member(inputs) for member in members]
+    return tf_keras.Model(inputs, tf_keras.layers.Average()(outputs), name="ensemble")
 
 
 # --- steps -------------------------------------------------------------------------
@@ -310,13 +393,13 @@ def _history(fitted: tf_keras.callbacks.History) -> dict[str, list[float]]:
     return {name: [float(v) for v in values] for name, values in fitted.history.items()}
 
 
-def _validation_accuracy(run: PreparedRun) -> float | None:
-    """Top-1 accuracy of the final Keras classifier on the validation images."""
+def _validation_accuracy(run: PreparedRun, classifiers: list[tf_keras.Model]) -> float | None:
+    """Top-1 accuracy of the final Keras model (the members' mean) on the validation images."""
     val_files = run.val_files
     if not len(val_files):
         return None
     data = image_dataset(val_files, run.preprocessing, run.batch_size)
-    probabilities = run.classifier.predict(data, verbose=0)
+    probabilities = np.mean([c.predict(data, verbose=0) for c in classifiers], axis=0)
     return float(np.mean(probabilities.argmax(axis=1) == val_files.targets))
 
 
@@ -329,9 +412,10 @@ def _check_accuracy(options: TrainOptions, accuracy: float | None) -> None:
         )
 
 
-def _export(run: PreparedRun, outputs: atomic.OutputSet) -> dict[str, Path]:
+def _export(run: PreparedRun, runs: list[PreparedRun], outputs: atomic.OutputSet
+            ) -> dict[str, Path]:
     """Stage every output; returns the staged TFLite files by quantization name."""
-    options, classifier = run.options, run.classifier
+    options, classifier = run.options, ensemble_model(runs)
     if options.paths.labels_output_file:
         labels.write_labels(outputs.stage(Path(options.paths.labels_output_file)),
                             run.files.labels)
@@ -340,17 +424,21 @@ def _export(run: PreparedRun, outputs: atomic.OutputSet) -> dict[str, Path]:
                         save_format="tf")
     written: dict[str, Path] = {}
     if options.paths.tflite_output_file:
-        float_file = Path(options.paths.tflite_output_file)
         variants = ["none", *options.recipe.quantized_variants]
         calibration = _calibration(run.train_files, run.preprocessing)
-        classifier = _computing_in_float32(run)
         for name in variants:
-            target = float_file if name == "none" else tflite_variant(float_file, name)
+            target = _final_target(run, name)
             data = export.tflite_bytes(classifier, name, calibration)
             staged = outputs.stage(target)
             staged.write_bytes(data)
             written[name] = staged
     return written
+
+def _final_target(run: PreparedRun, name: str) -> Path:
+    """Where variant ``name`` (``none``: the float model) is written."""
+    float_file = Path(run.options.paths.tflite_output_file)
+    return float_file if name == "none" else tflite_variant(float_file, name)
+
 
 def _computing_in_float32(run: PreparedRun) -> tf_keras.Model:
     """The classifier to export: with --mixed_precision, the same model rebuilt under
@@ -374,26 +462,6 @@ def _calibration(files: LabelledFiles, preprocessing: Preprocessing):
             yield load_image(files.paths[index], preprocessing)[np.newaxis]
 
     return batches
-
-
-def evaluate_tflite(model_files: dict[str, Path], label_list: list[str],
-                    files: LabelledFiles, preprocessing: Preprocessing) -> dict[str, float | None]:
-    """Top-1 accuracy of each TFLite model on ``files``, run as LiteRT runs it.
-
-    Each image is decoded once and fed to every model, streaming.
-    """
-    from opssat.judge.infer import Classifier
-
-    if not len(files):
-        return dict.fromkeys(model_files)
-    classifiers = {name: Classifier(path, labels=label_list) for name, path in model_files.items()}
-    correct = dict.fromkeys(model_files, 0)
-    for path, target in zip(files.paths, files.targets, strict=True):
-        model_input = load_image(path, preprocessing)
-        for name, classifier in classifiers.items():
-            probabilities, _ = classifier.classify(model_input)
-            correct[name] += int(np.argmax(probabilities) == target)
-    return {name: hits / len(files) for name, hits in correct.items()}
 
 
 def _record(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,

@@ -130,6 +130,7 @@ def recommend_threshold(
     if of_split_model:
         reason += (" (the split model's test images, the same recipe: the all-data model "
                    "has none held out)")
+    reason += calibration_note(paths.train_record)
     return ThresholdAdvice(round(float(best.threshold), 4), reason, csv_path, best, warnings)
 
 
@@ -137,6 +138,23 @@ def threshold_text(threshold: float) -> str:
     """The threshold as the snippet writes it: the value the figures were computed at
     (0.755 stays 0.755, 0.999 stays 0.999), never rounded."""
     return f"{threshold:.6g}"
+
+
+def calibration_note(record_file: Path) -> str:
+    """What the suggested threshold reads: calibrated probabilities (the temperature the
+    evaluated model has folded in, from its train_record.json) or the model's own."""
+    try:  # the JSON itself: reading it through train.record would import TensorFlow
+        temperature = json.loads(record_file.read_text(encoding="utf-8")).get("temperature")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not isinstance(temperature, dict):
+        return "; it reads the probabilities as trained (recorded before calibration)"
+    t = float(temperature.get("T") or 1.0)
+    if t == 1.0:
+        return ("; it reads the probabilities as trained (no temperature folded in: "
+                f"{temperature.get('fitted_on') or 'recorded before calibration'})")
+    return (f"; it reads calibrated probabilities (temperature T = {t:.3f}, "
+            f"{temperature.get('fitted_on')}, folded into the model)")
 
 
 def describe_row(row: ThresholdRow | None) -> str:
