@@ -35,3 +35,16 @@ def test_relative_links_point_at_files():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(PROJECT)}: {target}")
     assert not broken, broken
+
+
+def test_the_newcomers_map_names_every_module_in_its_stage():
+    """docs/development.md's stage table lists each module of opssat/<stage>/ in its row."""
+    rows = {match[1]: match[2] for match in re.finditer(
+        r"^\| `opssat/(\w+)` \|.*\| (.*) \|$",
+        (PROJECT / "docs" / "development.md").read_text(encoding="utf-8"), re.M)}
+    package = PROJECT / "opssat"
+    for stage in (p.parent for p in package.glob("*/__init__.py")):
+        listed = set(re.findall(r"`(\w+)`", rows.get(stage.name, "")))
+        modules = {p.stem for p in stage.glob("*.py") if p.stem != "__init__"}
+        assert modules == listed, f"opssat/{stage.name}: map lacks {sorted(modules - listed)}, " \
+            f"names gone {sorted(listed - modules)}"
