@@ -278,8 +278,7 @@ def test_report_page_galleries_take_decisions(browser, repo_root: Path, tmp_path
 
     paths = make_model(repo_root, per_label=4)
     csvs = [(mode, paths.confidences_csv(mode)) for mode in images.PREPROCESS_MODES]
-    results = report.evaluate_csvs(csvs, 0.7, 0.95)
-    report_page.write_html(paths, results, report.mode_agreement(results), [])
+    report_page.write_html(paths, report.build(paths.name, csvs, 0.7, 0.95))
     page = Page(browser, paths.report_html)
     info = page.info()
     flagged = page.page.eval_on_selector_all("#gallery-0 .decide",
