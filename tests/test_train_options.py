@@ -23,7 +23,7 @@ def parse(*argv: str) -> TrainOptions:
 def test_every_option_is_a_flag_with_help_and_its_default():
     # Without white space: --help wraps lines, even inside a URL.
     help_text = "".join(make_image_classifier.build_parser().format_help().split())
-    assert len(ALL_FLAGS) == 50
+    assert len(ALL_FLAGS) == 52
     for flag in ALL_FLAGS:
         assert f"--{flag.name}" in help_text
         assert "".join(flag.help.split()) in help_text, flag.name
@@ -62,7 +62,7 @@ def test_values_reach_their_group():
     assert parsed.recipe.quantize == ["int8", "float16"] and parsed.recipe.image_size == 96
     assert parsed.schedule.optimizer == "adam" and not parsed.runtime.use_tf_data_input
     assert parsed.augmentation.orbit.brightness_delta == 0.5
-    assert parsed.flat()["brightness_delta"] == 0.5 and len(parsed.flat()) == 50
+    assert parsed.flat()["brightness_delta"] == 0.5 and len(parsed.flat()) == 52
 
 
 def test_model_flag_fills_every_path(repo_root):

@@ -58,14 +58,14 @@ class TrainRecord:
     fit_time_s: float
     wall_time_s: float
     finished: str
-    #: sha256 of each output (file or folder) by its path.
-    outputs: dict[str, str] = field(default_factory=dict)
     #: The temperature folded into the last dense layer: {"T": ..., "fitted_on": ...}.
     temperature: dict[str, Any] = field(default_factory=lambda: {"T": 1.0, "fitted_on": None})
     #: The seeds of the members the exported model averages (one: no ensemble).
     ensemble_seeds: list[int] = field(default_factory=list)
     #: Each TFLite variant's file by quantization name (``none``: the float model).
     tflite_files: dict[str, str] = field(default_factory=dict)
+    #: sha256 of each output (file or folder) by its path.
+    outputs: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
