@@ -31,6 +31,9 @@ def test_recommended_is_an_alias_with_a_top_up():
     assert recommended is recipes.RECIPES[recipes.RECOMMENDED]
     assert recommended.top_up_flags() == ["--top_up", "bad=20"]
     assert recipes.get("frozen").top_up_flags() == []
+    # Its temperature, fitted out of fold, is folded into the model it trains.
+    parsed = options.parse_flags([*recommended.flags, "--image_dir", "d"])
+    assert float(parsed.recipe.temperature) == pytest.approx(0.400)
 
 
 def test_frozen_recipes_stay_frozen_under_train_sh(tmp_path):

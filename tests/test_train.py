@@ -262,7 +262,7 @@ def test_failed_run_keeps_previous_model(tiny_hub, colour_images, tmp_path, monk
     # 1.01 was the unreachable target here; the flag now lies in [0, 1], so the
     # accuracy is made to fall short of 1.0 instead.
     with monkeypatch.context() as patch:
-        patch.setattr(trainer, "_validation_accuracy", lambda run: 0.5)
+        patch.setattr(trainer, "_validation_accuracy", lambda run, classifiers: 0.5)
         with pytest.raises(UserError, match="previous model is kept"):
             trainer.train(options(colour_images, tiny_hub, out, "--train_epochs", "1",
                                   "--assert_accuracy_at_least", "1.0"))

@@ -76,13 +76,18 @@ def plot_threshold_curve(results: Sequence[report.ModeResult], path: Path,
     ax.axvline(perf.threshold, color="grey", lw=1, label=f"threshold {perf.threshold:.2f}")
     ax.axhline(perf.target_accuracy, color="tab:green", lw=1, ls=":",
                label=f"target accuracy {perf.target_accuracy:.2f}")
+    _unit_axes(ax, "confidence threshold", "share", "threshold trade-off", "lower left")
+    return _save(fig, path, outputs)
+
+
+def _unit_axes(ax, xlabel: str, ylabel: str, title: str, legend: str) -> None:
+    """Both axes from 0 to 1 (a little headroom above), their labels, title and legend."""
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence threshold")
-    ax.set_ylabel("share")
-    ax.set_title("threshold trade-off")
-    ax.legend(fontsize="small", loc="lower left")
-    return _save(fig, path, outputs)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small", loc=legend)
 
 
 def plot_histograms(result: report.ModeResult, path: Path,
@@ -124,12 +129,8 @@ def plot_reliability(results: Sequence[report.ModeResult], path: Path,
             confidence, accuracy, count = zip(*found.bins, strict=True)
             ax.plot(confidence, accuracy, marker=marker, label=_plain(
                 f"{result.mode}: ECE {found.ece:.3f}, {sum(count)} images"))
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("top-1 probability (bin mean)")
-    ax.set_ylabel("top-1 accuracy in the bin")
-    ax.set_title("reliability diagram")
-    ax.legend(fontsize="small", loc="upper left")
+    _unit_axes(ax, "top-1 probability (bin mean)", "top-1 accuracy in the bin",
+               "reliability diagram", "upper left")
     return _save(fig, path, outputs)
 
 

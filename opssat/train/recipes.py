@@ -4,6 +4,10 @@ NAME``, the demo and ``bench/bench_recipes.py`` all read them from here, so a re
 cross-validation chose is the one that gets trained and documented.
 
 A recipe's flags are trainer flags without ``--seed``; flags given after ``--recipe`` win.
+A measured recipe carries ``--temperature T``: the mean over seeds 42, 7 and 123 of the T
+that ``bench/bench_recipes.py`` (``crossval.py``) fitted on its out-of-fold probabilities
+(docs/results.md), so the model it trains gives calibrated probabilities although it
+keeps no validation split; cross-validation trains its folds with ``--temperature off``.
 Its top-up (``label``, count) is applied by crossval to each training fold, and by the demo
 with ``make_sample_data.py --top_up`` before training.
 """
@@ -54,8 +58,8 @@ RECIPES: dict[str, Recipe] = _declare(
     Recipe("frozen_ground", (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15",
                              "--preprocess", "ground"),
            "the same, trained on ground (colour) input"),
-    Recipe("frozen_top_up", _FROZEN, "frozen + 20 bad over-exposed from real frames",
-           _BAD_TOP_UP),
+    Recipe("frozen_top_up", (*_FROZEN, "--temperature", "0.405"),
+           "frozen + 20 bad over-exposed from real frames; T fitted out of fold", _BAD_TOP_UP),
     Recipe("frozen_top_up_average", (*_FROZEN, "--average_last_epochs", "3"),
            "frozen_top_up, exporting the mean weights of its last 3 epochs", _BAD_TOP_UP),
     Recipe("frozen_augment", (*_FROZEN, *_AUGMENT),
@@ -65,8 +69,9 @@ RECIPES: dict[str, Recipe] = _declare(
     Recipe("fine_tune", _FINE_TUNE, "the same fine-tuning, no augmentation"),
     Recipe("fine_tune_strong", _STRONG,
            "15 head epochs, then 5 fine-tuning epochs at 1e-4 (adam), no augmentation"),
-    Recipe("fine_tune_strong_top_up", _STRONG,
-           "fine_tune_strong + 20 bad over-exposed from real frames", _BAD_TOP_UP),
+    Recipe("fine_tune_strong_top_up", (*_STRONG, "--temperature", "0.400"),
+           "fine_tune_strong + 20 bad over-exposed from real frames; T fitted out of fold",
+           _BAD_TOP_UP),
     Recipe("fine_tune_strong_top_up_average", (*_STRONG, "--average_last_epochs", "3"),
            "fine_tune_strong_top_up, exporting the mean weights of its last 3 epochs",
            _BAD_TOP_UP),
@@ -78,11 +83,14 @@ RECIPES: dict[str, Recipe] = _declare(
            (("bad", 10),)),
     Recipe("frozen_top_up_no_smoothing", (*_FROZEN, "--label_smoothing", "0"),
            "frozen_top_up without label smoothing", _BAD_TOP_UP),
-    Recipe("frozen_top_up_ensemble3", (*_FROZEN, "--ensemble_seeds", "3"),
+    Recipe("frozen_top_up_ensemble3", (*_FROZEN, "--ensemble_seeds", "3", "--temperature", "0.399"),
            "frozen_top_up, three members averaged in one graph (one shared backbone)",
            _BAD_TOP_UP),
     Recipe("fine_tune_strong_top_up_bright", _STRONG,
            "fine_tune_strong_top_up + 20 bright-but-valid earth/edge frames", _BRIGHT_TOP_UP),
+    Recipe("fine_tune_strong_top_up_bright10", _STRONG,
+           "fine_tune_strong_top_up + 10 bright-but-valid earth/edge frames",
+           (("bad", 20), ("bright", 10))),
     Recipe("fine_tune_strong_top_up_drawn", _STRONG,
            "fine_tune_strong + 20 bad drawn from scratch (the earlier synthetic top-up)",
            (("bad_drawn", 20),)),
