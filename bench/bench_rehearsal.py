@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from opssat.core import cli
+from opssat.core import cli, flags
 from opssat.core.paths import model_paths
 from opssat.data.labels import read_labels
 from opssat.judge import agreement as judge
+from opssat.judge.shared_options import SmartCamRuntime
 from opssat.onboard import flight
 from opssat.uplink import rehearsal
 
@@ -35,11 +36,9 @@ def parse_args() -> argparse.Namespace:
     parser = cli.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="model name; its package smartcam/<model>/ is rehearsed")
-    parser.add_argument("--smartcam_dir", help=f"clone of opssat-smartcam (default: "
-                        f"${flight.ENV_VAR})")
     parser.add_argument("--images", type=Path, default=None,
                         help="thumbnails (default: the model's data/test)")
-    parser.add_argument("--arch", choices=flight.ARCHES, default="k8")
+    flags.add_flags(parser, [SmartCamRuntime])
     return parser.parse_args()
 
 
@@ -87,16 +86,16 @@ def main() -> int:
     labels = read_labels(ref.folder / "labels.txt")
     found = rehearsal.list_images(args.images or paths.test_dir)
     files = [path for _, path in found]
-    answers, flight_s = flight_mode(flight.Runtime(folder, args.arch),
+    answers, flight_s = flight_mode(flight.Runtime(folder, args.smartcam_arch),
                                     ref.folder / "model.tflite", labels, files)
     start = time.perf_counter()
-    result = rehearsal.rehearse([args.model], folder, args.images, arch=args.arch)
+    result = rehearsal.rehearse([args.model], folder, args.images, arch=args.smartcam_arch)
     rehearsal_s = time.perf_counter() - start
     n = len(files)
     by_path = {path.resolve(): answers[path] for path in files}
     rows, sources = result.rows, result.summary["files"]
     same, largest = agreement(rows, sources, ref.name, labels, lambda p: by_path[p.resolve()])
-    print(f"{n} images, model {ref.folder / 'model.tflite'}, SmartCam {args.arch} build")
+    print(f"{n} images, model {ref.folder / 'model.tflite'}, SmartCam {args.smartcam_arch} build")
     print(f"flight mode (resize + image_classifier): {1000 * flight_s / n:.0f} ms per image")
     print(f"rehearsal (rehearse, whole):             {1000 * rehearsal_s / n:.0f} ms per image "
           f"({rehearsal_s / flight_s:.2f}x flight mode)")
