@@ -190,7 +190,8 @@ def calibrate(runs: list[PreparedRun]) -> dict:
         data = image_dataset(val_files, runs[0].preprocessing, runs[0].batch_size)
         members = [r.classifier.predict(data, verbose=0) for r in runs]
         t = metrics.fit_temperature(members, val_files.targets)
-        where = f"validation split ({len(val_files)} images)"
+        where = f"validation split ({len(val_files)} images)" + (
+            ": no top-1 error, nothing to fit" if t == 1.0 else "")
     for run in runs:
         dense = run.head.layers[-1]
         kernel, bias = dense.get_weights()
