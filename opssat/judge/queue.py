@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from opssat.core import atomic
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths
+from opssat.core.progress import bar as progress_bar
 from opssat.data import images, split
 from opssat.judge import decisions, html_report
 from opssat.judge.confidences import ranked
@@ -126,8 +126,8 @@ def build(paths: ModelPaths, classifier: Classifier, rank: str = "margin",
     order them: least sure burst first."""
     uncertainty(np.zeros((1, 2)), rank)  # an unknown ranking fails before the work
     kept, rows, unreadable = [], [], []
-    for path in tqdm(unlabelled_files(paths), unit="img", desc="classifying",
-                     disable=None if progress is None else not progress):
+    files = unlabelled_files(paths)
+    for path in progress_bar(files, len(files), "classifying", "img", progress):
         try:
             rows.append(classifier.classify_file(path)[0])
         except images.UnreadableImageError as err:

@@ -143,7 +143,7 @@ def threshold_text(threshold: float) -> str:
 def calibration_note(record_file: Path) -> str:
     """What the suggested threshold reads: calibrated probabilities (the temperature the
     evaluated model has folded in, from its train_record.json) or the model's own."""
-    try:  # the JSON itself: reading it through train.record would import TensorFlow
+    try:  # the key alone: a partial or older record still says its temperature
         temperature = json.loads(record_file.read_text(encoding="utf-8")).get("temperature")
     except (OSError, ValueError, AttributeError):
         return ""

@@ -27,9 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from opssat.core import atomic
+from opssat.core import atomic, progress
 from opssat.core.errors import UserError
 from opssat.core.paths import ModelPaths, model_paths
 from opssat.data import images
@@ -317,15 +315,6 @@ def _reached(console: Path) -> int:
         return 0
 
 
-def _progress(bar: tqdm, reached: int) -> None:
-    """The bar on a terminal; otherwise a plain line at each tenth of the images."""
-    step = max(1, (bar.total or 1) // 10)
-    if bar.disable and reached // step > bar.n // step:
-        print(f"SmartCam: {reached}/{bar.total} images", flush=True)
-    bar.n = reached
-    bar.refresh()
-
-
 def run_smartcam(work: Path, clone: Clone, count: int, timeout: float | None = None) -> float:
     """Run SmartCam's app in ``work`` (console output in ``work/console.txt``); seconds."""
     timeout = timeout or START_S + PER_IMAGE_S[clone.runtime.arch] * count
@@ -338,11 +327,11 @@ def run_smartcam(work: Path, clone: Clone, count: int, timeout: float | None = N
         proc = subprocess.Popen([sys.executable, str(RUNNER), str(clone.script),
                                  clone.runtime.arch], cwd=work, stdout=out, env=environment,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-        with tqdm(total=count, unit="img", desc="SmartCam", disable=None) as bar:
+        with progress.bar(total=count, desc="SmartCam", unit="img") as bar:
             while proc.poll() is None and time.perf_counter() - start < timeout \
                     and not _stuck(console):
                 time.sleep(0.05)
-                _progress(bar, min(count, _reached(console)))
+                bar.update(max(0, min(count, _reached(console)) - bar.n))
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
