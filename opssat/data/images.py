@@ -20,7 +20,6 @@ from opssat.data.preprocess import (  # noqa: F401  (the names callers know from
     ONBOARD_CHANNEL_CHOICES,
     PREPROCESS_MODES,
     Preprocessing,
-    add_preprocess_arguments,
     check_preprocessing,
     preprocessing_from_args,
 )

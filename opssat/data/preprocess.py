@@ -145,15 +145,9 @@ def _preprocessing_code() -> str:
 GROUND = Preprocessing()
 
 
-def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
-    """The group's flags on ``parser``: ``flags.add_flags(parser, [PreprocessOptions])``
-    under the name scripts written before the group know."""
-    flags.add_flags(parser, [PreprocessOptions])
-
-
 def preprocessing_from_args(args: argparse.Namespace, **overrides: Any) -> Preprocessing:
-    """The Preprocessing of ``add_preprocess_arguments``' flags (and ``--input_mean``,
-    ``--input_std`` where a script has them)."""
+    """The Preprocessing of the group's flags (``flags.add_flags(parser, [PreprocessOptions])``),
+    and of ``--input_mean`` and ``--input_std`` where a script has them."""
     for name in ("mean", "std"):
         if getattr(args, f"input_{name}", None) is not None:
             overrides.setdefault(name, getattr(args, f"input_{name}"))
