@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tf_keras
 from helpers import write_image
@@ -74,3 +75,23 @@ def test_the_catalog_names_every_builder_and_export_variant():
 
     assert tuple(backbones.BUILDERS) == catalog.BUILTIN_BACKBONES
     assert export.QUANTIZATIONS is catalog.QUANTIZATIONS
+
+
+def test_exposure_shares_count_clipped_bright_and_dark_pixels_and_follow_the_features():
+    """A frame a quarter clipped (255), a quarter bright (210), half black (5): the shares
+    0.25, 0.5 and 0.5, scaled, after the backbone's own features."""
+    from opssat.train.backbones import EXPOSURE_SCALE, Backbone, with_exposure_shares
+
+    inputs = tf_keras.Input((8, 8, 3))
+    base = Backbone("tiny", "test", 8, tf_keras.Model(
+        inputs, tf_keras.layers.GlobalAveragePooling2D()(inputs)))
+    levels = np.full((8, 8), 5.0, np.float32)
+    levels[:2], levels[2:4] = 255.0, 210.0
+    image = np.repeat(levels[None, :, :, None], 3, axis=-1) / 255.0
+    extended = with_exposure_shares(base)
+    features = extended.model(image, training=False).numpy()[0]
+    assert extended.feature_size == base.feature_size + 3
+    np.testing.assert_allclose(features[:3], image[0].mean(axis=(0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(features[3:], EXPOSURE_SCALE * np.array([0.25, 0.5, 0.5]),
+                               rtol=1e-6)
+    assert extended.identity != base.identity  # a feature cache of the plain one is stale

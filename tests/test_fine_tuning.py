@@ -16,6 +16,7 @@ from opssat.train import make_image_classifier, trainer
 from opssat.train.backbones import Backbone, load_backbone
 from opssat.train.make_image_classifier import options_from_args
 from opssat.train.options import Stage, TrainOptions
+from opssat.train.two_rates import TwoRateTraining
 
 SIZE = 32
 COLOURS = {"dark": (20, 20, 20), "grey": (120, 120, 120), "white": (240, 240, 240)}
@@ -88,6 +89,40 @@ def test_fine_tuning_step_trains_weights_but_not_batch_norm_statistics(kind, bn_
     assert any(not np.allclose(moved[name], statistics[name]) for name in statistics)
 
 
+def _one_step_changes(model: tf_keras.Model, watched: list, images, targets) -> list:
+    before = [v.numpy().copy() for v in watched]
+    model.fit(images, targets, epochs=1, batch_size=len(images), verbose=0, shuffle=False)
+    return [v.numpy() - b for v, b in zip(watched, before, strict=True)]
+
+
+def test_two_rates_move_the_head_and_the_backbone_each_at_its_own_rate():
+    """One SGD step from the same weights: the changes are the plain step's (at rate 1)
+    times the head's rate for the head, times the backbone's for the backbone."""
+    options = TrainOptions.from_flags(momentum=0.0)
+    backbone = Backbone("tiny", "test", SIZE, _bn_extractor(SIZE))
+    backbone.model.trainable = True
+    head = trainer.build_head(3, options)
+    classifier = trainer.build_classifier(backbone, head)
+    start = classifier.get_weights()
+    images = np.random.default_rng(0).uniform(0.2, 1.0, (6, SIZE, SIZE, 3)).astype(np.float32)
+    targets = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    parts = [backbone.model.trainable_variables, head.trainable_variables]
+
+    trainer.compile_model(classifier, options, learning_rate=1.0)
+    plain = [_one_step_changes(classifier, part, images, targets) for part in [sum(parts, [])]][0]
+    classifier.set_weights(start)
+    two = TwoRateTraining(classifier, parts[0], tf_keras.optimizers.SGD(0.001))
+    trainer.compile_model(two, options, learning_rate=0.1)
+    changed = _one_step_changes(two, sum(parts, []), images, targets)
+
+    split = len(parts[0])
+    for rate, got, want in [(0.001, changed[:split], plain[:split]),
+                            (0.1, changed[split:], plain[split:])]:
+        assert any(np.abs(w).max() > 0 for w in want)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, rate * w, rtol=1e-3, atol=1e-7)
+
+
 def _options(images: Path, hub: Path, out: Path, *extra: str) -> TrainOptions:
     return options_from_args([
         "--image_dir", str(images), "--tfhub_module", str(hub), "--image_size", str(SIZE),
@@ -141,14 +176,18 @@ def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
 def test_fine_tuning_warms_the_head_up_first_unless_told_tf_hubs_one_stage():
     options = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=10)
     assert options.schedule.stages() == [Stage("head", 0, 5, 0.005, False),
-                                         Stage("fine-tuning", 5, 10, 0.00005, True)]
+                                         Stage("fine-tuning", 5, 10, 0.00005, True, 0.005)]
     one_stage = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=4,
                                         fine_tune_after_epochs=0)
     assert one_stage.schedule.stages() == [Stage("fine-tuning", 0, 4, 0.005, True)]
     told = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=4, fine_tune_after_epochs=3,
                                    fine_tuning_learning_rate=0.001)
     assert told.schedule.stages() == [Stage("head", 0, 3, 0.005, False),
-                                      Stage("fine-tuning", 3, 4, 0.001, True)]
+                                      Stage("fine-tuning", 3, 4, 0.001, True, 0.005)]
+    same = TrainOptions.from_flags(do_fine_tuning=True, train_epochs=4,
+                                   fine_tuning_learning_rate=0.001,
+                                   fine_tuning_head_learning_rate=0.001)
+    assert same.schedule.stages()[-1].head_rate == 0.001
     frozen = TrainOptions.from_flags(train_epochs=4)
     assert frozen.schedule.stages() == [Stage("head", 0, 4, 0.005, False)]
 
@@ -159,6 +198,7 @@ def test_fine_tuning_warms_the_head_up_first_unless_told_tf_hubs_one_stage():
     (("--do_fine_tuning", "--fine_tune_after_epochs", "-1"), "--fine_tune_after_epochs"),
     (("--fine_tune_after_epochs", "2"), "needs --do_fine_tuning"),
     (("--fine_tuning_learning_rate", "0"), "--fine_tuning_learning_rate"),
+    (("--fine_tuning_head_learning_rate", "0.1"), "needs --do_fine_tuning"),
     (("--learning_rate", "nan"), "--learning_rate"),
     (("--optimizer", "rmsprop"), "--optimizer"),
     (("--momentum", "1.5"), "--momentum"),

@@ -272,3 +272,27 @@ def test_a_calibrated_ensemble_runs_in_the_k8_build_as_in_litert(tiny_hub, repo_
         result = infer.compare_runtimes(classifier, bundled(12))
     assert len(result.names) == 12 and result.differing == []
     assert result.largest_difference < 1e-4
+
+
+@pytest.mark.slow
+@needs_binaries
+def test_exposure_features_and_two_rate_fine_tuning_run_in_the_k8_build(tiny_hub, repo_root):
+    """--exposure_features adds comparisons, casts and means to the graph, fine-tuned with
+    the head and backbone at two rates: the float and int8 files still give LiteRT's
+    answers in SmartCam's k8 build."""
+    paths = model_paths("m", repo_root)
+    assert run_script(PROJECT / "create_dirs.sh", "m", repo=repo_root).returncode == 0
+    assert run_script("make_sample_data.py", "m", "--real", repo=repo_root).returncode == 0
+    trained = run_script(PROJECT / "train.sh", "m", "2", "--tfhub_module", tiny_hub,
+                         "--train_preprocess", "onboard", "--validation_split", "0",
+                         "--exposure_features", "--quantize", "int8",
+                         "--image_dir", paths.all_dir, repo=repo_root, timeout=900)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "0.005 (head)" in trained.stdout
+    record = json.loads(paths.train_record.read_text())
+    assert record["options"]["exposure_features"] is True
+    labels = paths.labels_file.read_text().split()
+    for model in (paths.tflite_model, paths.tflite_variant("int8")):
+        with flight.FlightClassifier(flight.Runtime(RUNTIME_DIR), model, labels) as classifier:
+            result = infer.compare_runtimes(classifier, bundled(12))
+        assert len(result.names) == 12 and result.differing == [], model

@@ -116,6 +116,12 @@ def test_crossval_judges_each_folds_held_out_frames_under_stress(tiny_hub: Path,
     assert 0 < result.bright <= 8 * len(stress.BRIGHT_KINDS)
     bright = result.pooled[crossval.BRIGHT]["float"]
     assert 0 <= bright["accuracy"] <= 1 and "ece" in bright
+    # ... and its frames and their confidences are written too, each with its own label.
+    bright_rows = list(csv.DictReader(result.oof_csvs[crossval.BRIGHT].open()))
+    assert len(bright_rows) == result.bright
+    assert {r["expected_label"] for r in bright_rows} <= {"earth", "edge"}
+    set_name = crossval.family_csv_names(crossval.BRIGHT)[1]
+    assert len(list(csv.DictReader((paths.crossval_dir / set_name).open()))) == result.bright
     assert "ece_t" in result.pooled["onboard"]["float"] and "float" in result.temperature
     summary = crossval.format_summary(result)
     assert "below the rule's bad line" in summary and "ECE" in summary

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from opssat.core.errors import UserError, first_line
 from opssat.core.tf_setup import tf, tf_keras
+from opssat.data import stress
 from opssat.train.catalog import BUILTIN_BACKBONES, DEFAULT_TFHUB_MODULE
 
 OFFLINE_HINT = "offline, use --backbone efficientnet_lite0 (its weights ship with the toolkit)"
@@ -152,6 +153,40 @@ BUILDERS: dict[str, Callable[[int, str | None], Backbone]] = {
     "mobilenet_v2": _mobilenet_v2,
     "efficientnet_lite0": _efficientnet_lite0,
 }
+
+
+#: Luma levels of the exposure statistics: the share of the frame at or above each of the
+#: first two (clipped, as the stress rule's saturated pixels; bright), below the last
+#: (darker than any real earth or edge frame's 99th percentile).
+EXPOSURE_LEVELS = {"clipped": stress.SATURATED, "bright": 200.0, "dark": stress.DARK_P99}
+#: The shares (0 to 1) are multiplied by this, into the range of the backbone's strongest
+#: features (Lite0's pooled features: 99th percentile 1.9, largest 4.9 on the sample).
+EXPOSURE_SCALE = 10.0
+
+
+class ExposureShares(tf_keras.layers.Layer):
+    """(batch, size, size, 3) in [0, 1] -> (batch, 3): the shares of clipped, bright and
+    dark pixels (luma), scaled. No weights; in TFLite, only comparisons, casts and means."""
+
+    def call(self, images):
+        luma = 0.299 * images[..., 0] + 0.587 * images[..., 1] + 0.114 * images[..., 2]
+        shares = [tf.cast(luma >= (EXPOSURE_LEVELS["clipped"] - 0.5) / 255.0, tf.float32),
+                  tf.cast(luma >= (EXPOSURE_LEVELS["bright"] - 0.5) / 255.0, tf.float32),
+                  tf.cast(luma < EXPOSURE_LEVELS["dark"] / 255.0, tf.float32)]
+        return EXPOSURE_SCALE * tf.stack([tf.reduce_mean(s, axis=[1, 2]) for s in shares], -1)
+
+
+def with_exposure_shares(backbone: Backbone) -> Backbone:
+    """``backbone`` whose features end with the image's exposure statistics
+    (``--exposure_features``): a head can then tell a clipped frame from a bright valid
+    one by what the camera's failure does, not by how white the scene looks."""
+    size = backbone.image_size
+    inputs = tf_keras.Input((size, size, 3), name="image")
+    features = tf_keras.layers.Concatenate(name="with_exposure")(
+        [backbone.model(inputs, training=False), ExposureShares(name="exposure")(inputs)])
+    model = tf_keras.Model(inputs, features, name=f"{backbone.model.name}_exposure")
+    model.trainable = backbone.model.trainable
+    return Backbone(backbone.name, f"{backbone.source}+exposure", size, model)
 
 
 def check_feature_extractor(backbone: Backbone) -> None:

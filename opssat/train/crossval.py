@@ -7,8 +7,8 @@ acquisition burst with the split's own rule (``split.burst_groups``), so
 near-duplicates never sit on both sides. Each fold trains with the toolkit's
 trainer into a temporary folder and is judged through its exported TFLite
 files, run by LiteRT as on board, for each preprocessing mode. Every image's
-out-of-fold probabilities go to ``crossval/oof_confidences*.csv`` in the
-confidences.csv format, for label review.
+out-of-fold probabilities go to ``crossval/oof_confidences*.csv`` (the stress
+families' too) in the confidences.csv format, for label review.
 
 Synthetic top-up images (``topup.is_synthetic`` names, or ``top_up`` made for
 the run from each fold's real training frames) only ever train: they are never
@@ -424,21 +424,29 @@ def _write_oof(paths: ModelPaths, plan: _Plan, one: _SeedRun,
     for mode in plan.modes:
         oof[mode] = write_oof_csv(paths.oof_csv(mode), plan.labels, folds.paths, folds.labels,
                                   one.probs[(mode, FLOAT)], one.times[(mode, FLOAT)])
-    if STRESS in frames:
-        stressed = frames[STRESS]
-        oof[STRESS] = write_oof_csv(
-            paths.crossval_dir / STRESS_OOF_NAME, plan.labels, [f.path for f in stressed],
-            [f.label for f in stressed], np.concatenate(one.family_probs[STRESS][FLOAT]),
-            np.zeros(len(stressed)))
-        stress.write_csv(paths.crossval_dir / STRESS_SET_NAME, stressed)
+    for family, family_frames in frames.items():
+        oof_name, set_name = family_csv_names(family)
+        oof[family] = write_oof_csv(
+            paths.crossval_dir / oof_name, plan.labels, [f.path for f in family_frames],
+            [f.label for f in family_frames], np.concatenate(one.family_probs[family][FLOAT]),
+            np.zeros(len(family_frames)))
+        stress.write_csv(paths.crossval_dir / set_name, family_frames)
     return oof
+
+
+def family_csv_names(family: str) -> tuple[str, str]:
+    """A stress family's out-of-fold CSV and its frames' CSV (crossval/)."""
+    if family == STRESS:
+        return STRESS_OOF_NAME, STRESS_SET_NAME
+    return f"oof_confidences_{family}.csv", f"{family}_set.csv"
 
 
 def _check_oof_outputs(paths: ModelPaths, modes: Sequence[str], with_stress: bool) -> None:
     """Before the first fold, not after hours of training."""
     outputs = [paths.oof_csv(mode) for mode in modes]
     if with_stress:
-        outputs += [paths.crossval_dir / STRESS_OOF_NAME, paths.crossval_dir / STRESS_SET_NAME]
+        outputs += [paths.crossval_dir / name
+                    for family in (STRESS, BRIGHT) for name in family_csv_names(family)]
     check_inside(paths.model_dir, *outputs, what="cross-validation output")
     atomic.check_writable(*outputs)
 

@@ -107,6 +107,9 @@ class RecipeOptions:
         "auto", "temperature scaling folded into the last dense layer (weights and bias / T): "
         "auto fits T on the validation split (T=1 without one), a number uses that T "
         "(e.g. one crossval.py fitted out of fold), off leaves the probabilities as trained")
+    exposure_features: bool = option(
+        False, "append the image's shares of clipped, bright and dark pixels to the backbone's "
+        "features, so the head can tell an over-exposed frame from a bright valid one")
     ensemble_seeds: int = option(
         1, "train this many members (seeds --seed, --seed+1, ...) and export one model "
         "that averages their softmax outputs", limits=Limits(1))
@@ -138,13 +141,19 @@ def temperature_value(text: str) -> float | str:
 
 @dataclass(frozen=True)
 class Stage:
-    """Epochs ``first_epoch`` (0-based) up to ``end_epoch`` at one learning rate."""
+    """Epochs ``first_epoch`` (0-based) up to ``end_epoch``: the backbone (when trainable)
+    at ``learning_rate``, the head at ``head_learning_rate`` (by default the same)."""
 
     name: str
     first_epoch: int
     end_epoch: int
     learning_rate: float
     backbone_trainable: bool
+    head_learning_rate: float | None = None
+
+    @property
+    def head_rate(self) -> float:
+        return self.learning_rate if self.head_learning_rate is None else self.head_learning_rate
 
 
 @dataclass
@@ -173,6 +182,11 @@ class ScheduleOptions:
         None, "learning rate once the backbone is unfrozen (default: --learning_rate / "
         f"{FINE_TUNING_RATE_DIVISOR:g} after a head-only stage, --learning_rate in one stage "
         "as TF Hub's)", limits=_POSITIVE)
+    fine_tuning_head_learning_rate: float | None = option(
+        None, "learning rate of the head once the backbone is unfrozen after a head-only "
+        "stage (default: --learning_rate, so the head trains as long as a frozen run's while "
+        "the backbone moves at --fine_tuning_learning_rate; one stage: --learning_rate)",
+        limits=_POSITIVE)
     early_stopping_patience: int = option(
         0, "stop after N epochs without a better validation loss and keep the best epoch's "
         "weights (0: off; counted per stage)", limits=Limits(0))
@@ -186,8 +200,9 @@ class ScheduleOptions:
         if self.average_last_epochs and self.early_stopping_patience:
             raise UserError("--average_last_epochs and --early_stopping_patience exclude each "
                             "other: early stopping keeps one epoch's weights")
-        if self.fine_tune_after_epochs and not self.do_fine_tuning:
-            raise UserError("--fine_tune_after_epochs needs --do_fine_tuning")
+        for name in ("fine_tune_after_epochs", "fine_tuning_head_learning_rate"):
+            if getattr(self, name) and not self.do_fine_tuning:
+                raise UserError(f"--{name} needs --do_fine_tuning")
         after = self.head_epochs
         if not 0 <= after < self.train_epochs:
             raise UserError(f"--fine_tune_after_epochs must be in [0, --train_epochs "
@@ -200,8 +215,11 @@ class ScheduleOptions:
         after = self.head_epochs
         rate = self.fine_tuning_learning_rate or (
             self.learning_rate / FINE_TUNING_RATE_DIVISOR if after else self.learning_rate)
-        head = [Stage("head", 0, after, self.learning_rate, False)] if after else []
-        return [*head, Stage("fine-tuning", after, self.train_epochs, rate, True)]
+        if not after:
+            return [Stage("fine-tuning", 0, self.train_epochs, rate, True)]
+        head_rate = self.fine_tuning_head_learning_rate or self.learning_rate
+        return [Stage("head", 0, after, self.learning_rate, False),
+                Stage("fine-tuning", after, self.train_epochs, rate, True, head_rate)]
 
     @property
     def head_epochs(self) -> int:

@@ -37,10 +37,11 @@ _FROZEN = (*_BASE, "--nodo_fine_tuning", "--train_epochs", "15", "--preprocess",
 _AUGMENT = ("--orbit_augmentation", "--augmented_views", "4")
 _FINE_TUNE = (*_BASE, "--preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
               "--learning_rate", "0.001", "--train_epochs", "18", "--fine_tune_after_epochs",
-              "15", "--fine_tuning_learning_rate", "1e-5")
+              "15", "--fine_tuning_learning_rate", "1e-5",
+              "--fine_tuning_head_learning_rate", "1e-5")
 _STRONG = (*_BASE, "--preprocess", "onboard", "--do_fine_tuning", "--optimizer", "adam",
            "--learning_rate", "0.001", "--train_epochs", "20", "--fine_tune_after_epochs", "15",
-           "--fine_tuning_learning_rate", "1e-4")
+           "--fine_tuning_learning_rate", "1e-4", "--fine_tuning_head_learning_rate", "1e-4")
 #: The trainer's defaults but for the backbone, on-board input and 10 epochs.
 _AT_DEFAULTS = ("--backbone", "efficientnet_lite0", "--preprocess", "onboard",
                 "--train_epochs", "10")
@@ -94,6 +95,13 @@ RECIPES: dict[str, Recipe] = _declare(
     Recipe("fine_tune_strong_top_up_drawn", _STRONG,
            "fine_tune_strong + 20 bad drawn from scratch (the earlier synthetic top-up)",
            (("bad_drawn", 20),)),
+    Recipe("fine_tune_strong_top_up_exposure", (*_STRONG, "--exposure_features"),
+           "fine_tune_strong_top_up + the shares of clipped, bright and dark pixels beside "
+           "the backbone's features", _BAD_TOP_UP),
+    Recipe("fine_tune_strong_top_up_two_rates", (*_STRONG, "--fine_tuning_head_learning_rate",
+                                                 "1e-3"),
+           "fine_tune_strong_top_up, the head staying at 1e-3 while the backbone fine-tunes",
+           _BAD_TOP_UP),
     Recipe("frozen_at_defaults", (*_AT_DEFAULTS, "--nodo_fine_tuning"),
            "the trainer's defaults (SGD 0.005, 20 % validation), frozen"),
     Recipe("fine_tune_at_defaults", (*_AT_DEFAULTS, "--do_fine_tuning"),

@@ -25,7 +25,12 @@ from opssat.data import labels
 from opssat.judge import metrics
 from opssat.judge.infer import VariantAnswers, judge_variants
 from opssat.train import averaging, export
-from opssat.train.backbones import Backbone, check_feature_extractor, load_backbone
+from opssat.train.backbones import (
+    Backbone,
+    check_feature_extractor,
+    load_backbone,
+    with_exposure_shares,
+)
 from opssat.train.dataset import (
     LabelledFiles,
     Preprocessing,
@@ -37,6 +42,7 @@ from opssat.train.dataset import (
 from opssat.train.options import Stage, TrainOptions, temperature_value
 from opssat.train.prepared import PreparedRun, augmenter, cached_head_data, image_batches
 from opssat.train.record import TrainRecord, record_path, sha256_tree, versions
+from opssat.train.two_rates import TwoRateTraining
 
 #: Images used to calibrate int8 quantization.
 CALIBRATION_IMAGES = 64
@@ -241,8 +247,9 @@ def _strategy(options: TrainOptions) -> tf.distribute.Strategy:
 def _load_backbone(options: TrainOptions) -> Backbone:
     """The backbone ``options`` name, trainable when fine-tuning."""
     recipe = options.recipe
-    return load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
-                         recipe.backbone_weights, trainable=options.schedule.do_fine_tuning)
+    backbone = load_backbone(recipe.backbone, recipe.tfhub_module, recipe.image_size,
+                             recipe.backbone_weights, trainable=options.schedule.do_fine_tuning)
+    return with_exposure_shares(backbone) if recipe.exposure_features else backbone
 
 
 def _warn_if_labels_changed(options: TrainOptions, new_labels: list[str]) -> None:
@@ -295,16 +302,19 @@ def build_classifier(backbone: Backbone, head: tf_keras.Sequential) -> tf_keras.
     return tf_keras.Model(inputs, head(features), name="classifier")
 
 
+def make_optimizer(options: TrainOptions, rate: float) -> tf_keras.optimizers.Optimizer:
+    """The ``--optimizer`` at ``rate``."""
+    if options.schedule.optimizer == "adam":
+        return tf_keras.optimizers.Adam(rate)
+    return tf_keras.optimizers.SGD(rate, momentum=options.schedule.momentum)
+
+
 def compile_model(model: tf_keras.Model, options: TrainOptions,
                   learning_rate: float | None = None) -> None:
     """Loss and optimizer (``--optimizer``) at ``learning_rate`` (default --learning_rate)."""
     rate = options.schedule.learning_rate if learning_rate is None else learning_rate
-    if options.schedule.optimizer == "adam":
-        optimizer = tf_keras.optimizers.Adam(rate)
-    else:
-        optimizer = tf_keras.optimizers.SGD(rate, momentum=options.schedule.momentum)
     model.compile(
-        optimizer=optimizer,
+        optimizer=make_optimizer(options, rate),
         loss=tf_keras.losses.CategoricalCrossentropy(
             label_smoothing=options.recipe.label_smoothing),
         metrics=["accuracy"],
@@ -337,7 +347,7 @@ def _fit(run: PreparedRun) -> Fitted:
         backbone = ("trained, batch norm in inference mode" if stage.backbone_trainable
                     else "frozen")
         print(f"stage {stage.name}: epochs {stage.first_epoch + 1}-{stage.end_epoch}, "
-              f"{run.options.schedule.optimizer} learning rate {stage.learning_rate:g}, "
+              f"{run.options.schedule.optimizer} learning rate {_rates(stage)}, "
               f"backbone {backbone}")
         if (not stage.backbone_trainable and run.options.augmentation.augments
                 and run.options.runtime.cache_features and not run.options.uses_feature_cache):
@@ -352,19 +362,35 @@ def _fit(run: PreparedRun) -> Fitted:
     return fitted
 
 
+def _rates(stage: Stage) -> str:
+    if stage.head_rate == stage.learning_rate:
+        return f"{stage.learning_rate:g}"
+    return f"{stage.learning_rate:g} (backbone), {stage.head_rate:g} (head)"
+
+
 def _fit_on_images(run: PreparedRun, stage: Stage) -> dict[str, list[float]]:
     """Train the classifier on decoded images (fine-tuning or augmentation)."""
     options = run.options
     with run.strategy.scope():
-        compile_model(run.classifier, options, stage.learning_rate)
+        model = _trainable_model(run, stage)
+        compile_model(model, options, stage.head_rate)
     train_data = image_batches(run, run.train_files, options.recipe.seed, run.weights,
                                augment_fn=augmenter(options))
     val_data = image_batches(run, run.val_files) if len(run.val_idx) else None
-    fitted = run.classifier.fit(
+    fitted = model.fit(
         train_data, validation_data=val_data, initial_epoch=stage.first_epoch,
         epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None, stage),
         verbose=2)
     return _history(fitted)
+
+
+def _trainable_model(run: PreparedRun, stage: Stage) -> tf_keras.Model:
+    """The classifier, or, when the head and the unfrozen backbone learn at different
+    rates, a wrapper that trains it so (``two_rates``)."""
+    if not stage.backbone_trainable or stage.head_rate == stage.learning_rate:
+        return run.classifier
+    return TwoRateTraining(run.classifier, run.backbone.model.trainable_variables,
+                           make_optimizer(run.options, stage.learning_rate))
 
 
 def _fit_on_cached_features(run: PreparedRun, stage: Stage) -> tuple[dict, dict]:
