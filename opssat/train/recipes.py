@@ -98,8 +98,10 @@ RECIPES: dict[str, Recipe] = _declare(
     Recipe("fine_tune_strong_top_up_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up + the shares of clipped, bright and dark pixels beside "
            "the backbone's features", _BAD_TOP_UP),
-    Recipe("fine_tune_strong_top_up_bright_exposure", (*_STRONG, "--exposure_features"),
-           "fine_tune_strong_top_up_bright + the exposure shares", _BRIGHT_TOP_UP),
+    Recipe("fine_tune_strong_top_up_bright_exposure",
+           (*_STRONG, "--exposure_features", "--temperature", "0.402"),
+           "fine_tune_strong_top_up_bright + the exposure shares: better on both stress "
+           "families, 0.017 below on the plain folds; T fitted out of fold", _BRIGHT_TOP_UP),
     Recipe("fine_tune_strong_top_up_bright30_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up + 30 bright-but-valid frames + the exposure shares",
            (("bad", 20), ("bright", 30))),
