@@ -106,16 +106,17 @@ def test_two_rates_move_the_head_and_the_backbone_each_at_its_own_rate():
     start = classifier.get_weights()
     images = np.random.default_rng(0).uniform(0.2, 1.0, (6, SIZE, SIZE, 3)).astype(np.float32)
     targets = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
-    parts = [backbone.model.trainable_variables, head.trainable_variables]
+    backbone_variables = backbone.model.trainable_variables
+    watched = [*backbone_variables, *head.trainable_variables]
 
     trainer.compile_model(classifier, options, learning_rate=1.0)
-    plain = [_one_step_changes(classifier, part, images, targets) for part in [sum(parts, [])]][0]
+    plain = _one_step_changes(classifier, watched, images, targets)
     classifier.set_weights(start)
-    two = TwoRateTraining(classifier, parts[0], tf_keras.optimizers.SGD(0.001))
+    two = TwoRateTraining(classifier, backbone_variables, tf_keras.optimizers.SGD(0.001))
     trainer.compile_model(two, options, learning_rate=0.1)
-    changed = _one_step_changes(two, sum(parts, []), images, targets)
+    changed = _one_step_changes(two, watched, images, targets)
 
-    split = len(parts[0])
+    split = len(backbone_variables)
     for rate, got, want in [(0.001, changed[:split], plain[:split]),
                             (0.1, changed[split:], plain[split:])]:
         assert any(np.abs(w).max() > 0 for w in want)

@@ -72,6 +72,8 @@ MIN_SCENE_STD = 1.0
 #: A frame with this share of saturated pixels (luma >= SATURATED) or more is ``bad``.
 SATURATED_SHARE = 0.25
 SATURATED = 250
+#: Luma of an RGB pixel (BT.601): what every rule here measures.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 #: A frame whose 99th-percentile luma is below this is too dark to be ``earth`` or ``edge``:
 #: every one of the 97 in the bundled sample reaches 37 or more.
 DARK_P99 = 36.0
@@ -178,7 +180,7 @@ def scene_r2(original: np.ndarray, stressed: np.ndarray,
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return pixels.astype(np.float32) @ np.array(LUMA_WEIGHTS, np.float32)
 
 
 def too_dark(pixels: np.ndarray) -> bool:

@@ -169,7 +169,8 @@ class ExposureShares(tf_keras.layers.Layer):
     dark pixels (luma), scaled. No weights; in TFLite, only comparisons, casts and means."""
 
     def call(self, images):
-        luma = 0.299 * images[..., 0] + 0.587 * images[..., 1] + 0.114 * images[..., 2]
+        luma = sum(weight * images[..., channel]
+                   for channel, weight in enumerate(stress.LUMA_WEIGHTS))
         shares = [tf.cast(luma >= (EXPOSURE_LEVELS["clipped"] - 0.5) / 255.0, tf.float32),
                   tf.cast(luma >= (EXPOSURE_LEVELS["bright"] - 0.5) / 255.0, tf.float32),
                   tf.cast(luma < EXPOSURE_LEVELS["dark"] / 255.0, tf.float32)]

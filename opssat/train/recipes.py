@@ -131,7 +131,7 @@ RECIPES: dict[str, Recipe] = _declare(
            "fine_tune_at_defaults + the exposure shares"),
     Recipe("fine_tune_at_defaults_rate10", (*_AT_DEFAULTS, "--do_fine_tuning",
                                             "--fine_tuning_learning_rate", "5e-4"),
-           "fine_tune_at_defaults with the backbone at --learning_rate / 10", ),
+           "fine_tune_at_defaults with the backbone at --learning_rate / 10"),
     Recipe("fine_tune_one_stage", (*_AT_DEFAULTS, "--do_fine_tuning",
                                    "--fine_tune_after_epochs", "0"),
            "TF Hub's one-stage schedule: unfrozen from epoch 1 at SGD 0.005"),
