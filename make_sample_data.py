@@ -74,7 +74,7 @@ def main() -> int:
                 "of the test split"
                 if label == "bad" and sources else "drawn from scratch")
         where = paths.all_dir / label
-        if label == topup.BRIGHT:
+        if label in (topup.BRIGHT, topup.BRIGHT_PAIRED):
             made = (f"brightened below the bad line from {len(sources)} earth and edge frames, "
                     "none of the test split, each keeping its label")
             where = paths.all_dir / "{earth,edge}"

@@ -166,6 +166,26 @@ def test_two_stage_run_trains_head_then_backbone(bn_hub, grey_images, tmp_path):
 
 
 @pytest.mark.slow
+def test_with_two_rates_the_head_keeps_its_optimizer_across_stages(
+        bn_hub, grey_images, tmp_path, monkeypatch):
+    """The head stage's SGD, momentum and step count included, goes on training the head
+    while the backbone gets an optimizer of its own: two optimizers, not three."""
+    made = []
+
+    def recording(options, rate):
+        made.append(make_optimizer(options, rate))
+        return made[-1]
+
+    make_optimizer = trainer.make_optimizer
+    monkeypatch.setattr(trainer, "make_optimizer", recording)
+    trainer.train(_options(grey_images, bn_hub, tmp_path / "out", "--do_fine_tuning",
+                           "--train_epochs", "3", "--fine_tune_after_epochs", "2"))
+    steps_per_epoch = -(-9 // 4)  # 9 images, batches of 4
+    assert len(made) == 2
+    assert int(made[0].iterations.numpy()) == 3 * steps_per_epoch
+
+
+@pytest.mark.slow
 def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
     out = tmp_path / "out"
     trainer.train(_options(grey_images, bn_hub, out, "--saved_model_dir",

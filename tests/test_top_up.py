@@ -33,6 +33,22 @@ def test_top_up_bad_is_made_from_real_frames_with_the_real_saturation(tmp_path: 
     assert [p.read_bytes() for p in made] == [p.read_bytes() for p in again]
 
 
+def test_paired_bright_top_up_brightens_the_frames_the_bad_top_up_over_exposes(
+        tmp_path: Path) -> None:
+    """Each source has its own size, so an output's size names its source."""
+    sources = []
+    for n in range(8):
+        path = tmp_path / "src" / "earth" / f"img_msec_{1_600_000_000_000 + n}_2_thumbnail.jpeg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(scene(seed=n, size=(60 + 4 * n, 50), level=90)).save(path, quality=95)
+        sources.append(path)
+
+    def sizes(label: str) -> list[tuple[int, int]]:
+        made = topup.top_up(tmp_path / label, label, 3, seed=5, sources=sources)
+        return [Image.open(p).size for p in made]
+
+    assert sizes("bright_paired") == sizes("bad")
+    assert sizes("bright") != sizes("bad")  # the plain bright top-up draws its own order
 
 
 def test_top_up_never_draws_on_the_test_split(tmp_path: Path) -> None:

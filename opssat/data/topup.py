@@ -141,12 +141,16 @@ MAX_TOP_UP = 1000
 
 #: Top-ups that are not one label's: ``bright`` brightens real earth and edge frames below
 #: the stress rule's ``bad`` line, each keeping its label (``stress.bright_valid_pixels``);
+#: ``bright_paired`` does so to the frames the ``bad`` top-up over-exposes, in its order,
+#: so a scene is seen both as a failure and as a valid bright frame;
 #: ``bad_drawn`` draws exposure failures from scratch (the top-up before real frames).
 BRIGHT = "bright"
+BRIGHT_PAIRED = "bright_paired"
 BAD_DRAWN = "bad_drawn"
-TOP_UP_KINDS = (BRIGHT, BAD_DRAWN)
+TOP_UP_KINDS = (BRIGHT, BRIGHT_PAIRED, BAD_DRAWN)
 #: Their files' timestamps start this far after TOP_UP_START_MS, so no name repeats.
-_KIND_OFFSET_MS = {BRIGHT: 5 * 86_400_000, BAD_DRAWN: 10 * 86_400_000}
+_KIND_OFFSET_MS = {BRIGHT: 5 * 86_400_000, BAD_DRAWN: 10 * 86_400_000,
+                   BRIGHT_PAIRED: 15 * 86_400_000}
 
 
 def parse_top_up(text: str) -> tuple[str, int]:
@@ -163,13 +167,16 @@ def parse_top_up(text: str) -> tuple[str, int]:
     return label, count
 
 
+def _rng(label: str, seed: int) -> np.random.Generator:
+    return np.random.default_rng([seed, len(label), *label.encode("utf-8")])
+
+
 def _bright_top_up(all_dir: Path, count: int, rng: np.random.Generator, start_ms: int,
-                   sources: Sequence[Path]) -> list[Path]:
-    """``count`` real earth/edge ``sources`` brightened below the ``bad`` line, each into
-    its own label's folder (a source's label is its folder's name)."""
-    if not sources:
+                   order: Sequence[Path]) -> list[Path]:
+    """``count`` of the real earth/edge frames ``order`` brightened below the ``bad`` line,
+    taken in turn, each into its own label's folder (a source's label is its folder's name)."""
+    if not order:
         raise UserError("--top_up bright=N brightens real earth and edge frames: there are none")
-    order = [sources[i] for i in rng.permutation(len(sources))]
     written: list[Path] = []
     attempt = 0
     while len(written) < count and attempt < 4 * count:
@@ -201,12 +208,14 @@ def top_up(all_dir: Path, label: str, count: int, seed: int = sample.DEFAULT_SEE
     """
     if not 1 <= count <= MAX_TOP_UP:
         raise UserError(f"top-up count {count}: use 1 to {MAX_TOP_UP}")
-    rng = np.random.default_rng([seed, len(label), *label.encode("utf-8")])
-    if label == BRIGHT:
-        return _bright_top_up(all_dir, count, rng, start_ms + _KIND_OFFSET_MS[BRIGHT], sources)
+    rng = _rng(label, seed)
     if label == BAD_DRAWN:
         label, sources, start_ms = "bad", (), start_ms + _KIND_OFFSET_MS[BAD_DRAWN]
     order = [sources[i] for i in rng.permutation(len(sources))] if sources else []
+    if label == BRIGHT_PAIRED:  # the bad top-up's order: its generator's first draw
+        order = [sources[i] for i in _rng("bad", seed).permutation(len(sources))]
+    if label in (BRIGHT, BRIGHT_PAIRED):
+        return _bright_top_up(all_dir, count, rng, start_ms + _KIND_OFFSET_MS[label], order)
     written = []
     for n in progress.bar(range(count), count, f"top-up {label}", "img"):
         ms = start_ms + n * _TOP_UP_GAP_MS

@@ -310,11 +310,15 @@ def make_optimizer(options: TrainOptions, rate: float) -> tf_keras.optimizers.Op
 
 
 def compile_model(model: tf_keras.Model, options: TrainOptions,
-                  learning_rate: float | None = None) -> None:
-    """Loss and optimizer (``--optimizer``) at ``learning_rate`` (default --learning_rate)."""
+                  learning_rate: float | None = None,
+                  optimizer: tf_keras.optimizers.Optimizer | None = None) -> None:
+    """Loss and ``optimizer`` (default a new ``--optimizer``) at ``learning_rate``
+    (default --learning_rate)."""
     rate = options.schedule.learning_rate if learning_rate is None else learning_rate
+    if optimizer is not None:
+        optimizer.learning_rate = rate
     model.compile(
-        optimizer=make_optimizer(options, rate),
+        optimizer=optimizer or make_optimizer(options, rate),
         loss=tf_keras.losses.CategoricalCrossentropy(
             label_smoothing=options.recipe.label_smoothing),
         metrics=["accuracy"],
@@ -342,6 +346,7 @@ def _fit(run: PreparedRun) -> Fitted:
     """Run each stage of the schedule: the head alone, then (fine-tuning) the backbone too."""
     fitted = Fitted()
     started = time.time()
+    head_optimizer = None
     for stage in run.options.schedule.stages():
         run.backbone.model.trainable = stage.backbone_trainable
         backbone = ("trained, batch norm in inference mode" if stage.backbone_trainable
@@ -355,8 +360,9 @@ def _fit(run: PreparedRun) -> Fitted:
                   "(--augmented_views K caches K views instead)")
         if not stage.backbone_trainable and run.options.uses_feature_cache:
             history, fitted.cache_info = _fit_on_cached_features(run, stage)
+            head_optimizer = run.head.optimizer
         else:
-            history = _fit_on_images(run, stage)
+            history, head_optimizer = _fit_on_images(run, stage, head_optimizer)
         fitted.add(stage, history)
     fitted.fit_time = time.time() - started
     return fitted
@@ -368,12 +374,22 @@ def _rates(stage: Stage) -> str:
     return f"{stage.learning_rate:g} (backbone), {stage.head_rate:g} (head)"
 
 
-def _fit_on_images(run: PreparedRun, stage: Stage) -> dict[str, list[float]]:
-    """Train the classifier on decoded images (fine-tuning or augmentation)."""
+def _fit_on_images(run: PreparedRun, stage: Stage,
+                   head_optimizer: tf_keras.optimizers.Optimizer | None = None
+                   ) -> tuple[dict[str, list[float]], tf_keras.optimizers.Optimizer]:
+    """Train the classifier on decoded images (fine-tuning or augmentation); return the
+    history and the optimizer that trained the head.
+
+    With two rates the head goes on with ``head_optimizer``, the head stage's, momentum
+    and all: a new one would restart from rest, and with a few steps an epoch (SGD
+    momentum 0.9 needs about ten to get up to speed) the head would end less trained
+    than the frozen backbone's after the same epochs.
+    """
     options = run.options
     with run.strategy.scope():
         model = _trainable_model(run, stage)
-        compile_model(model, options, stage.head_rate)
+        carried = head_optimizer if isinstance(model, TwoRateTraining) else None
+        compile_model(model, options, stage.head_rate, carried)
     train_data = image_batches(run, run.train_files, options.recipe.seed, run.weights,
                                augment_fn=augmenter(options))
     val_data = image_batches(run, run.val_files) if len(run.val_idx) else None
@@ -381,7 +397,7 @@ def _fit_on_images(run: PreparedRun, stage: Stage) -> dict[str, list[float]]:
         train_data, validation_data=val_data, initial_epoch=stage.first_epoch,
         epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None, stage),
         verbose=2)
-    return _history(fitted)
+    return _history(fitted), model.optimizer
 
 
 def _trainable_model(run: PreparedRun, stage: Stage) -> tf_keras.Model:
