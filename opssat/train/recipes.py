@@ -119,6 +119,11 @@ RECIPES: dict[str, Recipe] = _declare(
     Recipe("fine_tune_strong_top_up_paired_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_bright_exposure, the bright frames made from the very "
            "frames the bad top-up over-exposes", (("bad", 20), ("bright_paired", 20))),
+    Recipe("fine_tune_strong_top_up_paired_exposure_two_rates",
+           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3"),
+           "fine_tune_strong_top_up_paired_exposure, the head going on at 1e-3 with its "
+           "optimizer while the backbone fine-tunes at 1e-4",
+           (("bad", 20), ("bright_paired", 20))),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
            (("bad", 20), ("bright_paired", 10))),
