@@ -45,9 +45,12 @@ _STRONG = (*_BASE, "--preprocess", "onboard", "--do_fine_tuning", "--optimizer",
 #: The trainer's defaults but for the backbone, on-board input and 10 epochs.
 _AT_DEFAULTS = ("--backbone", "efficientnet_lite0", "--preprocess", "onboard",
                 "--train_epochs", "10")
+_FINE_TUNE_AT_DEFAULTS = (*_AT_DEFAULTS, "--do_fine_tuning")
 _BAD_TOP_UP = (("bad", 20),)
 #: The bad top-up plus 20 real earth/edge frames made brighter below the bad line (issue 26).
 _BRIGHT_TOP_UP = (("bad", 20), ("bright", 20))
+#: The same, the bright frames made from the very frames the bad top-up over-exposes.
+_PAIRED_TOP_UP = (("bad", 20), ("bright_paired", 20))
 
 
 def _declare(*recipes: Recipe) -> dict[str, Recipe]:
@@ -115,15 +118,18 @@ RECIPES: dict[str, Recipe] = _declare(
            _BRIGHT_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired", _STRONG,
            "fine_tune_strong_top_up + 20 bright-valid frames made from the very frames the "
-           "bad top-up over-exposes", (("bad", 20), ("bright_paired", 20))),
+           "bad top-up over-exposes", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_bright_exposure, the bright frames made from the very "
-           "frames the bad top-up over-exposes", (("bad", 20), ("bright_paired", 20))),
+           "frames the bad top-up over-exposes", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates",
            (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3"),
            "fine_tune_strong_top_up_paired_exposure, the head going on at 1e-3 with its "
-           "optimizer while the backbone fine-tunes at 1e-4",
-           (("bad", 20), ("bright_paired", 20))),
+           "optimizer while the backbone fine-tunes at 1e-4", _PAIRED_TOP_UP),
+    Recipe("fine_tune_strong_top_up_paired_exposure_unweighted",
+           (*_STRONG, "--exposure_features", "--class_weights", "none"),
+           "fine_tune_strong_top_up_paired_exposure with every image weighing 1 (the extra "
+           "earth/edge frames no longer raise the weight of bad)", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
            (("bad", 20), ("bright_paired", 10))),
@@ -139,28 +145,26 @@ RECIPES: dict[str, Recipe] = _declare(
            _BAD_TOP_UP),
     Recipe("frozen_at_defaults", (*_AT_DEFAULTS, "--nodo_fine_tuning"),
            "the trainer's defaults (SGD 0.005, 20 % validation), frozen"),
-    Recipe("fine_tune_at_defaults", (*_AT_DEFAULTS, "--do_fine_tuning"),
+    Recipe("fine_tune_at_defaults", _FINE_TUNE_AT_DEFAULTS,
            "--do_fine_tuning with every other flag at its default"),
     Recipe("frozen_at_defaults_exposure", (*_AT_DEFAULTS, "--nodo_fine_tuning",
                                            "--exposure_features"),
            "frozen_at_defaults + the exposure shares"),
-    Recipe("fine_tune_at_defaults_exposure", (*_AT_DEFAULTS, "--do_fine_tuning",
-                                              "--exposure_features"),
+    Recipe("fine_tune_at_defaults_exposure", (*_FINE_TUNE_AT_DEFAULTS, "--exposure_features"),
            "fine_tune_at_defaults + the exposure shares"),
-    Recipe("fine_tune_at_defaults_rate10", (*_AT_DEFAULTS, "--do_fine_tuning",
-                                            "--fine_tuning_learning_rate", "5e-4"),
+    Recipe("fine_tune_at_defaults_rate10",
+           (*_FINE_TUNE_AT_DEFAULTS, "--fine_tuning_learning_rate", "5e-4"),
            "fine_tune_at_defaults with the backbone at --learning_rate / 10"),
-    Recipe("fine_tune_at_defaults_rate10000", (*_AT_DEFAULTS, "--do_fine_tuning",
-                                               "--fine_tuning_learning_rate", "5e-7"),
+    Recipe("fine_tune_at_defaults_rate10000",
+           (*_FINE_TUNE_AT_DEFAULTS, "--fine_tuning_learning_rate", "5e-7"),
            "fine_tune_at_defaults with the backbone at --learning_rate / 10000 (nearly frozen)"),
-    Recipe("fine_tune_at_defaults_average", (*_AT_DEFAULTS, "--do_fine_tuning",
-                                             "--average_last_epochs", "5"),
+    Recipe("fine_tune_at_defaults_average",
+           (*_FINE_TUNE_AT_DEFAULTS, "--average_last_epochs", "5"),
            "fine_tune_at_defaults, exporting the mean weights of its 5 fine-tuning epochs"),
-    Recipe("fine_tune_at_defaults_average3", (*_AT_DEFAULTS, "--do_fine_tuning",
-                                              "--average_last_epochs", "3"),
+    Recipe("fine_tune_at_defaults_average3",
+           (*_FINE_TUNE_AT_DEFAULTS, "--average_last_epochs", "3"),
            "fine_tune_at_defaults, exporting the mean weights of its last 3 epochs"),
-    Recipe("fine_tune_one_stage", (*_AT_DEFAULTS, "--do_fine_tuning",
-                                   "--fine_tune_after_epochs", "0"),
+    Recipe("fine_tune_one_stage", (*_FINE_TUNE_AT_DEFAULTS, "--fine_tune_after_epochs", "0"),
            "TF Hub's one-stage schedule: unfrozen from epoch 1 at SGD 0.005"),
 )
 #: The recipe cross-validation chose over seeds (docs/results.md): the demo's and the README's.
