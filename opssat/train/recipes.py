@@ -103,8 +103,8 @@ RECIPES: dict[str, Recipe] = _declare(
            "the backbone's features", _BAD_TOP_UP),
     Recipe("fine_tune_strong_top_up_bright_exposure",
            (*_STRONG, "--exposure_features", "--temperature", "0.402"),
-           "fine_tune_strong_top_up_bright + the exposure shares: better on both stress "
-           "families, 0.017 below on the plain folds; T fitted out of fold", _BRIGHT_TOP_UP),
+           "fine_tune_strong_top_up_bright + the exposure shares (offered before the paired "
+           "top-up); T fitted out of fold", _BRIGHT_TOP_UP),
     Recipe("fine_tune_strong_top_up_bright30_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up + 30 bright-but-valid frames + the exposure shares",
            (("bad", 20), ("bright", 30))),
@@ -123,13 +123,21 @@ RECIPES: dict[str, Recipe] = _declare(
            "fine_tune_strong_top_up_bright_exposure, the bright frames made from the very "
            "frames the bad top-up over-exposes", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates",
-           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3"),
+           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
+            "--temperature", "0.394"),
            "fine_tune_strong_top_up_paired_exposure, the head going on at 1e-3 with its "
-           "optimizer while the backbone fine-tunes at 1e-4", _PAIRED_TOP_UP),
+           "optimizer while the backbone fine-tunes at 1e-4: offered for cloud-heavy scenes "
+           "(better on both stress families, 0.015 below on the plain folds over five seeds); "
+           "T fitted out of fold", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_unweighted",
            (*_STRONG, "--exposure_features", "--class_weights", "none"),
            "fine_tune_strong_top_up_paired_exposure with every image weighing 1 (the extra "
            "earth/edge frames no longer raise the weight of bad)", _PAIRED_TOP_UP),
+    Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_unweighted",
+           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
+            "--class_weights", "none"),
+           "fine_tune_strong_top_up_paired_exposure_two_rates with every image weighing 1",
+           _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
            (("bad", 20), ("bright_paired", 10))),
