@@ -17,7 +17,13 @@ from opssat.core.paths import model_paths
 from opssat.data import images
 from opssat.data.preprocess import PreprocessOptions
 from opssat.judge.infer import RUNTIMES, label_test_set
-from opssat.judge.shared_options import ModelFiles, SmartCamRuntime, Threads, Threshold
+from opssat.judge.shared_options import (
+    ModelFiles,
+    Progress,
+    SmartCamRuntime,
+    Threads,
+    Threshold,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "resizer and TFLite 2.5 image_classifier from --smartcam_dir, written "
                         "as mode 'flight' (--preprocess is then SmartCam's own) "
                         "(default: %(default)s)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    flags.add_flags(parser, [ModelFiles, Threshold, PreprocessOptions, SmartCamRuntime, Threads])
+    flags.add_flags(parser, [ModelFiles, Threshold, PreprocessOptions, SmartCamRuntime, Threads,
+                               Progress])
     return parser
 
 

@@ -21,7 +21,7 @@ from opssat.data import images, split
 from opssat.data.preprocess import PreprocessOptions
 from opssat.judge import queue
 from opssat.judge.infer import Classifier
-from opssat.judge.shared_options import Bursts, ModelFiles, Threads
+from opssat.judge.shared_options import Bursts, ModelFiles, Progress, Threads
 
 #: Bursts printed on the terminal (the CSV and the page have all).
 SHOWN = 10
@@ -34,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", choices=queue.RANKINGS, default="margin",
                         help="uncertainty measure: margin (smallest top-1 minus top-2 first) or "
                         "entropy (largest first) (default: %(default)s)")
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    flags.add_flags(parser, [ModelFiles, PreprocessOptions, Bursts, Threads])
+    flags.add_flags(parser, [ModelFiles, PreprocessOptions, Bursts, Threads, Progress])
     parser.set_defaults(preprocess="onboard")
     return parser
 

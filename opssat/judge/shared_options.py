@@ -53,6 +53,13 @@ class Threads:
 
 
 @dataclass
+class Progress:
+    """progress"""
+
+    no_progress: bool = option(False, "hide the progress bar")
+
+
+@dataclass
 class SmartCamRuntime:
     """SmartCam's runtime: its own binaries"""
 
