@@ -15,6 +15,7 @@ training.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from opssat.core import atomic, cli, errors, flags
 from opssat.core.paths import model_paths
@@ -51,6 +52,9 @@ def main() -> int:
     only_top_up = bool(top_ups) and not args.real
     if not args.force and not only_top_up:
         sample.refuse_non_empty(paths.all_dir)
+    if only_top_up and not paths.require_model_dir().all_dir.is_dir():
+        raise errors.UserError(f"nothing to top up: {paths.all_dir} does not exist (run "
+                               f"./create_dirs.sh {args.model})")
     existing = images.label_folders(paths.all_dir) if paths.all_dir.is_dir() else []
     atomic.check_writable(paths.all_dir, *existing)
     if args.real:
@@ -66,28 +70,42 @@ def main() -> int:
             print(f"{label:<6} {n:>5} images in {paths.all_dir / label}")
         print(f"plus one truncated JPEG ({sample.TRUNCATED_LABEL}/) and one non-image file "
               f"({sample.NON_IMAGE_LABEL}/{sample.NON_IMAGE_NAME}) to exercise image hygiene")
-    sources = topup.data_top_up_sources(paths.all_dir, paths.test_dir) if top_ups else []
-    for label, n in top_ups:
-        written = topup.top_up(paths.all_dir, label, n, args.seed, sources=sources)
-        removed = topup.remove_other_top_ups(paths.all_dir / label, written)
-        made = (f"over-exposed from {len(sources)} earth and edge frames of data/all, none "
-                "of the test split"
-                if label == "bad" and sources else "drawn from scratch")
-        where = paths.all_dir / label
-        if label in (topup.BRIGHT, topup.BRIGHT_PAIRED):
-            made = (f"brightened below the bad line from {len(sources)} earth and edge frames, "
-                    "none of the test split, each keeping its label")
-            where = paths.all_dir / "{earth,edge}"
-        elif label == topup.BAD_DRAWN:
-            made, where = "drawn from scratch", paths.all_dir / "bad"
-        print(f"{label:<6} {n:>5} synthetic top-up images ({topup.SYNTHETIC_PREFIX}*, {made}) "
-              f"in {where}")
-        if removed:
-            print(f"{label:<6} {len(removed):>5} earlier top-up images removed (a top-up of N "
-                  "leaves N)")
+    if top_ups:
+        _top_up(paths.all_dir, paths.test_dir, top_ups, args.seed)
     print(f"next: ./split_data.py {args.model} 20")
     return 0
 
+
+def _top_up(all_dir: Path, test_dir: Path, top_ups: list[tuple[str, int]], seed: int) -> None:
+    """Write every top-up, then remove the earlier top-up files in each folder they write
+    to: a top-up of N leaves N, also for kinds that share a folder (bad, bad_drawn) or
+    write to several (bright, bright_paired)."""
+    sources = topup.data_top_up_sources(all_dir, test_dir)
+    written: list[Path] = []
+    for label, n in top_ups:
+        written += topup.top_up(all_dir, label, n, seed, sources=sources)
+        made, where = _top_up_origin(all_dir, label, len(sources))
+        print(f"{label:<6} {n:>5} synthetic top-up images ({topup.SYNTHETIC_PREFIX}*, {made}) "
+              f"in {where}")
+    labels = sorted({label for kind, _ in top_ups for label in topup.top_up_labels(kind)})
+    for folder in (all_dir / label for label in labels):
+        removed = topup.remove_other_top_ups(folder, [p for p in written if p.parent == folder])
+        if removed:
+            print(f"{len(removed):>12} earlier top-up images removed from {folder} (a top-up "
+                  "of N leaves N)")
+
+
+def _top_up_origin(all_dir: Path, label: str, sources: int) -> tuple[str, Path]:
+    """What a top-up of ``label`` is made from, and where it goes: for the log line."""
+    folders = topup.top_up_labels(label)
+    where = all_dir / (folders[0] if len(folders) == 1 else "{" + ",".join(folders) + "}")
+    if label in (topup.BRIGHT, topup.BRIGHT_PAIRED):
+        return (f"brightened below the bad line from {sources} earth and edge frames, none of "
+                "the test split, each keeping its label", where)
+    if label == "bad" and sources:
+        return (f"over-exposed from {sources} earth and edge frames of data/all, none of the "
+                "test split", where)
+    return "drawn from scratch", where
 
 if __name__ == "__main__":
     cli.run(main)

@@ -80,6 +80,32 @@ def test_a_huge_top_up_is_refused_before_writing(repo_root):
     assert listing(all_dir) == before
 
 
+def test_a_top_up_without_a_model_folder_is_one_line(repo_root):
+    error = one_error_line(run_script("make_sample_data.py", "nosuch", "--top_up", "bad=2",
+                                      repo=repo_root))
+    assert "create_dirs.sh nosuch" in error, error
+    assert not (repo_root / "nosuch").exists()
+
+
+def test_top_ups_that_share_or_span_folders_also_leave_n(repo_root):
+    """bright_paired writes into earth/ and edge/, bad_drawn into bad/ beside bad: a
+    smaller re-run leaves N, and kinds written together keep each other's files."""
+    all_dir = _all_data(repo_root)
+
+    def synthetic(*labels: str) -> int:
+        return sum(topup.is_synthetic(p) for label in labels for p in (all_dir / label).iterdir())
+
+    for n in (4, 2):
+        made = run_script("make_sample_data.py", "d", "--top_up", f"bright_paired={n}",
+                          repo=repo_root)
+        assert made.returncode == 0, made.stderr
+        assert synthetic("earth", "edge") == n
+    both = run_script("make_sample_data.py", "d", "--top_up", "bad_drawn=3", "--top_up",
+                      "bad=2", repo=repo_root)
+    assert both.returncode == 0, both.stderr
+    assert synthetic("bad") == 5
+
+
 def test_a_top_up_of_n_leaves_n_and_says_how_far_it_got(repo_root, monkeypatch, capsys):
     all_dir = _all_data(repo_root)
     real = {p for p in all_dir.rglob("*") if p.is_file()}

@@ -153,6 +153,13 @@ _KIND_OFFSET_MS = {BRIGHT: 5 * 86_400_000, BAD_DRAWN: 10 * 86_400_000,
                    BRIGHT_PAIRED: 15 * 86_400_000}
 
 
+def top_up_labels(kind: str) -> tuple[str, ...]:
+    """The label folders a top-up of ``kind`` (a label or one of TOP_UP_KINDS) writes into."""
+    if kind in (BRIGHT, BRIGHT_PAIRED):
+        return stress.BRIGHT_SOURCE_LABELS
+    return ("bad",) if kind == BAD_DRAWN else (kind,)
+
+
 def parse_top_up(text: str) -> tuple[str, int]:
     """``LABEL=N`` (or ``bright=N``, ``bad_drawn=N``) from the command line, e.g. ``bad=20``."""
     label, sep, number = text.partition("=")
@@ -176,7 +183,8 @@ def _bright_top_up(all_dir: Path, count: int, rng: np.random.Generator, start_ms
     """``count`` of the real earth/edge frames ``order`` brightened below the ``bad`` line,
     taken in turn, each into its own label's folder (a source's label is its folder's name)."""
     if not order:
-        raise UserError("--top_up bright=N brightens real earth and edge frames: there are none")
+        raise UserError("--top_up bright=N (or bright_paired=N) brightens real earth and edge "
+                        "frames: there are none")
     written: list[Path] = []
     attempt = 0
     while len(written) < count and attempt < 4 * count:
@@ -212,7 +220,8 @@ def top_up(all_dir: Path, label: str, count: int, seed: int = sample.DEFAULT_SEE
     if label == BAD_DRAWN:
         label, sources, start_ms = "bad", (), start_ms + _KIND_OFFSET_MS[BAD_DRAWN]
     order = [sources[i] for i in rng.permutation(len(sources))] if sources else []
-    if label == BRIGHT_PAIRED:  # the bad top-up's order: its generator's first draw
+    if label == BRIGHT_PAIRED:  # the bad top-up's order (its generator's first draw); the
+        # own draw above still advances rng, so the severities stay those measured
         order = [sources[i] for i in _rng("bad", seed).permutation(len(sources))]
     if label in (BRIGHT, BRIGHT_PAIRED):
         return _bright_top_up(all_dir, count, rng, start_ms + _KIND_OFFSET_MS[label], order)
