@@ -171,12 +171,12 @@ def test_with_two_rates_the_head_keeps_its_optimizer_across_stages(
     """The head stage's SGD, momentum and step count included, goes on training the head
     while the backbone gets an optimizer of its own: two optimizers, not three."""
     made = []
+    make_optimizer = trainer.make_optimizer
 
     def recording(options, rate):
         made.append(make_optimizer(options, rate))
         return made[-1]
 
-    make_optimizer = trainer.make_optimizer
     monkeypatch.setattr(trainer, "make_optimizer", recording)
     trainer.train(_options(grey_images, bn_hub, tmp_path / "out", "--do_fine_tuning",
                            "--train_epochs", "3", "--fine_tune_after_epochs", "2"))
