@@ -186,6 +186,32 @@ def test_with_two_rates_the_head_keeps_its_optimizer_across_stages(
 
 
 @pytest.mark.slow
+def test_a_soup_of_two_seeds_is_one_model_with_their_mean_weights(bn_hub, grey_images,
+                                                                  tmp_path):
+    """--ensemble soup: the fine-tuned members of seeds 42 and 43, each as it trains
+    alone, averaged weight by weight into one model of one member's operators."""
+    from opssat.onboard import tflite25
+
+    fine_tune = ("--do_fine_tuning", "--train_epochs", "3", "--fine_tune_after_epochs", "2",
+                 "--fine_tuning_learning_rate", "0.01", "--optimizer", "adam")
+    kernels = {}
+    for name, extra in [("42", ("--seed", "42")), ("43", ("--seed", "43")),
+                        ("soup", ("--ensemble_seeds", "2", "--ensemble", "soup"))]:
+        out = tmp_path / name
+        result = trainer.train(_options(grey_images, bn_hub, out, "--saved_model_dir",
+                                        str(out / "saved_model"), *fine_tune, *extra))
+        kernels[name] = _saved_variables(out / "saved_model")
+    assert result.record.ensemble_seeds == [42, 43]
+    assert not np.allclose(kernels["42"]["kernel"], kernels["43"]["kernel"])
+    np.testing.assert_allclose(kernels["soup"]["kernel"],
+                               (kernels["42"]["kernel"] + kernels["43"]["kernel"]) / 2,
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(kernels["soup"]["moving_mean"], kernels["42"]["moving_mean"])
+    ops = [tflite25.operators((tmp_path / n / "model.tflite").read_bytes()) for n in ("42", "soup")]
+    assert [name for name, _ in ops[1]] == [name for name, _ in ops[0]]
+
+
+@pytest.mark.slow
 def test_frozen_run_leaves_backbone_alone(bn_hub, grey_images, tmp_path):
     out = tmp_path / "out"
     trainer.train(_options(grey_images, bn_hub, out, "--saved_model_dir",

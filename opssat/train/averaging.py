@@ -1,4 +1,5 @@
-"""Weight averaging over the last epochs of training (``--average_last_epochs``).
+"""Weight averaging: over the last epochs of training (``--average_last_epochs``), and
+over the members of ``--ensemble_seeds N --ensemble soup``.
 
 On a hundred images, the weights of the last epoch depend on the seed's last
 few batches: the same recipe lands a few images apart from seed to seed. The
@@ -6,6 +7,10 @@ mean of the weights after each of the last epochs sits nearer the middle of the
 region those epochs wander in (stochastic weight averaging, Izmailov et al.
 2018). The backbone's batch norm stays in inference mode with its ImageNet
 statistics, so the averaged weights need no statistics recomputed.
+
+Members trained with different seeds from the same ImageNet weights, the backbone
+moving little, lie in one basin too; the mean of their weights ("model soup",
+Wortsman et al. 2022) is one model of one member's size and time on board.
 """
 
 from __future__ import annotations
@@ -43,3 +48,10 @@ class LastEpochsAverage(tf_keras.callbacks.Callback):
         self.model.set_weights([(total / self.count).astype(w.dtype)
                                 for total, w in zip(self.total, current, strict=True)])
         print(f"weights: the mean of the last {self.count} epochs' (--average_last_epochs)")
+
+
+def mean_weights(models: list[tf_keras.Model]) -> list[np.ndarray]:
+    """The element-wise mean of the weights of models of one architecture."""
+    per_model = [model.get_weights() for model in models]
+    return [np.mean([weights[k].astype(np.float64) for weights in per_model], axis=0)
+            .astype(per_model[0][k].dtype) for k in range(len(per_model[0]))]

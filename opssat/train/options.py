@@ -27,6 +27,7 @@ from opssat.train.catalog import BUILTIN_BACKBONES, DEFAULT_TFHUB_MODULE, QUANTI
 DISTRIBUTION_STRATEGIES = ("none", "mirrored")
 CLASS_WEIGHTS = ("balanced", "none")
 OPTIMIZERS = ("sgd", "adam")
+ENSEMBLES = ("average", "soup")
 
 #: Fine-tuning after a head-only stage runs at --learning_rate divided by this by default
 #: (Keras' transfer learning guide: 1e-5 after 1e-3); cross-validated in docs/results.md.
@@ -112,7 +113,12 @@ class RecipeOptions:
         "features, so the head can tell an over-exposed frame from a bright valid one")
     ensemble_seeds: int = option(
         1, "train this many members (seeds --seed, --seed+1, ...) and export one model "
-        "that averages their softmax outputs", limits=Limits(1))
+        "made of them (--ensemble)", limits=Limits(1))
+    ensemble: str = option(
+        "average", "how --ensemble_seeds members make one model: average: one graph "
+        "averaging their softmax outputs (a fine-tuned member's time on board each); soup: "
+        "one model with the mean of their weights (one model's size and time)",
+        choices=ENSEMBLES)
 
     def check(self) -> None:
         flags.check_values(self)

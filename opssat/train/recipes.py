@@ -51,6 +51,8 @@ _BAD_TOP_UP = (("bad", 20),)
 _BRIGHT_TOP_UP = (("bad", 20), ("bright", 20))
 #: The same, the bright frames made from the very frames the bad top-up over-exposes.
 _PAIRED_TOP_UP = (("bad", 20), ("bright_paired", 20))
+#: Three members (seeds --seed to --seed+2) averaged into one model's weights.
+_SOUP3 = ("--ensemble_seeds", "3", "--ensemble", "soup")
 
 
 def _declare(*recipes: Recipe) -> dict[str, Recipe]:
@@ -138,6 +140,14 @@ RECIPES: dict[str, Recipe] = _declare(
             "--class_weights", "none"),
            "fine_tune_strong_top_up_paired_exposure_two_rates with every image weighing 1",
            _PAIRED_TOP_UP),
+    Recipe("fine_tune_strong_top_up_soup3", (*_STRONG, *_SOUP3),
+           "fine_tune_strong_top_up, one model with the mean weights of three seeds' members",
+           _BAD_TOP_UP),
+    Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_soup3",
+           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
+            *_SOUP3),
+           "fine_tune_strong_top_up_paired_exposure_two_rates, one model with the mean "
+           "weights of three seeds' members", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
            (("bad", 20), ("bright_paired", 10))),

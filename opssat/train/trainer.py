@@ -88,10 +88,14 @@ def train(options: TrainOptions) -> TrainResult:
                for member in member_options(options)]
     run, fitted = members[0]
     runs = [r for r, _ in members]
+    seeds = [r.options.recipe.seed for r in runs]
+    if options.recipe.ensemble == "soup":
+        runs = [_soup(runs)]
     val_accuracy = _validation_accuracy(run, [r.classifier for r in runs])
     _check_accuracy(options, val_accuracy)
     temperature = calibrate(runs)
-    targets, record = _write_outputs(run, fitted, val_accuracy, runs, temperature)
+    targets, record = _write_outputs(run, fitted, val_accuracy, runs,
+                                     {"temperature": temperature, "ensemble_seeds": seeds})
     return TrainResult(run.files.labels, fitted.history, fitted.best_epoch, val_accuracy,
                        targets, record)
 
@@ -146,7 +150,7 @@ def _prepare(options: TrainOptions, started: float, split_seed: int) -> Prepared
 
 
 def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
-                   runs: list[PreparedRun], temperature: dict
+                   runs: list[PreparedRun], recorded: dict
                    ) -> tuple[list[Path], TrainRecord]:
     """Stage the models, labels and record; replace the old ones only once all are staged."""
     outputs = atomic.OutputSet()
@@ -156,8 +160,8 @@ def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
                                  [run.preprocessing.mode], run.preprocessing.onboard_channels)
         variant_accuracy = _accuracy(answers, run.val_files.targets)
         record = _record(run, fitted, val_accuracy, variant_accuracy)
-        record.temperature = temperature
-        record.ensemble_seeds = [r.options.recipe.seed for r in runs]
+        record.temperature = recorded["temperature"]
+        record.ensemble_seeds = recorded["ensemble_seeds"]
         record.tflite_files = {name: str(_final_target(run, name)) for name in written}
         record.outputs = {str(target): sha256_tree(staged)
                           for target, staged in outputs.staged().items()}
@@ -204,6 +208,14 @@ def calibrate(runs: list[PreparedRun]) -> dict:
         dense.set_weights([kernel / t, bias / t])
     print(f"temperature: T = {t:.4f}, {where}, folded into the last dense layer")
     return {"T": float(t), "fitted_on": where}
+
+
+def _soup(runs: list[PreparedRun]) -> PreparedRun:
+    """The first member, given the mean of every member's weights (--ensemble soup)."""
+    if len(runs) > 1:
+        runs[0].classifier.set_weights(averaging.mean_weights([r.classifier for r in runs]))
+        print(f"weights: the mean of {len(runs)} members' (--ensemble soup)")
+    return runs[0]
 
 
 def ensemble_model(runs: list[PreparedRun]) -> tf_keras.Model:
