@@ -402,7 +402,7 @@ def _fit_on_images(run: PreparedRun, stage: Stage,
         model = _trainable_model(run, stage)
         carried = head_optimizer if isinstance(model, TwoRateTraining) else None
         compile_model(model, options, stage.head_rate, carried)
-    train_data = image_batches(run, run.train_files, options.recipe.seed, run.weights,
+    train_data = image_batches(run, run.train_files, _shuffle_seed(options, stage), run.weights,
                                augment_fn=augmenter(options))
     val_data = image_batches(run, run.val_files) if len(run.val_idx) else None
     fitted = model.fit(
@@ -410,6 +410,12 @@ def _fit_on_images(run: PreparedRun, stage: Stage,
         epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None, stage),
         verbose=2)
     return _history(fitted), model.optimizer
+
+
+def _shuffle_seed(options: TrainOptions, stage: Stage) -> int:
+    """The stage's own shuffle: a new dataset seeded as the first stage's would replay
+    that stage's batch orders, epoch for epoch, where one run goes on to new ones."""
+    return options.recipe.seed + stage.first_epoch
 
 
 def _trainable_model(run: PreparedRun, stage: Stage) -> tf_keras.Model:
