@@ -186,6 +186,28 @@ def test_with_two_rates_the_head_keeps_its_optimizer_across_stages(
 
 
 @pytest.mark.slow
+def test_with_two_rates_the_fine_tuning_stage_does_not_replay_the_head_stages_batches(
+        bn_hub, grey_images, tmp_path, monkeypatch):
+    """Each stage builds its own image dataset; seeded alike, the fine-tuning stage's
+    epochs would see the head stage's batches again, in the same order, while the head
+    goes on with its optimizer (the default's two rates)."""
+    first_batches = []
+    image_batches = trainer.image_batches
+
+    def recording(*args, **kwargs):
+        data = image_batches(*args, **kwargs)
+        first_batches.append(next(iter(data))[0].numpy())
+        return data
+
+    monkeypatch.setattr(trainer, "image_batches", recording)
+    trainer.train(_options(grey_images, bn_hub, tmp_path / "out", "--do_fine_tuning",
+                           "--nocache_features", "--train_epochs", "2",
+                           "--fine_tune_after_epochs", "1"))
+    assert len(first_batches) == 2
+    assert not np.array_equal(*first_batches)
+
+
+@pytest.mark.slow
 def test_a_soup_of_two_seeds_is_one_model_with_their_mean_weights(bn_hub, grey_images,
                                                                   tmp_path):
     """--ensemble soup: the fine-tuned members of seeds 42 and 43, each as it trains

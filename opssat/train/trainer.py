@@ -395,14 +395,18 @@ def _fit_on_images(run: PreparedRun, stage: Stage,
     With two rates the head goes on with ``head_optimizer``, the head stage's, momentum
     and all: a new one would restart from rest, and with a few steps an epoch (SGD
     momentum 0.9 needs about ten to get up to speed) the head would end less trained
-    than the frozen backbone's after the same epochs.
+    than the frozen backbone's after the same epochs. Its batches go on too, shuffled
+    from the stage's first epoch on, as a frozen run's do; seeded as the head stage's,
+    they would replay its batch orders. One rate starts the whole model's optimizer
+    anew, a second run, and shuffles as a run with ``--seed`` does.
     """
     options = run.options
     with run.strategy.scope():
         model = _trainable_model(run, stage)
         carried = head_optimizer if isinstance(model, TwoRateTraining) else None
         compile_model(model, options, stage.head_rate, carried)
-    train_data = image_batches(run, run.train_files, _shuffle_seed(options, stage), run.weights,
+    shuffle_seed = options.recipe.seed + (stage.first_epoch if carried is not None else 0)
+    train_data = image_batches(run, run.train_files, shuffle_seed, run.weights,
                                augment_fn=augmenter(options))
     val_data = image_batches(run, run.val_files) if len(run.val_idx) else None
     fitted = model.fit(
@@ -410,12 +414,6 @@ def _fit_on_images(run: PreparedRun, stage: Stage,
         epochs=stage.end_epoch, callbacks=_callbacks(options, val_data is not None, stage),
         verbose=2)
     return _history(fitted), model.optimizer
-
-
-def _shuffle_seed(options: TrainOptions, stage: Stage) -> int:
-    """The stage's own shuffle: a new dataset seeded as the first stage's would replay
-    that stage's batch orders, epoch for epoch, where one run goes on to new ones."""
-    return options.recipe.seed + stage.first_epoch
 
 
 def _trainable_model(run: PreparedRun, stage: Stage) -> tf_keras.Model:
