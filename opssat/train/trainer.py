@@ -88,14 +88,12 @@ def train(options: TrainOptions) -> TrainResult:
                for member in member_options(options)]
     run, fitted = members[0]
     runs = [r for r, _ in members]
-    seeds = [r.options.recipe.seed for r in runs]
     if options.recipe.ensemble == "soup":
         runs = [_soup(runs)]
     val_accuracy = _validation_accuracy(run, [r.classifier for r in runs])
     _check_accuracy(options, val_accuracy)
     temperature = calibrate(runs)
-    targets, record = _write_outputs(run, fitted, val_accuracy, runs,
-                                     {"temperature": temperature, "ensemble_seeds": seeds})
+    targets, record = _write_outputs(run, fitted, val_accuracy, runs, temperature)
     return TrainResult(run.files.labels, fitted.history, fitted.best_epoch, val_accuracy,
                        targets, record)
 
@@ -150,7 +148,7 @@ def _prepare(options: TrainOptions, started: float, split_seed: int) -> Prepared
 
 
 def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
-                   runs: list[PreparedRun], recorded: dict
+                   runs: list[PreparedRun], temperature: dict
                    ) -> tuple[list[Path], TrainRecord]:
     """Stage the models, labels and record; replace the old ones only once all are staged."""
     outputs = atomic.OutputSet()
@@ -160,8 +158,8 @@ def _write_outputs(run: PreparedRun, fitted: Fitted, val_accuracy: float | None,
                                  [run.preprocessing.mode], run.preprocessing.onboard_channels)
         variant_accuracy = _accuracy(answers, run.val_files.targets)
         record = _record(run, fitted, val_accuracy, variant_accuracy)
-        record.temperature = recorded["temperature"]
-        record.ensemble_seeds = recorded["ensemble_seeds"]
+        record.temperature = temperature
+        record.ensemble_seeds = [member.recipe.seed for member in member_options(run.options)]
         record.tflite_files = {name: str(_final_target(run, name)) for name in written}
         record.outputs = {str(target): sha256_tree(staged)
                           for target, staged in outputs.staged().items()}
