@@ -51,6 +51,9 @@ _BAD_TOP_UP = (("bad", 20),)
 _BRIGHT_TOP_UP = (("bad", 20), ("bright", 20))
 #: The same, the bright frames made from the very frames the bad top-up over-exposes.
 _PAIRED_TOP_UP = (("bad", 20), ("bright_paired", 20))
+#: Orbit augmentation cut to random flips and quarter turns, which keep any frame's label.
+_FLIPS = ("--orbit_augmentation", "--brightness_delta", "0", "--contrast_range", "0",
+          "--exposure_stops", "0")
 #: Three members (seeds --seed to --seed+2) averaged into one model's weights.
 _SOUP3 = ("--ensemble_seeds", "3", "--ensemble", "soup")
 
@@ -148,6 +151,14 @@ RECIPES: dict[str, Recipe] = _declare(
            "fine_tune_strong_top_up_paired_exposure_two_rates, one model with the mean "
            "weights of three seeds' members: offered for cloud-heavy scenes (better on both "
            "stress families, 0.021 below on the plain folds); T fitted out of fold",
+           _PAIRED_TOP_UP),
+    Recipe("fine_tune_strong_top_up_flips", (*_STRONG, *_FLIPS),
+           "fine_tune_strong_top_up, every training image flipped and turned at random in "
+           "every epoch", _BAD_TOP_UP),
+    Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_flips",
+           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
+            *_FLIPS),
+           "fine_tune_strong_top_up_paired_exposure_two_rates with random flips and turns",
            _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
