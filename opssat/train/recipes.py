@@ -129,9 +129,10 @@ RECIPES: dict[str, Recipe] = _declare(
            "frames the bad top-up over-exposes", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates",
            (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
-            "--temperature", "0.394"),
+            "--temperature", "0.442"),
            "fine_tune_strong_top_up_paired_exposure, the head going on at 1e-3 with its "
-           "optimizer while the backbone fine-tunes at 1e-4 (offered before its soup)",
+           "optimizer while the backbone fine-tunes at 1e-4 (offered before its soup); T "
+           "fitted out of fold",
            _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_unweighted",
            (*_STRONG, "--exposure_features", "--class_weights", "none"),
