@@ -161,6 +161,11 @@ RECIPES: dict[str, Recipe] = _declare(
             *_FLIPS),
            "fine_tune_strong_top_up_paired_exposure_two_rates with random flips and turns",
            _PAIRED_TOP_UP),
+    Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_flips_soup3",
+           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
+            *_FLIPS, *_SOUP3),
+           "fine_tune_strong_top_up_paired_exposure_two_rates_flips, one model with the mean "
+           "weights of three seeds' members", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
            "fine_tune_strong_top_up_paired_exposure with 10 paired bright frames instead of 20",
            (("bad", 20), ("bright_paired", 10))),
