@@ -54,6 +54,10 @@ _PAIRED_TOP_UP = (("bad", 20), ("bright_paired", 20))
 #: Orbit augmentation cut to random flips and quarter turns, which keep any frame's label.
 _FLIPS = ("--orbit_augmentation", "--brightness_delta", "0", "--contrast_range", "0",
           "--exposure_stops", "0")
+#: The paired candidates' training: exposure shares, the head going on at 1e-3 while the
+#: backbone fine-tunes at 1e-4.
+_EXPOSURE_TWO_RATES = (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate",
+                       "1e-3")
 #: Three members (seeds --seed to --seed+2) averaged into one model's weights.
 _SOUP3 = ("--ensemble_seeds", "3", "--ensemble", "soup")
 
@@ -128,8 +132,7 @@ RECIPES: dict[str, Recipe] = _declare(
            "fine_tune_strong_top_up_bright_exposure, the bright frames made from the very "
            "frames the bad top-up over-exposes", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates",
-           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
-            "--temperature", "0.442"),
+           (*_EXPOSURE_TWO_RATES, "--temperature", "0.442"),
            "fine_tune_strong_top_up_paired_exposure, the head going on at 1e-3 with its "
            "optimizer while the backbone fine-tunes at 1e-4 (offered before its soup); T "
            "fitted out of fold",
@@ -139,16 +142,14 @@ RECIPES: dict[str, Recipe] = _declare(
            "fine_tune_strong_top_up_paired_exposure with every image weighing 1 (the extra "
            "earth/edge frames no longer raise the weight of bad)", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_unweighted",
-           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
-            "--class_weights", "none"),
+           (*_EXPOSURE_TWO_RATES, "--class_weights", "none"),
            "fine_tune_strong_top_up_paired_exposure_two_rates with every image weighing 1",
            _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_soup3", (*_STRONG, *_SOUP3),
            "fine_tune_strong_top_up, one model with the mean weights of three seeds' members",
            _BAD_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_soup3",
-           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
-            *_SOUP3, "--temperature", "0.392"),
+           (*_EXPOSURE_TWO_RATES, *_SOUP3, "--temperature", "0.392"),
            "fine_tune_strong_top_up_paired_exposure_two_rates, one model with the mean "
            "weights of three seeds' members: offered for cloud-heavy scenes (better on both "
            "stress families, 0.021 below on the plain folds); T fitted out of fold",
@@ -157,13 +158,11 @@ RECIPES: dict[str, Recipe] = _declare(
            "fine_tune_strong_top_up, every training image flipped and turned at random in "
            "every epoch", _BAD_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_flips",
-           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
-            *_FLIPS),
+           (*_EXPOSURE_TWO_RATES, *_FLIPS),
            "fine_tune_strong_top_up_paired_exposure_two_rates with random flips and turns",
            _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired_exposure_two_rates_flips_soup3",
-           (*_STRONG, "--exposure_features", "--fine_tuning_head_learning_rate", "1e-3",
-            *_FLIPS, *_SOUP3),
+           (*_EXPOSURE_TWO_RATES, *_FLIPS, *_SOUP3),
            "fine_tune_strong_top_up_paired_exposure_two_rates_flips, one model with the mean "
            "weights of three seeds' members", _PAIRED_TOP_UP),
     Recipe("fine_tune_strong_top_up_paired10_exposure", (*_STRONG, "--exposure_features"),
